@@ -1,0 +1,1 @@
+"""One module per backend behind adapters.base.Backend; loaded lazily by harness.registry."""

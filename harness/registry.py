@@ -1,0 +1,67 @@
+"""Lazy backend registry: name -> "module:Class" from harness/data/backends.yaml.
+
+Nothing is imported until a backend is asked for, so listing backends or running the OCR
+default never imports boto3 or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from adapters.base import Backend, BackendConfig, SetupError
+from harness.catalog import load_packaged
+
+
+class BackendEntry(BaseModel):
+    target: str = Field(pattern=r"^[\w.]+:\w+$")
+    extra: str
+    requires: list[str] = []
+    description: str = ""
+    defaults: dict[str, Any] = {}
+
+
+class Registry(BaseModel):
+    backends: dict[str, BackendEntry]
+
+
+def registry() -> Registry:
+    return load_packaged(Registry, "backends.yaml")
+
+
+def entry(name: str) -> BackendEntry:
+    reg = registry().backends
+    if name not in reg:
+        known = ", ".join(sorted(reg))
+        raise SetupError(f"unknown backend {name!r}; known backends: {known}")
+    return reg[name]
+
+
+def missing_modules(name: str) -> list[str]:
+    return [m for m in entry(name).requires if importlib.util.find_spec(m) is None]
+
+
+def is_installed(name: str) -> bool:
+    return not missing_modules(name)
+
+
+def load_backend_class(name: str) -> type[Backend]:
+    e = entry(name)
+    missing = missing_modules(name)
+    if missing:
+        raise SetupError(
+            f"backend {name!r} needs {', '.join(missing)}: pip install 'migbench[{e.extra}]'"
+            f" (or: tox -e {name})"
+        )
+    module, _, cls = e.target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_backend(name: str, model: str | None = None, options: dict[str, Any] | None = None) -> Backend:
+    e = entry(name)
+    opts = {**e.defaults, **(options or {})}
+    cls = load_backend_class(name)
+    return cls(BackendConfig(name=name, model=model, options=opts))

@@ -1,0 +1,76 @@
+"""The field schema (harness/data/fields.yaml): names, types, critical fields per document type."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, model_validator
+
+from harness.catalog import load_model, load_packaged
+
+FieldType = Literal["monetary", "date", "boolean", "list", "id", "text"]
+
+
+class FieldSpec(BaseModel):
+    type: FieldType
+    item_type: FieldType | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _list_has_item_type(self) -> "FieldSpec":
+        if self.type == "list" and self.item_type in (None, "list"):
+            raise ValueError("list fields need an item_type that is not list")
+        return self
+
+
+class DocTypeSpec(BaseModel):
+    label: str
+    fields: list[str]
+    max_tokens: int = 1024
+
+
+class Schema(BaseModel):
+    version: int
+    list_separator: str = " | "
+    not_found: str = "NOT_FOUND"
+    fields: dict[str, FieldSpec]
+    document_types: dict[str, DocTypeSpec]
+    critical_fields: list[str]
+
+    @model_validator(mode="after")
+    def _names_known(self) -> "Schema":
+        for dt, spec in self.document_types.items():
+            unknown = [f for f in spec.fields if f not in self.fields]
+            if unknown:
+                raise ValueError(f"document type {dt} names unknown fields {unknown}")
+        unknown = [f for f in self.critical_fields if f not in self.fields]
+        if unknown:
+            raise ValueError(f"critical_fields names unknown fields {unknown}")
+        return self
+
+    def field_type(self, name: str) -> FieldType:
+        return self.fields[name].type if name in self.fields else "text"
+
+    def item_type(self, name: str) -> FieldType:
+        spec = self.fields.get(name)
+        return (spec.item_type or "text") if spec else "text"
+
+    def fields_for(self, doc_type: str) -> list[str]:
+        return list(self.document_types[doc_type].fields)
+
+    def doc_type_from_label(self, label: str) -> str | None:
+        """Map 'RECEIPT', 'Bank Statement', 'tax invoice' ... to a schema key."""
+        norm = "_".join(label.strip().lower().replace("-", " ").split())
+        for key, spec in self.document_types.items():
+            if norm in (key, spec.label.lower()):
+                return key
+        for key in self.document_types:
+            if key in norm or norm.endswith(key.split("_")[-1]):
+                return key
+        return None
+
+
+def load_schema(path: str | None = None) -> Schema:
+    if path:
+        return load_model(Schema, path)
+    return load_packaged(Schema, "fields.yaml")
