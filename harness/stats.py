@@ -1,0 +1,315 @@
+"""Means with confidence intervals, paired bootstrap, run aggregation, non-inferiority verdicts.
+
+Choices:
+- `mean_ci` is a Student-t interval on the mean. F1 per document is a bounded continuous score,
+  not a 0/1 proportion, so t (not Wilson) fits it; the quantile is computed exactly from the
+  regularised incomplete beta function (no scipy in the core). Intervals can be clipped to the
+  score range. n = 0 gives (None, None, None); n = 1 gives (x, None, None): no spread is known.
+- `wilson_ci` is for true proportions (hallucination rate, failure rate), where the t interval
+  misbehaves near 0 and 1.
+- `paired_bootstrap` resamples documents (the pairing unit), percentile interval, numpy RNG with a
+  fixed seed so reports are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from harness.normalize import is_not_found
+
+Interval = tuple[float | None, float | None, float | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# distributions
+# ---------------------------------------------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbt) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+@lru_cache(maxsize=1024)
+def t_quantile(p: float, df: float) -> float:
+    """Inverse Student-t CDF by bisection (monotone, exact to ~1e-10)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {p}")
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2.0
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+
+
+# ---------------------------------------------------------------------------------------------
+# intervals
+# ---------------------------------------------------------------------------------------------
+
+def mean_ci(values: Iterable[float], level: float = 0.95,
+            clip: tuple[float, float] | None = None) -> Interval:
+    """(mean, lo, hi) with a Student-t interval; None where it is undefined (n = 0, or lo/hi at n = 1)."""
+    _check_level(level)
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    if n == 0:
+        return (None, None, None)
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return (mean, None, None)
+    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * math.sqrt(var / n)
+    lo, hi = mean - half, mean + half
+    if clip is not None:
+        lo, hi = max(clip[0], lo), min(clip[1], hi)
+    return (mean, lo, hi)
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> Interval:
+    """(proportion, lo, hi) with the Wilson score interval; (None, None, None) when n = 0."""
+    _check_level(level)
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return (None, None, None)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> Interval:
+    """mean(a - b) and its percentile bootstrap interval, resampling the pairs.
+
+    a and b are per-document scores of two backends on the same documents, in the same order.
+    """
+    _check_level(level)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    if n_boot < 1:
+        raise ValueError("n_boot must be at least 1")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = d.size
+    if n == 0:
+        return (None, None, None)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 4_000_000 // n)  # bound memory: chunk x n indices at a time
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(k, n))
+        means[start:start + k] = d[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(d.mean()), float(lo), float(hi))
+
+
+def non_inferiority(diff_lo: float | None, margin: float, diff_hi: float | None = None) -> str:
+    """Verdict on candidate - incumbent with the CI [diff_lo, diff_hi] and a margin >= 0.
+
+    'superior' (lo > 0), 'non-inferior' (lo > -margin), 'inferior' (hi < -margin, when given),
+    otherwise 'inconclusive'; 'inconclusive' too when there is no interval.
+    """
+    if margin < 0 or math.isnan(margin):
+        raise ValueError(f"margin must be a non-negative number, got {margin}")
+    if diff_lo is None or math.isnan(diff_lo):
+        return "inconclusive"
+    if diff_lo > 0:
+        return "superior"
+    if diff_lo > -margin:
+        return "non-inferior"
+    if diff_hi is not None and diff_hi < -margin:
+        return "inferior"
+    return "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class GroupStat:
+    n: int  # scored documents (or fields)
+    mean: float | None
+    lo: float | None
+    hi: float | None
+    failed: int = 0
+
+
+@dataclass
+class FieldStat:
+    field: str
+    n: int
+    mean_f1: float | None
+    lo: float | None
+    hi: float | None
+    gt_not_found: int  # times the ground truth said NOT_FOUND
+    hallucinated: int  # ... and a value was predicted anyway
+    hallucination_rate: float | None  # hallucinated / gt_not_found
+    gt_value: int  # times the ground truth had a value
+    missed: int  # ... and NOT_FOUND was predicted
+    wrong_value: int  # ... and a value scoring 0 was predicted (a confident wrong answer)
+    wrong_value_rate: float | None  # wrong_value / gt_value
+
+
+@dataclass
+class Summary:
+    documents: int
+    scored: int
+    failed: int
+    failure_rate: float | None
+    overall: GroupStat  # mean document F1 over scored documents
+    overall_failed_as_zero: GroupStat  # failed documents counted as F1 = 0
+    hallucination_rate: float | None  # all fields pooled
+    wrong_value_rate: float | None
+    fields: dict[str, FieldStat] = field(default_factory=dict)
+    doc_types: dict[str, GroupStat] = field(default_factory=dict)
+    tiers: dict[str, GroupStat] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _group(scores: list[float], failed: int, level: float) -> GroupStat:
+    mean, lo, hi = mean_ci(scores, level, clip=(0.0, 1.0))
+    return GroupStat(n=len(scores), mean=mean, lo=lo, hi=hi, failed=failed)
+
+
+def _rate(k: int, n: int) -> float | None:
+    return k / n if n else None
+
+
+def aggregate(rows: Iterable[Mapping[str, Any] | Any], level: float = 0.95) -> Summary:
+    """Summarise one backend's run. rows: dicts (or DocResult-like objects) with doc_id, doc_type,
+    tier, status, doc_f1 and scores (FieldScore objects or dicts).
+
+    A document is scored when its status is "ok" and it has a doc_f1; every other one is failed.
+    """
+    docs = failed = 0
+    overall: list[float] = []
+    with_zero: list[float] = []
+    by_type: dict[str, list[float]] = defaultdict(list)
+    by_tier: dict[str, list[float]] = defaultdict(list)
+    failed_type: dict[str, int] = defaultdict(int)
+    failed_tier: dict[str, int] = defaultdict(int)
+    per_field: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # gtnf, hall, gtval, miss, wrong
+    for row in rows:
+        docs += 1
+        dtype = str(_get(row, "doc_type", "unknown"))
+        tier = str(_get(row, "tier", "unknown"))
+        f1 = _get(row, "doc_f1")
+        if _get(row, "status") != "ok" or f1 is None:
+            failed += 1
+            failed_type[dtype] += 1
+            failed_tier[tier] += 1
+            with_zero.append(0.0)
+            continue
+        f1 = float(f1)
+        overall.append(f1)
+        with_zero.append(f1)
+        by_type[dtype].append(f1)
+        by_tier[tier].append(f1)
+        for s in _get(row, "scores", None) or ():
+            name = _get(s, "field")
+            per_field[name].append(float(_get(s, "f1", 0.0)))
+            c = counts[name]
+            if is_not_found(_get(s, "expected")):
+                c[0] += 1
+                c[1] += bool(_get(s, "hallucinated", False))
+            else:
+                c[2] += 1
+                missed = bool(_get(s, "missed", False))
+                c[3] += missed
+                c[4] += (not missed) and float(_get(s, "f1", 0.0)) == 0.0
+    fields = {}
+    for name, vals in per_field.items():
+        mean, lo, hi = mean_ci(vals, level, clip=(0.0, 1.0))
+        gtnf, hall, gtval, miss, wrong = counts[name]
+        fields[name] = FieldStat(name, len(vals), mean, lo, hi, gtnf, hall, _rate(hall, gtnf),
+                                 gtval, miss, wrong, _rate(wrong, gtval))
+    tot = [sum(c[i] for c in counts.values()) for i in range(5)]
+    types = set(by_type) | set(failed_type)
+    tiers = set(by_tier) | set(failed_tier)
+    return Summary(
+        documents=docs,
+        scored=len(overall),
+        failed=failed,
+        failure_rate=_rate(failed, docs),
+        overall=_group(overall, failed, level),
+        overall_failed_as_zero=_group(with_zero, failed, level),
+        hallucination_rate=_rate(tot[1], tot[0]),
+        wrong_value_rate=_rate(tot[4], tot[2]),
+        fields=dict(sorted(fields.items())),
+        doc_types={t: _group(by_type.get(t, []), failed_type.get(t, 0), level) for t in sorted(types)},
+        tiers={t: _group(by_tier.get(t, []), failed_tier.get(t, 0), level) for t in sorted(tiers)},
+    )
