@@ -1,0 +1,244 @@
+"""The `migbench` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from adapters.base import SetupError
+from harness.catalog import CatalogError
+
+DEFAULT_RESULTS = "results"
+console = Console(stderr=True)
+
+
+def default_dataset() -> Path:
+    return Path(str(resources.files("fixtures") / "synthetic_small"))
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SetupError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def _store(args: argparse.Namespace):
+    from harness.store import RunStore
+    return RunStore(args.results)
+
+
+# run -------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.datasets import load_dataset
+    from harness.progress import RunProgress, summary_table
+    from harness.registry import create_backend
+    from harness.runner import RunOptions, Runner
+
+    options = _options(args.option)
+    for key in ("region", "endpoint_url", "concurrency", "batch_size", "endpoint_name", "instance_type",
+                "api", "max_image_dim"):
+        val = getattr(args, key, None)
+        if val is not None:
+            options[key] = val
+    if args.allow_loopback:
+        options["allow_loopback"] = True
+    dataset = load_dataset(args.dataset or default_dataset(), doc_type=args.doc_type, encoding=args.gt_encoding)
+    if dataset.problems:
+        console.print(f"[yellow]{len(dataset.problems)} dataset problem(s): each is recorded as a failed "
+                      f"document[/] (first: {dataset.problems[0].message})")
+    backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
+    opts = RunOptions(prompt_style=args.prompt_style, prompt_family=args.prompt_family, limit=args.limit,
+                      concurrency=args.concurrency, batch_size=args.batch_size, tokens_per_min=args.tpm,
+                      requests_per_min=args.rpm, new_run=args.new, retry_failed=args.retry_failed,
+                      max_image_dim=args.max_image_dim)
+    try:
+        with RunProgress(console, args.backend) as prog:
+            runner = Runner(backend, dataset, _store(args), opts, on_result=prog.on_result, on_start=prog.on_start)
+            summary = runner.run()
+    finally:
+        backend.close()
+    console.print(summary_table(summary, args.backend))
+    print(summary.run_id)
+    return 130 if summary.interrupted else 0
+
+
+# runs / backends ----------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    t = Table(title=f"runs in {store.path}")
+    for col in ("run", "backend", "model", "status", "docs", "ok", "failed", "emulated", "started"):
+        t.add_column(col)
+    for r in store.runs():
+        c = store.counts(r["run_id"])
+        t.add_row(r["run_id"], r["backend"], str(r["model"]), r["status"], str(r["n_documents"]),
+                  str(c.get("ok", 0)), str(c.get("failed", 0)), "yes" if r["emulated"] else "", r["started_at"])
+    Console().print(t)
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from harness.registry import entry, missing_modules, registry
+
+    t = Table(title="backends")
+    for col in ("name", "extra", "installed", "description"):
+        t.add_column(col)
+    for name in registry().backends:
+        miss = missing_modules(name)
+        t.add_row(name, entry(name).extra, "yes" if not miss else f"no (pip install 'migbench[{entry(name).extra}]')",
+                  entry(name).description)
+    Console().print(t)
+    return 0
+
+
+# parse / rescore / export --------------------------------------------------------
+def cmd_parse(args: argparse.Namespace) -> int:
+    from harness.parsing import parse_output
+
+    data = sys.stdin.buffer.read()
+    text = data.decode("utf-8", errors="replace")
+    print(json.dumps(parse_output(text, args.doc_type), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.parsing import parse_output
+    from harness.schema import load_schema
+    from harness.scoring import document_f1, score_document
+
+    store, schema = _store(args), load_schema()
+    run_id = store.resolve(args.run)
+    n = 0
+    f1s = []
+    for d in store.iter_documents(run_id):
+        if d["status"] != "ok":
+            continue
+        fields = parse_output(d["raw_text"] or "", d["doc_type"], schema)
+        scores = score_document(d["ground_truth"], fields, schema)
+        f1 = document_f1(scores)
+        store.update_scores(run_id, d["doc_id"], fields, scores, f1)
+        n += 1
+        if f1 is not None:
+            f1s.append(f1)
+    mean = sum(f1s) / len(f1s) if f1s else float("nan")
+    console.print(f"rescored {n} documents of {run_id} from stored raw responses; mean doc F1 {mean:.3f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import export_run
+
+    store = _store(args)
+    run = store.run(args.run)
+    out, scores = export_run(run, store.documents(run["run_id"]), Path(args.out))
+    console.print(f"wrote {out} and {scores}")
+    return 0
+
+
+# pluggable commands provided by other modules ---------------------------------------
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """Subcommands owned by other modules parse their own arguments: func(argv) -> exit code."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        return getattr(importlib.import_module(module), func)(args.rest)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="migbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_results(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--results", default=os.environ.get("MIGBENCH_RESULTS", DEFAULT_RESULTS),
+                        help="results directory holding the run store (default: ./results)")
+        return sp
+
+    r = with_results(sub.add_parser("run", help="run a backend over a dataset (resumable)"))
+    r.add_argument("--backend", default="ocr-baseline")
+    r.add_argument("--dataset", help="folder with documents + ground_truth.csv/.jsonl (default: shipped synthetic set)")
+    r.add_argument("--limit", type=int)
+    r.add_argument("--model", help="model / profile id or endpoint name (overrides the catalog)")
+    r.add_argument("--model-path", help="local model directory (local backends)")
+    r.add_argument("--region", help="AWS region (must be an allowed Australian region)")
+    r.add_argument("--endpoint-url", help="service endpoint (else AWS_ENDPOINT_URL_* or the AWS default)")
+    r.add_argument("--endpoint-name", help="SageMaker endpoint name")
+    r.add_argument("--instance-type", help="SageMaker instance type, for cost")
+    r.add_argument("--api", choices=["converse", "invoke-nova", "invoke-anthropic"])
+    r.add_argument("--allow-loopback", action="store_true", default=os.environ.get("MIGBENCH_ALLOW_LOOPBACK") == "1",
+                   help="allow a 127.0.0.1 endpoint (emulators); also MIGBENCH_ALLOW_LOOPBACK=1")
+    r.add_argument("--concurrency", type=int)
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--tpm", type=float, help="tokens per minute quota to stay under")
+    r.add_argument("--rpm", type=float, help="requests per minute quota to stay under")
+    r.add_argument("--prompt-style", default="kv", choices=["kv", "json"])
+    r.add_argument("--prompt-family")
+    r.add_argument("--max-image-dim", type=int)
+    r.add_argument("--doc-type", help="document type for rows without DOCUMENT_TYPE")
+    r.add_argument("--gt-encoding", help="ground truth encoding if not UTF-8")
+    r.add_argument("--new", action="store_true", help="start a new run even if the same run exists")
+    r.add_argument("--retry-failed", action="store_true", help="redo documents that failed last time")
+    r.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (repeatable), e.g. -o read_timeout=600")
+    r.set_defaults(func=cmd_run)
+
+    sub.add_parser("backends", help="list backends and whether their extra is installed").set_defaults(func=cmd_backends)
+    with_results(sub.add_parser("runs", help="list stored runs")).set_defaults(func=cmd_runs)
+
+    pa = sub.add_parser("parse", help="parse raw model text from stdin into fields (JSON)")
+    pa.add_argument("--doc-type", required=True)
+    pa.set_defaults(func=cmd_parse)
+
+    rs = with_results(sub.add_parser("rescore", help="re-parse and re-score stored raw responses"))
+    rs.add_argument("run", help="run id or 'latest'")
+    rs.set_defaults(func=cmd_rescore)
+
+    ex = with_results(sub.add_parser("export", help="write predictions in the ground truth's format"))
+    ex.add_argument("run", help="run id or 'latest'")
+    ex.add_argument("--out", required=True, help="output .csv or .jsonl (scores written beside)")
+    ex.set_defaults(func=cmd_export)
+
+    for name, module, func, helptext in (
+        ("emulator", "harness.cli_aws", "cmd_emulator", "serve the local Bedrock emulator"),
+        ("iam-policy", "harness.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
+        ("report", "harness.report", "main", "render the HTML migration report"),
+        ("generate", "fixtures.generate", "main", "generate a synthetic corpus"),
+    ):
+        sp = sub.add_parser(name, help=helptext, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=_lazy(module, func))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (SetupError, CatalogError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except ValueError as exc:  # DatasetError, StoreError and friends carry user-facing messages
+        if type(exc).__name__ in ("DatasetError", "StoreError", "InputError"):
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+        raise
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The one retry loop. Backends classify errors; this acts on the class.
+
+Throttling and transient errors are retried with full-jitter exponential backoff (honouring a
+server's retry-after hint), timeouts a bounded number of times, and permanent or residency
+errors never. Every attempt is counted so latency and cost figures include the retries.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from adapters.base import Backend, BackendError
+from harness.ratelimit import RateLimiter
+from harness.records import RETRYABLE, ErrorClass, Request, Response
+from harness.redact import scrub
+
+
+class Interrupted(Exception):
+    """The run was asked to stop while this document was waiting; it was not completed."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6  # calls in total, the first included
+    max_timeouts: int = 2  # a model that times out twice will usually time out again
+    base_s: float = 1.0
+    cap_s: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+def estimate_tokens(request: Request, expected_output: float) -> float:
+    if request.estimated_input_tokens is not None:
+        est_in = request.estimated_input_tokens
+    else:
+        est_in = len(request.prompt) / 4 + 1000 * max(1, len(request.images))
+    return est_in + expected_output
+
+
+def call_with_retry(backend: Backend, request: Request, policy: RetryPolicy = RetryPolicy(), *,
+                    limiter: RateLimiter | None = None, stop: threading.Event | None = None,
+                    expected_output: float = 400.0, rng: random.Random | None = None,
+                    clock: Callable[[], float] = time.perf_counter) -> Response:
+    rng = rng or random.Random()
+    attempts = throttled = timeouts = 0
+    waited = 0.0
+    while True:
+        if stop is not None and stop.is_set():
+            raise Interrupted(request.doc_id)
+        attempts += 1
+        reservation = None
+        if limiter is not None:
+            reservation = limiter.acquire(estimate_tokens(request, expected_output), stop)
+            if reservation is None:
+                raise Interrupted(request.doc_id)
+        t0 = clock()
+        try:
+            resp = backend.generate(request)
+        except Exception as exc:  # noqa: BLE001 - every failure must be classified, none may escape
+            elapsed = clock() - t0
+            cls = backend.classify(exc)
+            partial = exc.response if isinstance(exc, BackendError) and exc.response else None
+            if limiter is not None:
+                limiter.settle(reservation, (partial.input_tokens or 0) if partial else 0)
+                if cls is ErrorClass.THROTTLING:
+                    limiter.on_throttle()
+            throttled += cls is ErrorClass.THROTTLING
+            timeouts += cls is ErrorClass.TIMEOUT
+            retry = cls in RETRYABLE and attempts < policy.max_attempts and not (
+                cls is ErrorClass.TIMEOUT and timeouts >= policy.max_timeouts)
+            if retry:
+                hint = exc.retry_after_s if isinstance(exc, BackendError) else None
+                wait = max(hint or 0.0, policy.backoff(attempts, rng))
+                waited += wait
+                if stop is not None:
+                    if stop.wait(wait):
+                        raise Interrupted(request.doc_id) from None
+                else:
+                    time.sleep(wait)
+                continue
+            failed = partial or Response()
+            failed.error_class = cls
+            failed.error = scrub(f"{type(exc).__name__}: {exc}")[:2000]
+            failed.attempts, failed.throttled, failed.retry_wait_s = attempts, throttled, waited
+            if failed.latency_s is None:
+                failed.latency_s = elapsed
+            return failed
+        if resp.latency_s is None:
+            resp.latency_s = clock() - t0
+        if limiter is not None:
+            actual = (resp.input_tokens or 0) + (resp.output_tokens or 0)
+            limiter.settle(reservation, actual if actual else None)
+            limiter.on_success()
+        resp.attempts, resp.throttled, resp.retry_wait_s = attempts, throttled, waited
+        return resp
