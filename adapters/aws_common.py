@@ -219,3 +219,33 @@ def is_loopback_host(host: str | None) -> bool:
 
 def env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def record_attempt(sink: Any, *, backend: str, service: str, operation: str, model_id: str | None,
+                   doc_id: str | None, decision: Any, region: str | None, host: str | None,
+                   status: int | None, request_id: str | None, attempt: int = 1,
+                   error_class: ErrorClass | None = None) -> None:
+    """One AuditEntry for an attempt, sent or refused. `decision` is the guard's (None if it never ran).
+
+    Holds where the request went and what it was; never bodies, headers or credentials.
+    """
+    if sink is None:
+        return
+    from harness.audit import AuditEntry
+
+    refused = error_class is ErrorClass.RESIDENCY
+    allowed = decision.allowed if decision is not None else not refused
+    if decision is not None and not decision.allowed:
+        reason = decision.reason
+    elif refused:
+        reason = "refused before sending"
+    else:
+        reason = error_class.value if error_class else None
+    sink.record_audit(AuditEntry(
+        backend=backend, service=service, operation=operation,
+        region=decision.region if decision is not None else region,
+        host=decision.host if decision is not None else host,
+        model_id=model_id, doc_id=doc_id, request_id=request_id,
+        status=None if not allowed else status, attempt=attempt,
+        bytes_sent=decision.bytes_sent if decision is not None else 0,
+        allowed=allowed, reason=reason))

@@ -30,7 +30,6 @@ from adapters import bedrock_body as body
 from adapters.base import Backend, BackendConfig, BackendError, SetupError
 from adapters.bedrock_images import (ImagePrepError, estimate_request_image_tokens, prepare_images,
                                      render_pdf_pages)
-from harness.audit import AuditEntry
 from harness.emulator.protocol import estimate_text_tokens
 from harness.records import ErrorClass, Request, Response
 from harness.residency import (ModelEntry, ResidencyError, ResidencyGuard, check_config, is_loopback,
@@ -292,17 +291,11 @@ class BedrockBackend(Backend):
 
     def _audit(self, service: str, operation: str, doc_id: str | None, decision: Any, *, status: int | None,
                request_id: str | None, attempt: int = 1, error_class: ErrorClass | None = None) -> None:
-        if self.audit is None:
-            return
-        refused = error_class is ErrorClass.RESIDENCY
-        self.audit.record_audit(AuditEntry(
-            backend=self.name, service=service, operation=operation,
-            region=decision.region if decision else self.region,
-            host=decision.host if decision else aws.host_of(self._client.meta.endpoint_url if self._client else None),
-            model_id=self.model_id, doc_id=doc_id, request_id=request_id, status=None if refused else status,
-            attempt=attempt, bytes_sent=decision.bytes_sent if decision else 0,
-            allowed=decision.allowed if decision else not refused,
-            reason=decision.reason if decision and not decision.allowed else (error_class.value if error_class else None)))
+        aws.record_attempt(
+            self.audit, backend=self.name, service=service, operation=operation, model_id=self.model_id,
+            doc_id=doc_id, decision=decision, region=self.region,
+            host=aws.host_of(self._client.meta.endpoint_url) if self._client is not None else None,
+            status=status, request_id=request_id, attempt=attempt, error_class=error_class)
 
 
 def _safe_message(exc: BaseException) -> str:
