@@ -1,0 +1,51 @@
+"""Shared fixtures of the harness's own tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from adapters.base import Backend, BackendConfig, BackendError
+from harness.parsing import render_kv
+from harness.records import ErrorClass, Request, Response
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+SYNTH = ROOT / "fixtures" / "synthetic_small"
+SROIE = ROOT.parent / "shared" / "datasets" / "sroie_dev"
+
+
+class ScriptedBackend(Backend):
+    """A test double for the runner and retry loop: answers from a script of outcomes.
+
+    `answers` maps doc_id -> ground truth fields (rendered as the model's text); `faults` maps
+    doc_id -> list of ErrorClass raised on successive attempts before answering.
+    """
+
+    family = "scripted"
+
+    def __init__(self, answers: dict[str, dict[str, str]] | None = None,
+                 faults: dict[str, list[ErrorClass]] | None = None, concurrency: int = 1):
+        super().__init__(BackendConfig(name="scripted", model="scripted-1", options={"concurrency": concurrency}))
+        self.answers = answers or {}
+        self.faults = {k: list(v) for k, v in (faults or {}).items()}
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def generate(self, request: Request) -> Response:
+        with self._lock:
+            self.calls.append(request.doc_id)
+            pending = self.faults.get(request.doc_id)
+            fault = pending.pop(0) if pending else None
+        if fault is not None:
+            raise BackendError(f"scripted {fault.value}", fault)
+        fields = self.answers.get(request.doc_id, {})
+        return Response(text=render_kv(fields), input_tokens=100, output_tokens=20, model_id="scripted-1")
+
+
+@pytest.fixture
+def scripted_backend():
+    return ScriptedBackend

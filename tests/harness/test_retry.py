@@ -1,0 +1,65 @@
+import random
+
+from harness.ratelimit import RateLimiter
+from harness.records import ErrorClass, Request
+from harness.retry import RetryPolicy, call_with_retry
+from tests.conftest import ScriptedBackend
+
+FAST = RetryPolicy(max_attempts=4, max_timeouts=2, base_s=0.001, cap_s=0.002)
+
+
+def _req(doc="d1"):
+    return Request(doc_id=doc, doc_type="receipt", prompt="p")
+
+
+def test_throttling_and_transient_errors_are_retried_and_counted():
+    b = ScriptedBackend({"d1": {"TOTAL_AMOUNT": "$1.00"}},
+                        faults={"d1": [ErrorClass.THROTTLING, ErrorClass.TRANSIENT]})
+    resp = call_with_retry(b, _req(), FAST, rng=random.Random(0))
+    assert resp.ok and resp.attempts == 3 and resp.throttled == 1
+    assert "TOTAL_AMOUNT: $1.00" in resp.text
+
+
+def test_permanent_errors_fail_at_once_with_the_cause():
+    b = ScriptedBackend(faults={"d1": [ErrorClass.PERMANENT]})
+    resp = call_with_retry(b, _req(), FAST)
+    assert resp.error_class is ErrorClass.PERMANENT and resp.attempts == 1
+    assert "scripted permanent" in resp.error
+
+
+def test_residency_refusals_are_never_retried():
+    b = ScriptedBackend(faults={"d1": [ErrorClass.RESIDENCY] * 3})
+    resp = call_with_retry(b, _req(), FAST)
+    assert resp.error_class is ErrorClass.RESIDENCY and b.calls == ["d1"]
+
+
+def test_timeouts_are_retried_a_bounded_number_of_times():
+    b = ScriptedBackend(faults={"d1": [ErrorClass.TIMEOUT] * 5})
+    resp = call_with_retry(b, _req(), FAST)
+    assert resp.error_class is ErrorClass.TIMEOUT and resp.attempts == FAST.max_timeouts
+
+
+def test_retries_stop_at_max_attempts():
+    b = ScriptedBackend(faults={"d1": [ErrorClass.THROTTLING] * 10})
+    resp = call_with_retry(b, _req(), FAST)
+    assert resp.attempts == FAST.max_attempts and resp.throttled == FAST.max_attempts
+
+
+def test_backoff_is_jittered_and_capped():
+    p = RetryPolicy(base_s=1, cap_s=8)
+    rng = random.Random(1)
+    waits = [p.backoff(a, rng) for a in range(1, 10)]
+    assert all(0 <= w <= 8 for w in waits) and len(set(waits)) == len(waits)
+
+
+def test_throttling_lowers_the_rate_limiter_share():
+    lim = RateLimiter(tokens_per_min=1e9)
+    b = ScriptedBackend({"d1": {}}, faults={"d1": [ErrorClass.THROTTLING]})
+    call_with_retry(b, _req(), FAST, limiter=lim)
+    assert lim.throttle_events == 1 and lim.factor < 1.0
+
+
+def test_the_seed_guides_throttling_import_is_not_how_we_classify():
+    # The migration guide does `from botocore.exceptions import ThrottlingException`: it does not exist.
+    import botocore.exceptions
+    assert not hasattr(botocore.exceptions, "ThrottlingException")
