@@ -1,0 +1,485 @@
+"""The emulator's HTTP server: a stdlib ThreadingHTTPServer speaking bedrock-runtime to real botocore.
+
+Order of checks per request mirrors the service: SigV4 -> route -> model availability in the
+region -> body validation -> injected fault -> quota -> (latency) -> answer. Every response, error
+or not, carries `x-amzn-RequestId` and the marker `x-migbench-emulated: 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from harness.catalog import load_model, load_packaged
+from harness.emulator import protocol as P
+from harness.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
+from harness.emulator.quota import QuotaBook
+from harness.emulator.responders import NotFoundResponder, Responder
+from harness.emulator.sigv4 import AuthPolicy, verify
+
+log = logging.getLogger(__name__)
+EMULATED_HEADER = "x-migbench-emulated"
+
+
+# --- configuration (harness/data/emulator.yaml) -------------------------------------------------
+
+class ModelEntry(BaseModel):
+    family: Literal["nova", "anthropic"]
+    kind: Literal["base", "profile"] = "base"
+    inputs: list[Literal["text", "image"]] = ["text", "image"]
+    on_demand: bool = True  # False: the base id cannot be invoked on demand (needs a profile)
+    access: bool = True  # False: AccessDeniedException (model access not granted)
+    verified: bool = False
+    source: str = ""
+    destinations: list[str] = []
+    tokens_per_minute: int | None = None
+    requests_per_minute: int | None = None
+
+
+class RegionCatalog(BaseModel):
+    models: dict[str, ModelEntry]
+
+
+class AuthConfig(BaseModel):
+    credentials: dict[str, str] = {"testing": "testing"}
+    any_key: bool = False
+    max_clock_skew_s: float | None = 300
+
+
+class LimitsConfig(BaseModel):
+    max_image_side_px: int = Field(8000, gt=0)
+    max_payload_bytes: int = Field(25 * 1024 * 1024, gt=0)
+
+
+class LatencyConfig(BaseModel):
+    distribution: Literal["fixed", "uniform", "lognormal"] = "fixed"
+    fixed_s: float = Field(0.0, ge=0)
+    min_s: float = Field(0.5, ge=0)
+    max_s: float = Field(2.0, ge=0)
+    median_s: float = Field(1.5, gt=0)
+    sigma: float = Field(0.4, ge=0)
+    per_output_token_s: float = Field(0.0, ge=0)
+    time_scale: float = Field(1.0, ge=0)
+    seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LatencyConfig":
+        if self.min_s > self.max_s:
+            raise ValueError(f"latency min_s {self.min_s} > max_s {self.max_s}")
+        return self
+
+
+class QuotaConfig(BaseModel):
+    window_s: float = Field(60.0, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    requests_per_minute: int | None = Field(None, gt=0)
+    reserve_max_tokens: bool = True
+    default_max_tokens: int = Field(1024, gt=0)
+
+
+class FaultConfig(BaseModel):
+    rates: dict[str, float] = {}
+    seed: int | None = 0
+    slow_s: float = Field(5.0, ge=0)
+
+    def plan(self) -> FaultPlan:
+        return FaultPlan(rates=dict(self.rates), seed=self.seed, slow_s=self.slow_s)
+
+
+class EmulatorConfig(BaseModel):
+    region: str = "ap-southeast-2"
+    record_limit: int = Field(200, ge=0)
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    latency: LatencyConfig = LatencyConfig()
+    quota: QuotaConfig = QuotaConfig()
+    faults: FaultConfig = FaultConfig()
+    regions: dict[str, RegionCatalog]
+
+    @model_validator(mode="after")
+    def _checks(self) -> "EmulatorConfig":
+        if self.region not in self.regions:
+            raise ValueError(f"region {self.region!r} has no model catalog; known: {sorted(self.regions)}")
+        self.faults.plan()  # unknown fault kinds / bad rates fail at load
+        return self
+
+    def models(self) -> dict[str, ModelEntry]:
+        return self.regions[self.region].models
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> EmulatorConfig:
+    """The packaged emulator.yaml (or a user file), with top-level fields overridden."""
+    cfg = load_model(EmulatorConfig, path) if path else load_packaged(EmulatorConfig, "emulator.yaml")
+    cfg = cfg.model_copy(deep=True)
+    return cfg.model_copy(update=overrides) if overrides else cfg
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+class EmulatorStats:
+    """Counters and a bounded record of the requests seen (decoded, without image bytes)."""
+
+    def __init__(self, record_limit: int = 200):
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.throttled = 0
+        self.by_operation: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self.by_error: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=record_limit)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_operation[entry.get("operation") or "unknown"] += 1
+            self.by_status[entry["status"]] += 1
+            if entry.get("error"):
+                self.by_error[entry["error"]] += 1
+                if entry["error"] == "ThrottlingException":
+                    self.throttled += 1
+            if entry.get("fault") and entry["fault"] != "ok":
+                self.faults[entry["fault"]] += 1
+            self.recent.append(entry)
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self.recent[-1] if self.recent else None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": self.requests, "throttled": self.throttled,
+                    "by_operation": dict(self.by_operation), "by_status": dict(self.by_status),
+                    "by_error": dict(self.by_error), "faults": dict(self.faults), "recent": list(self.recent)}
+
+
+# --- the service --------------------------------------------------------------------------------
+
+class _Reset(Exception):
+    """Close the connection without answering."""
+
+
+class EmulatedBedrock:
+    """State shared by the handler threads: config, auth, quotas, faults, responder, stats."""
+
+    def __init__(self, config: EmulatorConfig, responder: Responder | None = None):
+        self.config = config
+        self.responder: Responder = responder or NotFoundResponder()
+        self.policy = AuthPolicy(region=config.region, credentials=dict(config.auth.credentials),
+                                 any_key=config.auth.any_key, max_skew_s=config.auth.max_clock_skew_s)
+        self.limits = P.Limits(config.limits.max_image_side_px, config.limits.max_payload_bytes)
+        self.quotas = QuotaBook(self._quota_limits, config.quota.window_s)
+        self.faults = FaultInjector(config.faults.plan())
+        self.stats = EmulatorStats(config.record_limit)
+        self.stopping = threading.Event()
+        self._rng = random.Random(config.latency.seed)
+        self._rng_lock = threading.Lock()
+
+    def _quota_limits(self, model_id: str) -> tuple[int | None, int | None]:
+        entry = self.config.models().get(model_id)
+        q = self.config.quota
+        tpm = entry.tokens_per_minute if entry and entry.tokens_per_minute else q.tokens_per_minute
+        rpm = entry.requests_per_minute if entry and entry.requests_per_minute else q.requests_per_minute
+        return tpm, rpm
+
+    def sample_latency(self, output_tokens: int) -> float:
+        lat = self.config.latency
+        with self._rng_lock:
+            if lat.distribution == "uniform":
+                base = self._rng.uniform(lat.min_s, lat.max_s)
+            elif lat.distribution == "lognormal":
+                base = self._rng.lognormvariate(math.log(lat.median_s), lat.sigma)
+            else:
+                base = lat.fixed_s
+        return (base + lat.per_output_token_s * output_tokens) * lat.time_scale
+
+    def resolve_model(self, model_id: str) -> ModelEntry:
+        mid = P.base_model_id(model_id, self.config.region)
+        entry = self.config.models().get(mid)
+        if entry is None:
+            raise P.ApiError("ValidationException", P.MSG_INVALID_MODEL)
+        if entry.kind == "base" and not entry.on_demand:
+            raise P.ApiError("ValidationException", P.MSG_ON_DEMAND.format(model=mid))
+        if not entry.access:
+            raise P.ApiError("AccessDeniedException", P.MSG_NO_ACCESS)
+        return entry
+
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes,
+               entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """Answer one request: (status, headers, body). Raises _Reset to drop the connection."""
+        if method != "POST":
+            raise P.ApiError("UnknownOperationException", "", 404)
+        verify(method, raw_path, headers, body, self.policy)
+        op, model_id = P.route(raw_path)
+        entry_out.update(operation=op, model_id=model_id)
+        model = self.resolve_model(model_id)
+        req = P.parse_request(op, model_id, model.family, body, self.limits)
+        entry_out["request"] = req.summary()
+        if req.images and "image" not in model.inputs:
+            raise P.ApiError("ValidationException", P.MSG_UNSUPPORTED_IMAGE)
+
+        fault = self.faults.next_fault()
+        entry_out["fault"] = fault
+        if fault in ERROR_FAULTS:
+            raise fault_error(fault)
+        if fault == "reset":
+            raise _Reset()
+        started = time.monotonic()
+        if fault == "slow":
+            self.stopping.wait(self.faults.plan.slow_s)
+
+        input_tokens = P.estimate_input_tokens(req)
+        reserve = input_tokens
+        if self.config.quota.reserve_max_tokens:
+            reserve += req.max_tokens or self.config.quota.default_max_tokens
+        quota = self.quotas.for_model(P.base_model_id(model_id, self.config.region))
+        ticket = quota.admit(reserve)
+        if isinstance(ticket, str):
+            raise P.ApiError("ThrottlingException", ticket)
+        try:
+            text = self.responder(req)
+        except P.ApiError:
+            quota.settle(ticket, 0)
+            raise
+        except Exception:
+            quota.settle(ticket, 0)
+            log.exception("emulator responder failed")
+            raise P.ApiError("InternalServerException", "The responder failed; see the emulator log.") from None
+        text, stop = P.truncate_to_max_tokens(text, req.max_tokens)
+        usage = P.Usage(input_tokens, max(P.estimate_text_tokens(text), 1))
+        quota.settle(ticket, usage.total_tokens)
+        self.stopping.wait(self.sample_latency(usage.output_tokens))
+        latency_ms = int((time.monotonic() - started) * 1000)
+        entry_out.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, reply=text)
+
+        hdrs = {"Content-Type": "application/json"}
+        if op == "Converse":
+            payload = P.converse_response(text, usage, latency_ms, stop)
+        else:
+            rid = entry_out["request_id"]
+            payload = (P.anthropic_invoke_response(text, usage, model_id, rid, stop) if req.body_kind == "anthropic"
+                       else P.nova_invoke_response(text, usage, stop))
+            hdrs.update({"X-Amzn-Bedrock-Input-Token-Count": str(usage.input_tokens),
+                         "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
+                         "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
+        return 200, hdrs, json.dumps(payload).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: botocore pools connections through urllib3
+    disable_nagle_algorithm = True  # else ~40 ms per small response (delayed ACK)
+    timeout = 120  # idle keep-alive connections release their thread
+    server_version = "migbench-emulator"
+    service: EmulatedBedrock  # set on a per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _read_body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header(EMULATED_HEADER, "1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _dispatch(self) -> None:
+        request_id = str(uuid.uuid4())
+        entry: dict[str, Any] = {"request_id": request_id, "method": self.command, "path": self.path}
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            return
+        try:
+            try:
+                status, headers, out = self.service.handle(self.command, self.path, self.headers, body, entry)
+            except P.ApiError as err:
+                status, headers, out = err.status, P.error_headers(err.code), P.error_body(err.message)
+                entry.update(error=err.code, message=err.message)
+            entry["status"] = status
+            self.service.stats.record(entry)
+            self._send(status, headers, out, request_id)
+        except _Reset:
+            entry.update(status=0, error="ConnectionReset")
+            self.service.stats.record(entry)
+            self._reset()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (read timeout): nothing to answer
+
+    def _reset(self) -> None:
+        # SO_LINGER 0 makes close() send RST instead of FIN: the client sees a reset connection.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().finish()
+
+    do_POST = _dispatch
+    do_GET = _dispatch
+    do_PUT = _dispatch
+    do_DELETE = _dispatch
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # shutting down must not wait for stalled ("slow") requests
+    request_queue_size = 512
+    allow_reuse_address = True
+
+
+class Emulator:
+    """A running emulator: `url`, `stats`, `set_faults`, `set_responder`, `stop`."""
+
+    def __init__(self, config: EmulatorConfig | None = None, responder: Responder | None = None,
+                 host: str = "127.0.0.1", port: int = 0):
+        self.config = config or load_config()
+        self.service = EmulatedBedrock(self.config, responder)
+        handler = type("Handler", (_Handler,), {"service": self.service})
+        self._server = _Server((host, port), handler)
+        self.host, self.port = self._server.server_address[:2]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def stats(self) -> EmulatorStats:
+        return self.service.stats
+
+    def set_faults(self, plan: FaultPlan | None = None, **kwargs: Any) -> None:
+        """Replace the fault plan: `set_faults(FaultPlan(...))` or `set_faults(rates=..., script=...)`."""
+        self.service.faults.set_plan(plan if plan is not None else FaultPlan(**kwargs))
+
+    def set_responder(self, responder: Responder) -> None:
+        self.service.responder = responder
+
+    def reset_quotas(self) -> None:
+        self.service.quotas.reset()
+
+    def start(self) -> "Emulator":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="bedrock-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self.service.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def run_emulator(config: EmulatorConfig | None = None, responder: Responder | None = None, *,
+                 host: str = "127.0.0.1", port: int = 0) -> Iterator[Emulator]:
+    """Start an emulator on a free port (port 0) for the duration of a with-block."""
+    emu = Emulator(config, responder, host, port).start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def responder_from_spec(spec: str | None) -> Responder:
+    """`not-found` (default) | `scripted:TEXT` | `ground-truth:DATASET_DIR[,error_rate=R][,seed=N][,style=kv|json]`."""
+    if not spec or spec == "not-found":
+        return NotFoundResponder()
+    kind, _, arg = spec.partition(":")
+    if kind == "scripted" and arg:
+        from harness.emulator.responders import ScriptedResponder
+
+        return ScriptedResponder([arg.replace("\\n", "\n")])
+    if kind == "ground-truth" and arg:
+        from harness.datasets import load_dataset
+        from harness.emulator.responders import GroundTruthResponder
+
+        root, *opts = arg.split(",")
+        kw: dict[str, Any] = {}
+        for opt in opts:
+            key, _, val = opt.partition("=")
+            if key not in ("error_rate", "seed", "style"):
+                raise ValueError(f"unknown ground-truth option {key!r} (error_rate, seed, style)")
+            kw[key] = float(val) if key == "error_rate" else int(val) if key == "seed" else val
+        return GroundTruthResponder(load_dataset(root), **kw)
+    raise ValueError(f"unknown responder spec {spec!r}: not-found | scripted:TEXT | ground-truth:DIR[,opts]")
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 8787, config: EmulatorConfig | str | Path | None = None,
+                  responder: Responder | str | None = None, announce=print) -> None:
+    """Run the emulator in the foreground (for `migbench emulator`) until Ctrl-C."""
+    cfg = config if isinstance(config, EmulatorConfig) else load_config(config)
+    resp = responder if responder is not None and not isinstance(responder, str) else responder_from_spec(responder)
+    emu = Emulator(cfg, resp, host, port)
+    announce(f"{emu.url}  (emulated bedrock-runtime, region {cfg.region}; "
+             f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={emu.url})")
+    try:
+        emu.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.service.stopping.set()
+        emu._server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="migbench emulator", description="Local bedrock-runtime emulator (synthetic).")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    ap.add_argument("--config", help="emulator YAML (default: packaged harness/data/emulator.yaml)")
+    ap.add_argument("--responder", default="not-found", help=responder_from_spec.__doc__)
+    args = ap.parse_args(argv)
+    try:
+        serve_forever(args.host, args.port, args.config, args.responder)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
