@@ -63,6 +63,7 @@ ROW_KEYS = {
 _MAX_KEY_LEN = 80
 _MAX_JSON_TRIES = 20
 _REPAIR_CUTS = 64
+_MAX_DEPTH = 64
 _BULLET = re.compile(r"^(?:[-*+•]|\d{1,3}[.)])\s+")
 _KEY_JUNK = re.compile(r"[*`\"'#>\[\]]")
 _WS = re.compile(r"\s+")
@@ -92,13 +93,15 @@ def _field_for(raw_key: str, wanted: Iterable[str]) -> str | None:
 
 
 def clean_value(value: str) -> str:
-    """Strip markdown emphasis, wrapping quotes, trailing commas and extra whitespace; idempotent."""
+    """Strip markdown emphasis, wrapping quotes (and a comma after them), extra whitespace; idempotent."""
     v = _WS.sub(" ", value).strip()
     while True:
         prev = v
-        v = v.strip(" *`_").rstrip(",;").strip()
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            v = v[1:-1].strip()
+        v = v.strip(" *`_")
+        # '"value",' is a JSON-ish line; a bare trailing comma may be part of the value (addresses)
+        quoted = v.rstrip(",").rstrip()
+        if len(quoted) >= 2 and quoted[0] == quoted[-1] and quoted[0] in "\"'":
+            v = quoted[1:-1].strip()
         if v == prev:
             return v
 
@@ -254,6 +257,8 @@ def repair_json(s: str) -> object | None:
             in_str = True
         elif c in "{[":
             stack.append(c)
+            if len(stack) > _MAX_DEPTH:
+                return None  # no extraction answer nests this deep; refuse rather than recurse
             cuts.append((pos + 1, "".join(_CLOSERS[b] for b in reversed(stack))))
         elif c in "}]":
             if stack:
@@ -269,7 +274,7 @@ def repair_json(s: str) -> object | None:
     for cand in candidates:
         try:
             return json.loads(cand)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return None
 
@@ -298,7 +303,7 @@ def find_json_object(text: str) -> dict | None:
             tries += 1
             try:
                 obj, _ = _DECODER.raw_decode(chunk, i)
-            except ValueError:
+            except (ValueError, RecursionError):
                 if first_failed is None:
                     first_failed = i
             else:

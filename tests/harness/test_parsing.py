@@ -1,4 +1,6 @@
+import csv
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +17,7 @@ from harness.parsing import (
     repair_json,
 )
 from harness.schema import load_schema
+from harness.scoring import document_f1, score_document
 
 SCHEMA = load_schema()
 RECEIPT = SCHEMA.fields_for("receipt")
@@ -236,3 +239,23 @@ def test_render_then_parse_round_trips(fmt, data):
 def test_parse_is_idempotent_through_kv(text):
     once = parse_output(text, "invoice", SCHEMA)
     assert parse_output(render_kv(once), "invoice", SCHEMA) == once
+
+
+def test_deep_nesting_does_not_hide_line_values():
+    out = parse("{" * 5000 + "\nTOTAL_AMOUNT: $7.00")
+    assert out["TOTAL_AMOUNT"] == "$7.00"
+
+
+SROIE = Path("/work/shared/datasets/sroie_dev/ground_truth.csv")
+
+
+@pytest.mark.skipif(not SROIE.is_file(), reason="real SROIE sample not on this machine")
+@pytest.mark.parametrize("fmt", ["kv", "fenced_json", "table"])
+def test_real_sroie_ground_truth_round_trips_and_scores_perfectly(fmt):
+    rows = list(csv.DictReader(SROIE.open(encoding="utf-8")))
+    assert len(rows) > 100
+    for row in rows:
+        gt = {k: v for k, v in row.items() if k != "image_file"}
+        parsed = parse_output(RENDERERS[fmt](gt), "receipt", SCHEMA)
+        scores = score_document(gt, parsed, SCHEMA)
+        assert document_f1(scores) == 1.0, (row["image_file"], [s for s in scores if s.f1 < 1])
