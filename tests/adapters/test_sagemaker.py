@@ -1,0 +1,153 @@
+"""SageMaker backend: payload schemas as data, and real HTTP InvokeEndpoint against a moto server."""
+
+import base64
+import io
+import json
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from adapters.base import BackendConfig, BackendError, SetupError
+from adapters.sagemaker import (SageMakerBackend, build_payload, load_payload_catalog, parse_payload_response,
+                                resolve_path)
+from harness.audit import MemoryAudit
+from harness.records import ErrorClass, GenParams, Request
+
+SCHEMAS = load_payload_catalog().schemas
+PNG = b"\x89PNG\r\n\x1a\nabc"
+
+
+def test_openai_chat_payload_has_data_uri_images_then_text_and_mapped_params():
+    p = build_payload(SCHEMAS["openai_chat"], "Extract", [(PNG, "png")], system="sys",
+                      params=GenParams(max_tokens=256, temperature=0.0, stop=("</s>",)))
+    system, user = p["messages"]
+    assert system == {"role": "system", "content": "sys"}
+    img, text = user["content"]
+    assert img["type"] == "image_url"
+    assert img["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert text == {"type": "text", "text": "Extract"}
+    assert p["max_tokens"] == 256 and p["temperature"] == 0.0 and p["stop"] == ["</s>"] and "top_p" not in p
+
+
+def test_guide_simple_payload_and_its_one_image_limit():
+    p = build_payload(SCHEMAS["guide_simple"], "Extract", [(PNG, "jpeg")], params=GenParams(max_tokens=99))
+    assert p == {"prompt": "Extract", "max_new_tokens": 99, "image": base64.b64encode(PNG).decode()}
+    with pytest.raises(ValueError, match="one image"):
+        build_payload(SCHEMAS["guide_simple"], "x", [(PNG, "png"), (PNG, "png")])
+
+
+def test_parse_openai_chat_answer_with_usage():
+    raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": "TOTAL: $5"},
+                                   "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 1500, "completion_tokens": 9}}).encode()
+    p = parse_payload_response(SCHEMAS["openai_chat"], raw)
+    assert (p.text, p.input_tokens, p.output_tokens, p.stop_reason) == ("TOTAL: $5", 1500, 9, "stop")
+
+
+@pytest.mark.parametrize("raw", [b'[{"generated_text": "ABN: 1"}]', b'{"generated_text": "ABN: 1"}'])
+def test_parse_guide_simple_list_or_object(raw):
+    p = parse_payload_response(SCHEMAS["guide_simple"], raw)
+    assert p.text == "ABN: 1" and p.input_tokens is None
+
+
+def test_parse_rejects_an_answer_in_another_schema():
+    with pytest.raises(ValueError, match="generated_text"):
+        parse_payload_response(SCHEMAS["guide_simple"], b'{"choices": []}')
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_payload_response(SCHEMAS["openai_chat"], b"<html>")
+
+
+def test_resolve_path():
+    assert resolve_path({"a": [{"b": 1}]}, "a.0.b") == 1
+    assert resolve_path({"a": []}, "a.0.b") is None
+
+
+def test_endpoint_name_is_required_and_payload_must_exist():
+    with pytest.raises(SetupError, match="endpoint_name"):
+        SageMakerBackend(BackendConfig("sagemaker"))
+    with pytest.raises(SetupError, match="payload"):
+        SageMakerBackend(BackendConfig("sagemaker", options={"endpoint_name": "e", "payload": "nope"}))
+
+
+def test_non_au_region_is_refused_at_preflight():
+    b = SageMakerBackend(BackendConfig("sagemaker", options={"endpoint_name": "e", "region": "us-east-1"}))
+    with pytest.raises(SetupError, match="residency"):
+        b.preflight()
+
+
+# ---------------------------------------------------------------- moto server (real HTTP)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def queue_results(url, bodies, region="ap-southeast-2"):
+    payload = {"region": region, "results": [{"Body": b, "ContentType": "application/json",
+                                              "InvokedProductionVariant": "AllTraffic"} for b in bodies]}
+    req = urllib.request.Request(f"{url}/moto-api/static/sagemaker/endpoint-results",
+                                 data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def page(color):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_invoke_endpoint_through_moto_records_usage_and_audit(moto_url, aws_env):
+    answer = {"choices": [{"message": {"content": "SUPPLIER_NAME: ACME"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 321, "completion_tokens": 7}}
+    queue_results(moto_url, [json.dumps(answer)])
+    b = SageMakerBackend(BackendConfig("sagemaker", options={
+        "endpoint_name": "qwen25vl-sydney", "endpoint_url": moto_url, "allow_loopback": True,
+        "instance_type": "ml.g5.2xlarge"}))
+    audit = MemoryAudit()
+    b.attach_audit(audit)
+    b.preflight()
+    r = b.generate(Request("r1.png", "receipt", "Extract", images=[page("red")]))
+    assert r.text == "SUPPLIER_NAME: ACME" and (r.input_tokens, r.output_tokens) == (321, 7)
+    assert r.region == "ap-southeast-2" and r.endpoint == "127.0.0.1" and r.request_id
+    assert b.describe()["instance_type"] == "ml.g5.2xlarge"
+    [entry] = audit.entries
+    assert entry.allowed and entry.status == 200 and entry.model_id == "qwen25vl-sydney"
+    assert entry.operation == "InvokeEndpoint" and entry.bytes_sent > 0 and entry.doc_id == "r1.png"
+
+
+def test_answer_in_the_wrong_schema_is_a_permanent_error(moto_url, aws_env):
+    queue_results(moto_url, [json.dumps({"unexpected": True})])
+    b = SageMakerBackend(BackendConfig("sagemaker", options={
+        "endpoint_name": "e2", "endpoint_url": moto_url, "allow_loopback": True, "payload": "guide_simple"}))
+    with pytest.raises(BackendError) as info:
+        b.generate(Request("r2.png", "receipt", "Extract", images=[page("blue")]))
+    assert info.value.error_class is ErrorClass.PERMANENT
+
+
+def test_loopback_moto_without_allow_is_refused_and_audited(moto_url, aws_env, monkeypatch):
+    monkeypatch.delenv("MIGBENCH_ALLOW_LOOPBACK", raising=False)
+    b = SageMakerBackend(BackendConfig("sagemaker", options={"endpoint_name": "e3", "endpoint_url": moto_url}))
+    audit = MemoryAudit()
+    b.attach_audit(audit)
+    with pytest.raises(BackendError) as info:
+        b.generate(Request("r3.png", "receipt", "Extract", images=[page("green")]))
+    assert info.value.error_class is ErrorClass.RESIDENCY
+    [entry] = audit.entries
+    assert not entry.allowed and entry.bytes_sent == 0 and entry.status is None and "loopback" in entry.reason
