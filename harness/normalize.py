@@ -127,7 +127,7 @@ def parse_amount(value: object) -> Decimal | None:
     return -amount if neg and amount != 0 else amount
 
 
-def format_amount(amount: Decimal | float | int) -> str:
+def format_amount(amount: Decimal | float) -> str:
     """Canonical printed form used by renderers: '$1234.50', '-$12.00'."""
     d = Decimal(str(amount)).quantize(Decimal("0.01"))
     return f"-${-d}" if d < 0 else f"${d}"

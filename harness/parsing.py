@@ -171,8 +171,7 @@ def _finish(name: str, raw: str | None, schema: Schema) -> str:
 
 def _table_cells(line: str) -> tuple[str, str] | None:
     inner = line[1:]
-    if inner.endswith("|"):
-        inner = inner[:-1]
+    inner = inner.removesuffix("|")
     key, sep, rest = inner.partition("|")
     if not sep:
         return None
