@@ -17,7 +17,7 @@ from adapters.base import SetupError
 from harness.catalog import CatalogError
 
 DEFAULT_RESULTS = "results"
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def default_dataset() -> Path:
@@ -57,11 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             options[key] = val
     if args.allow_loopback:
         options["allow_loopback"] = True
+    backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
     dataset = load_dataset(args.dataset or default_dataset(), doc_type=args.doc_type, encoding=args.gt_encoding)
     if dataset.problems:
         console.print(f"[yellow]{len(dataset.problems)} dataset problem(s): each is recorded as a failed "
                       f"document[/] (first: {dataset.problems[0].message})")
-    backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
     opts = RunOptions(prompt_style=args.prompt_style, prompt_family=args.prompt_family, limit=args.limit,
                       concurrency=args.concurrency, batch_size=args.batch_size, tokens_per_min=args.tpm,
                       requests_per_min=args.rpm, new_run=args.new, retry_failed=args.retry_failed,

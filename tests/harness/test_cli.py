@@ -1,0 +1,81 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+from harness.datasets import load_dataset
+from harness.retry import RetryPolicy
+from harness.runner import RunOptions, Runner
+from harness.store import RunStore
+from tests.conftest import SYNTH, ScriptedBackend
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("results")
+    ds = load_dataset(SYNTH)
+    answers = {d.doc_id: dict(d.ground_truth) for d in ds.documents}
+    first = ds.documents[0]
+    answers[first.doc_id]["SUPPLIER_NAME"] = "<script>alert(1)</script>"
+    Runner(ScriptedBackend(answers), ds, RunStore(tmp), RunOptions(limit=6, retry=RetryPolicy(base_s=0.001))).run()
+    return tmp
+
+
+def test_parse_reads_stdin_and_prints_fields_as_json(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"**TOTAL_AMOUNT**: $12.50\nGST_AMOUNT: n/a\n")))
+    assert main(["parse", "--doc-type", "receipt"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["TOTAL_AMOUNT"] == "$12.50" and out["GST_AMOUNT"] == "NOT_FOUND"
+
+
+def test_parse_survives_binary_junk_on_stdin():
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "parse", "--doc-type", "invoice"],
+                       input=bytes(range(256)) * 50, capture_output=True, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["TOTAL_AMOUNT"] == "NOT_FOUND"
+
+
+def test_unknown_backend_is_one_clear_line(capsys, tmp_path):
+    assert main(["run", "--backend", "gpt-99", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backend 'gpt-99'" in err and "Traceback" not in err
+
+
+def test_rescore_reparses_stored_raw_text_without_a_model(results, capsys):
+    store = RunStore(results)
+    run_id = store.resolve("latest")
+    before = {d["doc_id"]: d["doc_f1"] for d in store.documents(run_id)}
+    store._write("UPDATE documents SET doc_f1=0, scores_json='[]' WHERE run_id=?", (run_id,))
+    assert main(["rescore", "latest", "--results", str(results)]) == 0
+    after = {d["doc_id"]: d["doc_f1"] for d in store.documents(run_id)}
+    assert after == pytest.approx(before)
+
+
+def test_export_writes_the_ground_truth_format_and_scores(results, tmp_path):
+    out = tmp_path / "pred.csv"
+    assert main(["export", "latest", "--results", str(results), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    with (SYNTH / "ground_truth.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert list(rows[0]) == [c for c in header if c != "TIER"]
+    assert len(rows) == 6 and rows[0]["SUPPLIER_NAME"] == "<script>alert(1)</script>"
+    scores = list(csv.DictReader(out.with_name("pred.scores.csv").open()))
+    assert {"field", "expected", "predicted", "f1"} <= set(scores[0])
+    jl = tmp_path / "pred.jsonl"
+    assert main(["export", "latest", "--results", str(results), "--out", str(jl)]) == 0
+    assert json.loads(jl.read_text().splitlines()[0])["image_file"] == rows[0]["image_file"]
+
+
+def test_unknown_run_reference_lists_known_runs(results, capsys):
+    assert main(["export", "nope", "--results", str(results), "--out", "/tmp/x.csv"]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_backends_lists_every_registered_backend(capsys):
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ocr-baseline", "nova-pro", "au-nova-lite", "sagemaker", "llama-3.2-vision"):
+        assert name in out
