@@ -148,6 +148,7 @@ _MONTHS = {
     "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
     "nov": 11, "dec": 12,
 }
+MONTHS = _MONTHS  # public name: month word -> number (adapters read it)
 _MON = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _SEP = r"[\s\-/.,]{0,4}"
 _ISO = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d{2})")
