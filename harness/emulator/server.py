@@ -309,7 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         request_id = str(uuid.uuid4())
-        entry: dict[str, Any] = {"request_id": request_id, "method": self.command, "path": self.path}
+        entry: dict[str, Any] = {"request_id": request_id, "method": self.command, "path": self.path,
+                                 "client_port": self.client_address[1]}
         try:
             body = self._read_body()
         except (ValueError, OSError):
@@ -390,7 +391,8 @@ class Emulator:
         self.service.quotas.reset()
 
     def start(self) -> "Emulator":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="bedrock-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="bedrock-emulator", daemon=True)
         self._thread.start()
         return self
 
