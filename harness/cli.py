@@ -8,7 +8,7 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.datasets import load_dataset
     from harness.progress import RunProgress, summary_table
     from harness.registry import create_backend
-    from harness.runner import RunOptions, Runner
+    from harness.runner import Runner, RunOptions
 
     options = _options(args.option)
     for key in ("region", "endpoint_url", "concurrency", "batch_size", "endpoint_name", "instance_type",
@@ -149,13 +149,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# pluggable commands provided by other modules ---------------------------------------
-def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    """Subcommands owned by other modules parse their own arguments: func(argv) -> exit code."""
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-        return getattr(importlib.import_module(module), func)(args.rest)
-    return run
+# Subcommands owned by other modules parse their own arguments: func(argv) -> exit code.
+PLUGGABLE = {
+    "emulator": ("harness.cli_aws", "cmd_emulator", "serve the local Bedrock emulator (synthetic answers)"),
+    "iam-policy": ("harness.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
+    "report": ("harness.report", "main", "render the HTML migration report"),
+    "generate": ("fixtures.generate", "main", "generate a synthetic corpus"),
+}
+
+
+def _run_pluggable(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, func, _ = PLUGGABLE[name]
+    return getattr(importlib.import_module(module), func)(argv) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,21 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output .csv or .jsonl (scores written beside)")
     ex.set_defaults(func=cmd_export)
 
-    for name, module, func, helptext in (
-        ("emulator", "harness.cli_aws", "cmd_emulator", "serve the local Bedrock emulator"),
-        ("iam-policy", "harness.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
-        ("report", "harness.report", "main", "render the HTML migration report"),
-        ("generate", "fixtures.generate", "main", "generate a synthetic corpus"),
-    ):
-        sp = sub.add_parser(name, help=helptext, add_help=False)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=_lazy(module, func))
+    for name, (_, _, helptext) in PLUGGABLE.items():
+        sub.add_parser(name, help=helptext, add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in PLUGGABLE:
+            return _run_pluggable(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except (SetupError, CatalogError) as exc:
         console.print(f"[red]error:[/] {exc}")

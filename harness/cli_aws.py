@@ -1,0 +1,33 @@
+"""`migbench emulator` and `migbench iam-policy`: AWS-side commands, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_emulator(argv: list[str]) -> int:
+    from harness.emulator import main
+
+    return main(argv)
+
+
+def cmd_iam_policy(argv: list[str]) -> int:
+    from harness.iam import policy_regions, write_policy
+
+    ap = argparse.ArgumentParser(prog="migbench iam-policy",
+                                 description="Least-privilege IAM policy for the configured models, "
+                                             "restricted to the allowed Australian regions.")
+    ap.add_argument("--backend", action="append", default=[], help="backend name (repeatable); default nova-pro, nova-lite")
+    ap.add_argument("--sagemaker-endpoint", action="append", default=[], help="SageMaker endpoint name (repeatable)")
+    ap.add_argument("--region", action="append", help="allowed region (repeatable; default from residency.yaml)")
+    ap.add_argument("--account", default="*", help="AWS account id for ARNs (default *)")
+    ap.add_argument("--out", default="iam-policy.json")
+    args = ap.parse_args(argv)
+    backends = args.backend or ["nova-pro", "nova-lite"]
+    doc = write_policy(backends, args.out, account=args.account, sagemaker_endpoints=args.sagemaker_endpoint,
+                       regions=args.region)
+    print(json.dumps(doc, indent=2))
+    print(f"wrote {args.out}; regions reachable: {', '.join(sorted(policy_regions(doc)))}", file=sys.stderr)
+    return 0
