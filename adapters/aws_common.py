@@ -196,7 +196,7 @@ def make_client(service: str, *, region: str, endpoint_url: str | None = None, r
 def has_credentials(session: Any) -> bool:
     try:
         return session.get_credentials() is not None
-    except Exception:  # a broken profile is "no credentials" for the optional preflight
+    except Exception:  # noqa: BLE001 - a broken profile is "no credentials" for the optional preflight
         return False
 
 

@@ -28,13 +28,26 @@ from typing import Any
 from adapters import aws_common as aws
 from adapters import bedrock_body as body
 from adapters.base import Backend, BackendConfig, BackendError, SetupError
-from adapters.bedrock_images import (ImagePrepError, estimate_request_image_tokens, prepare_images,
-                                     render_pdf_pages)
+from adapters.bedrock_images import (
+    ImagePrepError,
+    estimate_request_image_tokens,
+    prepare_images,
+    render_pdf_pages,
+)
 from harness.emulator.protocol import estimate_text_tokens
 from harness.records import ErrorClass, Request, Response
-from harness.residency import (ModelEntry, ResidencyError, ResidencyGuard, check_config, is_loopback,
-                               judge_inference_profile, load_model_catalog, load_policy, parse_arn,
-                               profile_prefix)
+from harness.residency import (
+    ModelEntry,
+    ResidencyError,
+    ResidencyGuard,
+    check_config,
+    is_loopback,
+    judge_inference_profile,
+    load_model_catalog,
+    load_policy,
+    parse_arn,
+    profile_prefix,
+)
 
 log = logging.getLogger("migbench.bedrock")
 
@@ -163,7 +176,7 @@ class BedrockBackend(Backend):
             read_timeout=30, connect_timeout=self.connect_timeout, session=self._session))
         try:
             resp = ctl.get_inference_profile(inferenceProfileIdentifier=self.model_id)
-        except Exception as exc:  # refused, denied or unreachable: say so, and stop only when required
+        except Exception as exc:  # noqa: BLE001 - refused, denied or unreachable: stop only when required
             decision = self.guard.take_last()
             self._audit("bedrock", "GetInferenceProfile", None, decision, status=aws.http_status(exc),
                         request_id=aws.request_id(exc), error_class=aws.classify_aws_error(exc))
@@ -196,9 +209,7 @@ class BedrockBackend(Backend):
         document = None
         pages = list(request.images)
         if request.pdf_bytes is not None:
-            if self.api == "converse" and self.pdf_mode == "document" and (self.entry is None or self.entry.documents):
-                document = request.pdf_bytes
-            elif self.api == "invoke-anthropic" and self.pdf_mode == "document":
+            if self.api == "converse" and self.pdf_mode == "document" and (self.entry is None or self.entry.documents) or self.api == "invoke-anthropic" and self.pdf_mode == "document":
                 document = request.pdf_bytes
             else:
                 pages += render_pdf_pages(request.pdf_bytes)

@@ -11,16 +11,24 @@ is the emulator's fit to the published table (harness/emulator/protocol.py), reu
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from harness.emulator.protocol import estimate_image_tokens
 from harness.residency import ImageLimits, load_model_catalog
 
-__all__ = ["PreparedImage", "prepare_image", "prepare_images", "estimate_image_tokens", "image_limits",
-           "render_pdf_pages", "ImagePrepError"]
+__all__ = [
+    "ImagePrepError",
+    "PreparedImage",
+    "estimate_image_tokens",
+    "image_limits",
+    "prepare_image",
+    "prepare_images",
+    "render_pdf_pages",
+]
 
 _PIL_TO_FORMAT = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "GIF": "gif", "WEBP": "webp"}
 _FORMAT_TO_PIL = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP"}

@@ -18,7 +18,8 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,6 +32,7 @@ from harness.records import ErrorClass, GenParams, Request, Response
 from harness.residency import ResidencyGuard, check_config, load_model_catalog, load_policy
 
 DEFAULT_REGION = "ap-southeast-2"
+_DEFAULT_PARAMS = GenParams()
 
 
 class ResponsePaths(BaseModel):
@@ -68,7 +70,7 @@ def _encode_image(data: bytes, fmt: str, encoding: str) -> str:
 
 
 def build_payload(schema: PayloadSchema, prompt: str, images: Sequence[tuple[bytes, str]] = (), *,
-                  system: str | None = None, params: GenParams = GenParams()) -> dict[str, Any]:
+                  system: str | None = None, params: GenParams = _DEFAULT_PARAMS) -> dict[str, Any]:
     f = schema.fields
     if schema.builder == "openai_chat":
         content: list[dict[str, Any]] = [
@@ -80,7 +82,7 @@ def build_payload(schema: PayloadSchema, prompt: str, images: Sequence[tuple[byt
         payload: dict[str, Any] = {"messages": messages, f.get("max_tokens", "max_tokens"): int(params.max_tokens)}
         if "temperature" in f:
             payload[f["temperature"]] = float(params.temperature)
-        if "top_p" in f and params.top_p != GenParams().top_p:
+        if "top_p" in f and params.top_p != _DEFAULT_PARAMS.top_p:
             payload[f["top_p"]] = float(params.top_p)
         if "stop" in f and params.stop:
             payload[f["stop"]] = list(params.stop)

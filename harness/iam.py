@@ -14,11 +14,19 @@ regions, so even a later edit that widens a resource cannot reach another region
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from harness.residency import (ModelCatalog, ResidencyPolicy, check_model_id, load_model_catalog, load_policy,
-                               parse_arn, profile_prefix)
+from harness.residency import (
+    ModelCatalog,
+    ResidencyPolicy,
+    check_model_id,
+    load_model_catalog,
+    load_policy,
+    parse_arn,
+    profile_prefix,
+)
 
 INVOKE_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import datetime
 import re
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field
@@ -28,7 +29,6 @@ from pydantic import BaseModel, Field
 from adapters.base import BackendError, SetupError
 from harness.catalog import load_model, load_packaged
 from harness.records import ErrorClass
-
 
 # ---------------------------------------------------------------- data files
 

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters.bedrock_images import (ImagePrepError, estimate_image_tokens, image_limits, prepare_image,
-                                     prepare_images, render_pdf_pages)
+from adapters.bedrock_images import (
+    ImagePrepError,
+    estimate_image_tokens,
+    image_limits,
+    prepare_image,
+    prepare_images,
+    render_pdf_pages,
+)
 
 
 def encode(img, fmt, **kw):

@@ -9,8 +9,13 @@ import pytest
 from PIL import Image
 
 from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.sagemaker import (SageMakerBackend, build_payload, load_payload_catalog, parse_payload_response,
-                                resolve_path)
+from adapters.sagemaker import (
+    SageMakerBackend,
+    build_payload,
+    load_payload_catalog,
+    parse_payload_response,
+    resolve_path,
+)
 from harness.audit import MemoryAudit
 from harness.records import ErrorClass, GenParams, Request
 

@@ -5,9 +5,19 @@ import pytest
 
 from adapters.base import SetupError
 from harness.records import ErrorClass
-from harness.residency import (ResidencyError, ResidencyGuard, check_config, check_host, check_model_id,
-                               judge_inference_profile, judge_request, load_model_catalog, load_policy,
-                               model_id_from_path, signing_region)
+from harness.residency import (
+    ResidencyError,
+    ResidencyGuard,
+    check_config,
+    check_host,
+    check_model_id,
+    judge_inference_profile,
+    judge_request,
+    load_model_catalog,
+    load_policy,
+    model_id_from_path,
+    signing_region,
+)
 
 POLICY = load_policy()
 BASE = load_model_catalog().base_regions()
