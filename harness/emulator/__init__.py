@@ -17,7 +17,22 @@ _EXPORTS = {
     "FaultPlan": "faults", "ScriptedResponder": "responders", "GroundTruthResponder": "responders",
     "NotFoundResponder": "responders", "estimate_image_tokens": "protocol", "ParsedRequest": "protocol",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EMULATED_HEADER",
+    "Emulator",
+    "EmulatorConfig",
+    "FaultPlan",
+    "GroundTruthResponder",
+    "NotFoundResponder",
+    "ParsedRequest",
+    "ScriptedResponder",
+    "estimate_image_tokens",
+    "load_config",
+    "main",
+    "responder_from_spec",
+    "run_emulator",
+    "serve_forever",
+]  # same names as _EXPORTS
 
 
 def __getattr__(name: str) -> Any:

@@ -17,13 +17,13 @@ from harness.emulator.protocol import ApiError
 ERROR_FAULTS: dict[str, tuple[str, str]] = {
     "throttle": ("ThrottlingException", "Too many requests, please wait before trying again."),
     "unavailable": ("ServiceUnavailableException", "Bedrock is unable to process your request."),
-    "internal": ("InternalServerException", "The server encountered an internal error while processing the "
-                                            "request."),
+    "internal": ("InternalServerException", ("The server encountered an internal error while processing the "
+                                            "request.")),
     "model_error": ("ModelErrorException", "The model encountered an error processing your request."),
-    "model_not_ready": ("ModelNotReadyException", "The model is not ready to serve inference requests. "
-                                                  "Try again later."),
-    "model_timeout": ("ModelTimeoutException", "Model has timed out in processing the request. Try your "
-                                               "request again."),
+    "model_not_ready": ("ModelNotReadyException", ("The model is not ready to serve inference requests. "
+                                                  "Try again later.")),
+    "model_timeout": ("ModelTimeoutException", ("Model has timed out in processing the request. Try your "
+                                               "request again.")),
 }
 # Faults that act on the connection rather than answer: close without a reply / stall.
 CONNECTION_FAULTS = ("reset", "slow")

@@ -171,7 +171,7 @@ def estimate_image_tokens(width: int, height: int) -> int:
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     pixels = min(width * height, _IMG_MAX_PIXELS)
-    return int(round(_IMG_A + _IMG_B * pixels))
+    return round(_IMG_A + _IMG_B * pixels)
 
 
 def estimate_text_tokens(text: str | None) -> int:

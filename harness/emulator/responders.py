@@ -129,7 +129,7 @@ def thumbnail(img: Any, side: int = THUMB_SIDE) -> bytes:
 
 
 def hamming(a: int, b: int) -> int:
-    return bin(a ^ b).count("1")
+    return (a ^ b).bit_count()
 
 
 def _thumb_distance(a: bytes, b: bytes) -> int:
@@ -187,7 +187,7 @@ def perturb_amount(value: str, rng: random.Random) -> str:
     amount = parse_amount(value)
     if amount is None or amount == 0:
         return typo(value, rng)
-    factor = rng.choice([Decimal("1.1"), Decimal("0.9"), Decimal("10")])  # all beyond the 1% tolerance
+    factor = rng.choice([Decimal("1.1"), Decimal("0.9"), Decimal(10)])  # all beyond the 1% tolerance
     new = (amount * factor).quantize(Decimal("0.01"))
     return ("$" if "$" in value else "") + f"{new:.2f}"
 

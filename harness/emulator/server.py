@@ -80,7 +80,7 @@ class LatencyConfig(BaseModel):
     seed: int | None = 0
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LatencyConfig":
+    def _ordered(self) -> LatencyConfig:
         if self.min_s > self.max_s:
             raise ValueError(f"latency min_s {self.min_s} > max_s {self.max_s}")
         return self
@@ -114,7 +114,7 @@ class EmulatorConfig(BaseModel):
     regions: dict[str, RegionCatalog]
 
     @model_validator(mode="after")
-    def _checks(self) -> "EmulatorConfig":
+    def _checks(self) -> EmulatorConfig:
         if self.region not in self.regions:
             raise ValueError(f"region {self.region!r} has no model catalog; known: {sorted(self.regions)}")
         self.faults.plan()  # unknown fault kinds / bad rates fail at load
@@ -290,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "migbench-emulator"
     service: EmulatedBedrock  # set on a per-server subclass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 
     def _read_body(self) -> bytes:
@@ -390,7 +390,7 @@ class Emulator:
     def reset_quotas(self) -> None:
         self.service.quotas.reset()
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="bedrock-emulator", daemon=True)
         self._thread.start()
@@ -407,7 +407,7 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:  # noqa: PYI034 (no typing_extensions import for 3.10)
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

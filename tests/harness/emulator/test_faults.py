@@ -19,8 +19,8 @@ def test_rates_are_drawn_reproducibly_from_the_seed():
     assert 0.07 < counts["unavailable"] / 2000 < 0.13
 
 
-@pytest.mark.parametrize("plan", [dict(rates={"boom": 0.1}), dict(script=["nope"]),
-                                  dict(rates={"throttle": 0.7, "internal": 0.5}), dict(rates={"throttle": -0.1})])
+@pytest.mark.parametrize("plan", [{"rates": {"boom": 0.1}}, {"script": ["nope"]},
+                                  {"rates": {"throttle": 0.7, "internal": 0.5}}, {"rates": {"throttle": -0.1}}])
 def test_bad_plans_are_refused(plan):
     with pytest.raises(ValueError):
         FaultPlan(**plan)

@@ -103,7 +103,7 @@ def test_invoke_model_with_the_anthropic_body_through_an_au_profile(emu):
 
 
 def test_claude_base_id_in_sydney_needs_an_inference_profile(emu):
-    code, status, msg, exc = _error(lambda: _converse(_client(emu.url),
+    code, status, msg, _exc = _error(lambda: _converse(_client(emu.url),
                                                       model="anthropic.claude-sonnet-4-5-20250929-v1:0"))
     assert (code, status) == ("ValidationException", 400)
     assert "with on-demand throughput isn\u2019t supported" in msg and "inference profile" in msg
