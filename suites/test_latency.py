@@ -1,0 +1,81 @@
+"""Latency: p50/p95/p99 per document type from the stored per-document latency, against the
+budgets; and the harness's own hot paths (parse_output, score_document) timed with
+pytest-benchmark in pedantic mode, so each runs exactly rounds x iterations times."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import gates
+from harness.parsing import parse_output
+from harness.scoring import score_document
+
+pytestmark = pytest.mark.migbench
+ROUNDS = 5
+
+
+def test_latency_percentile(migbench_latency, migbench_run, migbench_state, migbench_thresholds, migbench_check):
+    doc_type, pct = migbench_latency
+    _, _, rows = migbench_run
+    migbench_check(gates.latency_gate(migbench_state.backend, rows, doc_type, pct, migbench_thresholds))
+
+
+def _benchmark(request):
+    pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed (extra: dev)")
+    return request.getfixturevalue("benchmark")
+
+
+def _ok_rows(rows):
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        pytest.skip("no completed documents to time")
+    return ok
+
+
+def _counted(fn, counter):
+    def wrapped(*args):
+        counter.append(1)
+        return fn(*args)
+    return wrapped
+
+
+def _expected_calls(benchmark):
+    return 1 if getattr(benchmark, "disabled", False) else ROUNDS
+
+
+def test_parse_output_hot_path(request, migbench_run, migbench_state, migbench_schema):
+    """Parsing every stored raw output reproduces the stored fields; timed per round."""
+    benchmark = _benchmark(request)
+    rows = _ok_rows(migbench_run[2])
+    calls: list[int] = []
+
+    def parse_all():
+        return [parse_output(r["raw_text"] or "", r["doc_type"], migbench_schema) for r in rows]
+
+    out = benchmark.pedantic(_counted(parse_all, calls), rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    assert len(calls) == _expected_calls(benchmark)
+    assert out == [r["fields"] for r in rows], "re-parsing stored raw outputs changed the fields: run migbench rescore"
+    _record(migbench_state, "parse_output", benchmark, len(rows))
+
+
+def test_score_document_hot_path(request, migbench_run, migbench_state, migbench_schema):
+    """Scoring every stored parse reproduces the stored per-field scores; timed per round."""
+    benchmark = _benchmark(request)
+    rows = _ok_rows(migbench_run[2])
+    calls: list[int] = []
+
+    def score_all():
+        return [score_document(r["ground_truth"], r["fields"], migbench_schema) for r in rows]
+
+    out = benchmark.pedantic(_counted(score_all, calls), rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    assert len(calls) == _expected_calls(benchmark)
+    assert out == [r["scores"] for r in rows], "re-scoring stored fields changed the scores: run migbench rescore"
+    _record(migbench_state, "score_document", benchmark, len(rows))
+
+
+def _record(state, name, benchmark, n_docs):
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    if stats is not None:
+        state.extras.setdefault("benchmarks", {})[name] = {
+            "documents_per_round": n_docs, "rounds": stats.rounds, "median_s": stats.median, "min_s": stats.min,
+            "per_document_median_s": stats.median / n_docs}
