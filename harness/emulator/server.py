@@ -452,11 +452,12 @@ def responder_from_spec(spec: str | None) -> Responder:
 
 
 def serve_forever(host: str = "127.0.0.1", port: int = 8787, config: EmulatorConfig | str | Path | None = None,
-                  responder: Responder | str | None = None, announce=print) -> None:
+                  responder: Responder | str | None = None, announce: Any = None) -> None:
     """Run the emulator in the foreground (for `migbench emulator`) until Ctrl-C."""
     cfg = config if isinstance(config, EmulatorConfig) else load_config(config)
     resp = responder if responder is not None and not isinstance(responder, str) else responder_from_spec(responder)
     emu = Emulator(cfg, resp, host, port)
+    announce = announce or (lambda line: print(line, flush=True))  # flushed: callers read the URL from a pipe
     announce(f"{emu.url}  (emulated bedrock-runtime, region {cfg.region}; "
              f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={emu.url})")
     try:

@@ -277,3 +277,20 @@ def test_packaged_config_loads_and_bad_configs_fail_at_load(tmp_path):
     with pytest.raises(CatalogError, match="explode"):
         load_config(bad)
     assert isinstance(EmulatorConfig.model_validate({"regions": {"ap-southeast-2": {"models": {}}}}), EmulatorConfig)
+
+
+def test_configured_latency_is_scaled_and_reported_in_metrics():
+    cfg = load_config()
+    cfg.latency = cfg.latency.model_copy(update={"distribution": "fixed", "fixed_s": 0.05, "time_scale": 2.0})
+    with run_emulator(cfg) as emu:
+        assert _converse(_client(emu.url))["metrics"]["latencyMs"] >= 100
+
+
+def test_responder_specs_for_the_command_line(tmp_path):
+    from harness.emulator import responder_from_spec
+    from harness.emulator.responders import NotFoundResponder
+
+    assert isinstance(responder_from_spec(None), NotFoundResponder)
+    assert responder_from_spec("scripted:TOTAL_AMOUNT: 1\\nGST_AMOUNT: 2")(None) == "TOTAL_AMOUNT: 1\nGST_AMOUNT: 2"
+    with pytest.raises(ValueError, match="unknown responder spec"):
+        responder_from_spec("magic")
