@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'migbench[local]'"
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 QUANTIZATIONS = ("none", "8bit", "4bit")
+PROMPT_FAMILIES = {"mllama": "llama", "internvl": "internvl", "qwen2_5_vl": "qwen"}  # prompts/*.yaml
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,17 @@ class FamilySpec:
     nested_images: bool  # the processor wants one list of pages per sample (Mllama)
 
 
+def _keep(*modules: str) -> tuple[str, ...]:
+    # transformers 5 matches these as regexes anchored at the module's full name (or as a name
+    # suffix), so a submodule is named with its `model.` prefix; the bare name covers checkpoints
+    # whose classes keep the older flat layout.
+    return tuple(p for m in modules for p in (f"model.{m}", m)) + ("lm_head",)
+
+
 FAMILIES: dict[str, FamilySpec] = {
-    "mllama": FamilySpec(("mllama",), ("vision_model", "multi_modal_projector", "lm_head"), True),
-    "internvl": FamilySpec(("internvl",), ("vision_tower", "multi_modal_projector", "lm_head"), False),
-    "qwen2_5_vl": FamilySpec(("qwen2_5_vl",), ("visual", "lm_head"), False),
+    "mllama": FamilySpec(("mllama",), _keep("vision_model", "multi_modal_projector"), True),
+    "internvl": FamilySpec(("internvl",), _keep("vision_tower", "multi_modal_projector"), False),
+    "qwen2_5_vl": FamilySpec(("qwen2_5_vl",), _keep("visual"), False),
 }
 
 
@@ -175,11 +183,16 @@ class HFLocalBackend(Backend):
         if self.quantization not in QUANTIZATIONS:
             raise SetupError(f"option quantization={self.quantization} is not one of {', '.join(QUANTIZATIONS)}")
         self.device_map = config.get("device_map")  # "auto" spreads a big model over several GPUs
-        self.batch_size = self._positive_int("batch_size", 4)
+        # None: one generate call per generate_batch call (the runner's --batch-size decides);
+        # an OOM lowers it for the rest of the run.
+        self.batch_size: int | None = (self._positive_int("batch_size", 1)
+                                        if config.get("batch_size") is not None else None)
         self.min_image_dim = self._positive_int("min_image_dim", 448)
-        max_dim = config.get("max_image_dim")
-        self.max_image_dim = self._positive_int("max_image_dim", 0) if max_dim else None
+        self.max_image_dim = (self._positive_int("max_image_dim", 0)
+                              if config.get("max_image_dim") is not None else None)
         self.device_opt = str(config.get("device", "auto"))
+        # The runner picks prompts by the backend's prompt_family option: default to the family's own.
+        config.options.setdefault("prompt_family", PROMPT_FAMILIES[self.model_family])
         self.model = None
         self.processor = None
         self._source: str | None = None
@@ -350,7 +363,7 @@ class HFLocalBackend(Backend):
             pos = 0
             while pos < len(items):
                 # Read batch_size each time: an OOM earlier in the run lowers it for what follows.
-                chunk = items[pos:pos + self.batch_size]
+                chunk = items[pos:pos + (self.batch_size or len(items))]
                 pos += len(chunk)
                 for item, out in zip(chunk, self._run_adaptive(chunk, None)):
                     results[item.index] = out
@@ -364,7 +377,7 @@ class HFLocalBackend(Backend):
                 self._free_cuda()
                 if len(items) > 1:
                     half = len(items) // 2
-                    if half < self.batch_size:
+                    if self.batch_size is None or half < self.batch_size:
                         log.warning("out of GPU memory at batch %d: batch size now %d", len(items), half)
                         self.batch_size = half
                     return self._run_adaptive(items[:half], max_side) + self._run_adaptive(items[half:], max_side)
