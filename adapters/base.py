@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from harness.audit import AuditSink
 from harness.records import ErrorClass, Request, Response
+from harness.tokens import estimate_request_tokens
 
 
 class BackendError(Exception):
@@ -94,6 +95,10 @@ class Backend(ABC):
         if isinstance(exc, (ConnectionError,)):
             return ErrorClass.TRANSIENT
         return ErrorClass.PERMANENT
+
+    def estimate_input_tokens(self, request: Request) -> int:
+        """Input tokens expected before the call (rate limiting); backends may know better."""
+        return estimate_request_tokens(request.prompt, request.system, request.images)
 
     def max_concurrency(self) -> int:
         return int(self.config.get("concurrency", 1))

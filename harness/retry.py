@@ -34,17 +34,20 @@ class RetryPolicy:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
 
-def estimate_tokens(request: Request, expected_output: float) -> float:
-    if request.estimated_input_tokens is not None:
-        est_in = request.estimated_input_tokens
-    else:
-        est_in = len(request.prompt) / 4 + 1000 * max(1, len(request.images))
-    return est_in + expected_output
+def estimate_tokens(backend: Backend, request: Request) -> float:
+    """What the quota will be charged at admission: input estimate plus max output tokens.
+
+    Bedrock reserves input + max_tokens when a request starts and settles to the actual
+    usage when it ends; the client-side ledger mirrors that.
+    """
+    if request.estimated_input_tokens is None:
+        request.estimated_input_tokens = backend.estimate_input_tokens(request)
+    return request.estimated_input_tokens + request.params.max_tokens
 
 
 def call_with_retry(backend: Backend, request: Request, policy: RetryPolicy = RetryPolicy(), *,
                     limiter: RateLimiter | None = None, stop: threading.Event | None = None,
-                    expected_output: float = 400.0, rng: random.Random | None = None,
+                    rng: random.Random | None = None,
                     clock: Callable[[], float] = time.perf_counter) -> Response:
     rng = rng or random.Random()
     attempts = throttled = timeouts = 0
@@ -55,7 +58,7 @@ def call_with_retry(backend: Backend, request: Request, policy: RetryPolicy = Re
         attempts += 1
         reservation = None
         if limiter is not None:
-            reservation = limiter.acquire(estimate_tokens(request, expected_output), stop)
+            reservation = limiter.acquire(estimate_tokens(backend, request), stop)
             if reservation is None:
                 raise Interrupted(request.doc_id)
         t0 = clock()

@@ -40,6 +40,7 @@ class RunOptions:
     batch_size: int | None = None
     tokens_per_min: float | None = None
     requests_per_min: float | None = None
+    quota_window_s: float = 60.0  # the quota's accounting window (benches shrink time)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     new_run: bool = False
     retry_failed: bool = False
@@ -116,8 +117,7 @@ class Runner:
         self.prompts = {dt: load_prompt(fam, dt, self.opts.prompt_style) for dt in self.schema.document_types}
         tpm = self.opts.tokens_per_min or backend.config.get("tokens_per_min")
         rpm = self.opts.requests_per_min or backend.config.get("requests_per_min")
-        self.limiter = RateLimiter(tpm, rpm) if (tpm or rpm) else None
-        self._out_tokens: list[int] = []
+        self.limiter = RateLimiter(tpm, rpm, window_s=self.opts.quota_window_s) if (tpm or rpm) else None
         self._rng = random.Random(self.opts.seed)
 
     # identity --------------------------------------------------------------
@@ -134,22 +134,16 @@ class Runner:
                        versions=versions(), git_commit=git_commit(), host=host())
 
     # one document ----------------------------------------------------------
-    def _expected_output(self) -> float:
-        recent = self._out_tokens[-50:]
-        return sum(recent) / len(recent) if recent else 400.0
-
     def _process(self, doc: Document) -> DocResult:
         try:
             request = build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts)
         except InputError as exc:
             return failed_input(doc, str(exc))
         resp = call_with_retry(self.backend, request, self.opts.retry, limiter=self.limiter, stop=self.stop,
-                               expected_output=self._expected_output(), rng=random.Random(self._rng.random()))
+                               rng=random.Random(self._rng.random()))
         return self._complete(doc, resp)
 
     def _complete(self, doc: Document, resp: Response) -> DocResult:
-        if resp.output_tokens:
-            self._out_tokens.append(resp.output_tokens)
         price = self.pricing.token.get(self.backend.name)
         if price is not None and resp.cost_usd is None:
             resp.cost_usd = token_cost(price, resp.input_tokens, resp.output_tokens)
