@@ -237,52 +237,55 @@ def residency_view(run: Mapping[str, Any], audit: Sequence[Mapping[str, Any]], j
 
 def checklist(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None,
               iam: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Each line of the guide's checklist with its evidence; status True/False/None (not evidenced)."""
-    cloud = [v for v in views if v["residency"]["entries"] or v["family"] in CLOUD_FAMILIES]
-    real_cloud = [v for v in cloud if not v["emulated"]]
-    regions = sorted({r for v in cloud for r, _ in v["residency"]["regions"]})
-    models = sorted({m for v in cloud for m, _ in v["residency"]["models"]})
-    refused = sum(v["residency"]["refused"] for v in cloud)
-    sent = sum(v["residency"]["sent"] for v in cloud)
-    bad = [v["label"] for v in cloud if v["residency"]["violations"] or not v["residency"]["ok"]]
-    items = []
-    emu_note = " Emulated runs' entries show the code path only (emulated: not evidence)." if any(
-        v["emulated"] for v in cloud) else ""
+    """Each line of the guide's checklist with its evidence from real (not emulated) cloud runs.
 
-    def item(text: str, status: bool | None, evidence: str) -> None:
+    status: True / False, None (not evidenced) or "info" (recorded, not a pass/fail requirement).
+    """
+    cloud = [v for v in views if v["residency"]["entries"] or v["family"] in CLOUD_FAMILIES]
+    real = [v for v in cloud if not v["emulated"]]
+    emulated = [v for v in cloud if v["emulated"]]
+    regions = sorted({r for v in real for r, _ in v["residency"]["regions"]})
+    models = sorted({m for v in real for m, _ in v["residency"]["models"]})
+    refused = sum(v["residency"]["refused"] for v in real)
+    sent = sum(v["residency"]["sent"] for v in real)
+    bad = [v["label"] for v in real if v["residency"]["violations"] or not v["residency"]["ok"]]
+    emu = (f" Emulated runs ({', '.join(v['label'] for v in emulated)}: "
+           f"{sum(v['residency']['entries'] for v in emulated)} entries) exercise the code path only: "
+           f"{NOT_EVIDENCE}." if emulated else "")
+    items: list[dict[str, Any]] = []
+
+    def item(text: str, status: bool | str | None, evidence: str) -> None:
         items.append({"item": text, "status": status, "evidence": evidence})
 
-    if not cloud:
+    if not real:
+        why = (f"no real cloud run in this report ({NO_NETWORK} for every offline run)." + emu).strip()
         for text in GUIDE_CHECKLIST:
-            item(text, None, f"no cloud run in this report: {NO_NETWORK} for every run")
+            item(text, None, why)
         return items
     item(GUIDE_CHECKLIST[0], (regions == ["ap-southeast-2"]) if regions else None,
-         (f"signing regions of {sent} sent request(s): {', '.join(regions)}" if regions
-          else "no request was sent") + emu_note)
-    claude = [m for m in models if "claude" in m.lower() or "anthropic" in m.lower()]
-    nova = [m for m in models if "nova" in m.lower()]
-    item(GUIDE_CHECKLIST[1], (not claude and bool(nova)) if models else None,
+         (f"signing regions of {sent} sent request(s): {', '.join(regions)}." if regions
+          else "no request was sent.") + emu)
+    item(GUIDE_CHECKLIST[1], "info",
          (f"model ids called: {', '.join(models)}." if models else "no model was called.")
-         + " Note: the guide's premise that Claude is unavailable in Australia is outdated (au. profiles"
-           " exist, unverified); this line records what was called, not a requirement.")
+         + " The guide's premise that Claude is unavailable in Australia is outdated (au. profiles exist,"
+           " unverified): this line records what was called; the gates decide which model qualifies.")
     item(GUIDE_CHECKLIST[2], (not bad) if sent or refused else None,
          f"{sent} request(s) sent, every one re-judged against residency.yaml (region, host, model id);"
-         f" {refused} refused before sending" + (f"; outside policy: {', '.join(bad)}" if bad else "") + emu_note)
+         f" {refused} refused before sending." + (f" Outside policy: {', '.join(bad)}." if bad else "") + emu)
     iam_ok = bool(iam and iam.get("policy_json"))
     item(GUIDE_CHECKLIST[3], iam_ok and not bad,
-         f"this report's residency section: {sum(v['residency']['entries'] for v in cloud)} audit entries"
-         + (f"; least-privilege IAM policy reaching only {', '.join(iam['regions'])}" if iam_ok
-            else f"; IAM policy: {(iam or {}).get('error') or 'not generated'}"))
-    nova_real = [v for v in real_cloud if any("nova" in m.lower() for m, _ in v["residency"]["models"])]
-    measured = [v for v in nova_real if v["paired"] and v["paired"]["diff"] is not None]
+         f"this report's residency section: {sum(v['residency']['entries'] for v in real)} audit entries"
+         + (f"; least-privilege IAM policy reaching only {', '.join(iam['regions'])}." if iam_ok
+            else f"; IAM policy: {(iam or {}).get('error') or 'not generated'}."))
+    nova = [v for v in real if any("nova-pro" in m.lower() for m, _ in v["residency"]["models"])]
+    measured = [v for v in nova if v["paired"] and v["paired"]["diff"] is not None]
     if measured:
         item(GUIDE_CHECKLIST[4], True, "; ".join(
-            f"{v['label']}: paired difference {v['paired']['diff']:+.3f} vs {baseline['label'] if baseline else 'baseline'}"
-            f" ({v['paired']['verdict']})" for v in measured))
+            f"{v['label']}: paired difference {v['paired']['diff']:+.3f} vs "
+            f"{baseline['label'] if baseline else 'baseline'} ({v['paired']['verdict']})" for v in measured))
     else:
-        why = "only emulated Nova runs (emulated: not evidence)" if any(
-            v["emulated"] for v in cloud) else "no real Nova run compared with the baseline"
-        item(GUIDE_CHECKLIST[4], False if nova_real else None, f"not measured: {why}")
+        item(GUIDE_CHECKLIST[4], False if nova else None,
+             "not measured: no real Nova Pro run compared with a baseline." + emu)
     return items
 
 

@@ -1,0 +1,297 @@
+"""The HTML migration report, rendered from a real run store.
+
+The store holds realistic rows: real ground truth (the checked-in synthetic set), model-like answers
+rendered as text, then parsed and scored by the real parser and scorer, exactly as the runner stores
+them; audit entries as the Bedrock adapter writes them. No OCR, no model: fast."""
+
+from __future__ import annotations
+
+import random
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.audit import AuditEntry
+from harness.datasets import load_dataset
+from harness.parsing import parse_output, render_kv
+from harness.records import DocResult, ErrorClass, NOT_FOUND, Response
+from harness.schema import load_schema
+from harness.scoring import document_f1, score_document
+from harness.report import main
+from harness.report_data import NO_NETWORK
+from harness.stats import paired_bootstrap
+from harness.store import RunMeta, RunStore
+
+DATASET = Path(__file__).resolve().parents[2] / "fixtures" / "synthetic_small"
+SCRIPT = "<script>alert(1)</script>"
+IMG = '<img src=x onerror="alert(2)">'
+SECRET_ABN = "68 030 664 705"  # the first invoice's ABN: must vanish from the errors section under --redact
+
+
+def _perturb(gt: dict[str, str], error_rate: float, rng: random.Random) -> dict[str, str]:
+    out = {}
+    for name, value in gt.items():
+        r = rng.random()
+        if r >= error_rate:
+            out[name] = value
+        elif value == NOT_FOUND:
+            out[name] = "Acme Pty Ltd"  # a hallucination
+        elif r < error_rate / 3:
+            out[name] = NOT_FOUND  # a miss
+        else:
+            out[name] = value[::-1] if not value.startswith("$") else "$9999.99"  # a confident wrong value
+    return out
+
+
+def build_store(results: Path, *, error_rates: dict[str, float] | None = None, fail_one: bool = True, hostile: bool = True,
+                lite_emulated: bool = True, local: bool = False) -> dict[str, str]:
+    """Runs of ocr-baseline, nova-pro and nova-lite (emulated unless told) on the same documents,
+    optionally a local (own-GPU) run too -> {backend: run_id}."""
+    error_rates = {"ocr-baseline": 0.35, "nova-pro": 0.08, "nova-lite": 0.05, "internvl3": 0.1, **(error_rates or {})}
+    ds = load_dataset(DATASET)
+    schema = load_schema()
+    store = RunStore(results)
+    ids = {}
+    families = {"ocr-baseline": "ocr", "nova-pro": "bedrock", "nova-lite": "bedrock", "internvl3": "local"}
+    models = {"ocr-baseline": "rapidocr+rules", "nova-pro": "amazon.nova-pro-v1:0", "nova-lite": "amazon.nova-lite-v1:0",
+              "internvl3": "/models/InternVL3-8B"}
+    backends = ("ocr-baseline", "nova-pro", "nova-lite") + (("internvl3",) if local else ())
+    for k, backend in enumerate(backends):
+        rng = random.Random(k)
+        meta = RunMeta(backend=backend, family=families[backend], model=models[backend],
+                       config={"region": "ap-southeast-2"} if k else {}, dataset_path=str(DATASET),
+                       dataset_hash=ds.hash, n_documents=len(ds.documents), prompt_hash="abc123def456",
+                       prompt_style="kv", versions={"python": "3.11", "boto3": "1.35"}, git_commit="deadbeef",
+                       host="testhost (x86_64, Linux)")
+        run_id, _ = store.open_run(meta)
+        ids[backend] = run_id
+        # An emulated run talks to the local emulator; a real one to the Sydney endpoint.
+        host = "127.0.0.1" if (backend == "nova-lite" and lite_emulated) else "bedrock-runtime.ap-southeast-2.amazonaws.com"
+        for i, doc in enumerate(ds.documents):
+            pred = _perturb(doc.ground_truth, error_rates[backend], rng)
+            text = render_kv(pred)
+            if backend == "nova-pro" and i == 0 and hostile:
+                text = f"{SCRIPT}\nSUPPLIER_NAME: {IMG}\n" + text.replace(f"SUPPLIER_NAME: {pred['SUPPLIER_NAME']}\n", "")
+            cloud = families[backend] == "bedrock"
+            resp = Response(text=text, latency_s=(2.0 + rng.random() * 2) if not cloud else 0.8 + rng.random(),
+                            peak_memory_mb=9000.0 if families[backend] == "local" else None,
+                            input_tokens=1800 + i if cloud else None, output_tokens=300 + i if cloud else None,
+                            attempts=3 if (cloud and i == 1) else 1, throttled=2 if (cloud and i == 1) else 0,
+                            retry_wait_s=1.5 if (cloud and i == 1) else 0.0,
+                            region="ap-southeast-2" if cloud else None, model_id=models[backend])
+            if backend == "nova-pro" and i == 2 and fail_one:  # a document that failed after retries
+                resp = Response(attempts=3, error_class=ErrorClass.TIMEOUT, error="ModelTimeoutException: read timeout",
+                                input_tokens=1800, output_tokens=0, region="ap-southeast-2")
+                result = DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp, error_class="timeout",
+                                   error=resp.error)
+            else:
+                fields = parse_output(text, doc.doc_type, schema)
+                scores = score_document(doc.ground_truth, fields, schema)
+                result = DocResult(doc.doc_id, doc.doc_type, doc.tier, "ok", resp, fields, scores,
+                                   document_f1(scores))
+            store.save_result(run_id, result, doc.ground_truth)
+            if cloud:
+                for attempt in range(1, resp.attempts + 1):
+                    store.add_audit(run_id, AuditEntry(
+                        backend, "bedrock-runtime", "Converse", "ap-southeast-2", host, models[backend],
+                        doc_id=doc.doc_id, request_id=f"req-{i}-{attempt}",
+                        status=429 if attempt < resp.attempts else 200, attempt=attempt, bytes_sent=50_000))
+        if backend == "nova-pro":  # the guard refused a request that would have left Australia
+            store.add_audit(run_id, AuditEntry(backend, "bedrock-runtime", "Converse", "us-east-1",
+                                               "bedrock-runtime.us-east-1.amazonaws.com", "global.amazon.nova-pro-v1:0",
+                                               doc_id=ds.documents[3].doc_id, status=None, allowed=False,
+                                               reason="inference profile 'global.amazon.nova-pro-v1:0' (global.) "
+                                                      "routes outside the allowed regions"))
+        store.update_run(run_id, status="complete", add_wall_s=12.0 if cloud else 60.0,
+                         emulated=True if (backend == "nova-lite" and lite_emulated) else None,
+                         describe={"backend": backend, "model": models[backend]})
+    store.close()
+    return ids
+
+
+# ------------------------------------------------------------------------------------- helpers
+SECTIONS = ("decision", "accuracy", "latency", "cost", "residency", "errors", "provenance")
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text of each <section id=...>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = _Tags()
+    p.feed(html)
+    return p.tags
+
+
+def section(html: str, name: str) -> str:
+    m = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    assert m, f"section {name} missing"
+    return m.group(1)
+
+
+def render(results: Path, out: Path, *args: str) -> str:
+    assert main(["--results", str(results), "--out", str(out), *args]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    d = tmp_path_factory.mktemp("results")
+    return d, build_store(d)
+
+
+@pytest.fixture(scope="module")
+def report(store_dir: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> str:
+    return render(store_dir[0], tmp_path_factory.mktemp("out") / "report.html")
+
+
+# --------------------------------------------------------------------------------------- tests
+def test_report_has_every_section_once(report: str) -> None:
+    ids = [a.get("id") for t, a in tags(report) if t == "section"]
+    assert ids == list(SECTIONS)
+
+
+def test_model_output_with_markup_is_shown_as_text_never_as_tags(report: str) -> None:
+    found = tags(report)
+    assert not [t for t, _ in found if t in ("script", "img", "iframe", "object", "embed", "link")]
+    assert not [(t, k) for t, a in found for k in a if k.lower().startswith("on")], "an event handler attribute leaked"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section(report, "errors")
+    assert "&lt;img src=x onerror=" in section(report, "errors")
+
+
+def test_report_is_self_contained_with_no_external_reference(report: str) -> None:
+    for tag, attrs in tags(report):
+        for key in ("src", "srcset", "action", "data", "poster"):
+            assert key not in attrs, f"<{tag} {key}=...> would load something"
+        if "href" in attrs:
+            assert (attrs["href"] or "").startswith("#"), f"<{tag} href={attrs['href']}> leaves the page"
+    assert "url(" not in report and "@import" not in report
+    assert report.count("<svg") >= 6  # charts are inline SVG
+
+
+def test_redact_replaces_expected_and_extracted_values_with_their_length(
+        store_dir: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    plain = section(render(store_dir[0], tmp_path / "plain.html", "--runs", store_dir[1]["nova-pro"]), "errors")
+    redacted = section(render(store_dir[0], tmp_path / "red.html", "--runs", store_dir[1]["nova-pro"], "--redact"),
+                       "errors")
+    assert SECRET_ABN in plain and "alert(1)" in plain  # the unredacted drill-down shows the values
+    assert SECRET_ABN not in redacted and "alert(1)" not in redacted
+    assert re.search(r"\[redacted\] \(\d+ chars\)", redacted)
+    assert "<code>BUSINESS_ABN</code>" in redacted  # which field was wrong stays visible
+
+
+def test_emulated_run_is_badged_in_every_table_row_and_never_recommended(report: str) -> None:
+    rows = re.findall(r"<tr>(.*?)</tr>", report, re.S)
+    lite_rows = [r for r in rows if re.search(r'class="who">nova-lite<', r)]
+    assert len(lite_rows) >= 8  # gates, frontier, accuracy, paired, latency, cost, residency, provenance ...
+    for r in lite_rows:
+        assert "EMULATED" in r, r
+    decision = section(report, "decision")
+    assert "emulated: not evidence" in decision
+    assert "Migrate to nova-lite" not in decision
+
+
+def test_offline_run_says_it_made_no_network_requests(report: str) -> None:
+    res = section(report, "residency")
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", res, re.S) if 'class="who">ocr-baseline<' in r)
+    assert NO_NETWORK in row
+    assert "global.amazon.nova-pro-v1:0" in res and "routes outside the allowed regions" in res  # the refusal
+
+
+def test_no_recommendation_names_each_candidates_failed_gates(report: str) -> None:
+    decision = section(report, "decision")
+    assert "No recommendation: no backend passes every gate" in decision
+    assert re.search(r"<li>nova-pro: fails [^<]*failure rate", decision)
+
+
+def test_recommends_the_cheapest_real_backend_passing_every_gate(tmp_path: Path) -> None:
+    perfect = {"nova-pro": 0.0, "nova-lite": 0.0}
+    emu = tmp_path / "emu"
+    build_store(emu, error_rates=perfect, fail_one=False, hostile=False)
+    html = render(emu, tmp_path / "a.html")
+    # nova-lite is cheaper but emulated: the real nova-pro is the recommendation
+    assert "Migrate to nova-pro" in section(html, "decision")
+    real = tmp_path / "real"
+    build_store(real, error_rates=perfect, fail_one=False, hostile=False, lite_emulated=False)
+    assert "Migrate to nova-lite" in section(render(real, tmp_path / "b.html"), "decision")
+
+
+def test_paired_difference_is_the_bootstrap_of_per_document_scores(store_dir: tuple[Path, dict[str, str]],
+                                                                   tmp_path: Path) -> None:
+    from harness.report import generate
+
+    results, ids = store_dir
+    model = generate(results, tmp_path / "r.html")
+    pro = next(v for v in model["runs"] if v["backend"] == "nova-pro")
+    assert model["baseline"]["backend"] == "ocr-baseline"
+    with RunStore(results) as s:
+        a = {d["doc_id"]: (d["doc_f1"] if d["status"] == "ok" else 0.0) for d in s.documents(ids["nova-pro"])}
+        b = {d["doc_id"]: d["doc_f1"] for d in s.documents(ids["ocr-baseline"])}
+    keys = sorted(a)
+    diff, lo, hi = paired_bootstrap([a[k] for k in keys], [b[k] for k in keys])
+    assert (pro["paired"]["diff"], pro["paired"]["lo"], pro["paired"]["hi"]) == pytest.approx((diff, lo, hi))
+    assert pro["paired"]["n"] == len(keys) == 24
+
+
+def test_latency_section_counts_throttling_retries_and_throughput(store_dir: tuple[Path, dict[str, str]],
+                                                                  tmp_path: Path) -> None:
+    from harness.report import generate
+
+    model = generate(store_dir[0], tmp_path / "r.html")
+    lat = next(v for v in model["runs"] if v["backend"] == "nova-pro")["latency"]
+    assert lat["throttled"] == 2 and lat["docs_throttled"] == 1
+    assert lat["retries"] == 4  # two documents took three attempts
+    assert lat["docs_per_min"] == pytest.approx(24 / 12.0 * 60)
+    assert lat["n"] == 23 and lat["p50"] <= lat["p95"] <= lat["p99"]
+
+
+def test_errors_section_lists_failure_causes_and_bounds_the_drill_down(store_dir: tuple[Path, dict[str, str]],
+                                                                       tmp_path: Path) -> None:
+    html = render(store_dir[0], tmp_path / "r.html", "--top-n", "3")
+    errors = section(html, "errors")
+    assert "ModelTimeoutException: read timeout" in errors and "<code>timeout</code>" in errors
+    runs = errors.split('class="errors-run"')[1:]
+    assert len(runs) == 3
+    for run in runs:
+        assert run.count("<details>") <= 3
+
+
+def test_unpriced_own_gpu_cost_is_not_measured_until_given_an_hourly_price(tmp_path: Path) -> None:
+    build_store(tmp_path, local=True)
+    html = render(tmp_path, tmp_path / "a.html")
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(html, "cost"), re.S) if 'class="who">internvl3<' in r)
+    assert "not measured" in row and "badge base" in row  # a local run is the default baseline
+    priced = render(tmp_path, tmp_path / "b.html", "--gpu-hourly", "2.5")
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(priced, "cost"), re.S) if 'class="who">internvl3<' in r)
+    # 24 documents in 60 s on a 2.50/h GPU: 2.5 / 1440 docs per hour
+    assert f"{2.5 / 1440:,.6f} USD" in row
+    assert "--gpu-hourly 2.5" in section(priced, "cost")
+
+
+def test_runs_and_baseline_select_what_is_reported(store_dir: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    results, ids = store_dir
+    html = render(results, tmp_path / "r.html", "--runs", ids["nova-lite"][:12], "--baseline", ids["nova-pro"])
+    prov = section(html, "provenance")
+    assert ids["nova-lite"] in prov and ids["nova-pro"] in prov and ids["ocr-baseline"] not in prov
+    assert "Baseline: nova-pro" in html
+
+
+def test_main_fails_clearly_without_a_run_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")]) == 2
+    assert "no run store" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()  # reading a report never creates a store
+
+
+def test_unknown_run_is_a_clear_error(store_dir: tuple[Path, dict[str, str]], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--results", str(store_dir[0]), "--runs", "no-such-run", "--out", str(tmp_path / "r.html")]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
