@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from harness.emulator.protocol import estimate_image_tokens
 from harness.residency import ImageLimits, load_model_catalog
+from harness.tokens import estimate_image_tokens
 
 __all__ = [
     "ImagePrepError",

@@ -12,11 +12,12 @@ import base64
 import binascii
 import io
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
+
+from harness.tokens import estimate_image_tokens, estimate_text_tokens
 
 CORAL_BEDROCK = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 # Authentication failures are raised by the Coral front end, not by Bedrock itself.
@@ -157,27 +158,8 @@ def base_model_id(model_id: str, region: str) -> str:
 
 # --- token estimates --------------------------------------------------------------------------
 
-# Least-squares fit tokens = a + b * pixels to the published Nova v1 table (FACTS.md):
-# 900x450~800, 900x900~1300, 1400x900~1800, 1800x900~2400, 1300x1300~2600 (within 7% of each).
-_IMG_A = 202.1
-_IMG_B = 1.3638e-3
-# Nova resizes large images internally; beyond the largest point of the table the estimate is
-# held flat (an assumption: the table says nothing about larger inputs).
-_IMG_MAX_PIXELS = 1300 * 1300
-
-
-def estimate_image_tokens(width: int, height: int) -> int:
-    """Approximate Nova input tokens for one image of width x height pixels."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    pixels = min(width * height, _IMG_MAX_PIXELS)
-    return round(_IMG_A + _IMG_B * pixels)
-
-
-def estimate_text_tokens(text: str | None) -> int:
-    """About four characters per token, the usual rule of thumb for English."""
-    return math.ceil(len(text) / 4) if text else 0
-
+# estimate_image_tokens / estimate_text_tokens: one estimator for the emulator, the adapters and
+# the rate limiter, in harness.tokens.
 
 def estimate_input_tokens(req: ParsedRequest) -> int:
     tokens = estimate_text_tokens(req.prompt) + estimate_text_tokens(req.system)
