@@ -1,0 +1,119 @@
+"""The OCR baseline: RapidOCR (ONNX models inside the wheel, fully offline) + rule extraction.
+
+It is the offline default and the floor every model must beat. Its output is rendered in the
+incumbent's `FIELD: value` format so the same parser and scorer path applies as for every model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from typing import Any
+
+from adapters.base import Backend, BackendConfig, BackendError, SetupError
+from adapters.ocr_layout import OcrLine
+from adapters.ocr_rules import extract
+from harness.records import ErrorClass, Request, Response
+from harness.schema import Schema, load_schema
+
+INSTALL_HINT = "the OCR baseline needs rapidocr-onnxruntime: pip install 'migbench[ocr]'"
+
+
+def render_fields(fields: dict[str, str], doc_type: str, schema: Schema) -> str:
+    """One `FIELD: value` line per field of the document type, NOT_FOUND when absent."""
+    out = []
+    for name in schema.fields_for(doc_type):
+        value = (fields.get(name) or "").replace("\n", " ").strip() or schema.not_found
+        out.append(f"{name}: {value}")
+    return "\n".join(out)
+
+
+def decode_page(data: bytes, index: int):
+    """Encoded image bytes -> RGB PIL image; unreadable bytes are the document's fault (INPUT)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise BackendError(f"page {index}: unreadable image bytes ({exc})", ErrorClass.INPUT) from exc
+
+
+def ocr_result_to_lines(result: Any, page: int) -> list[OcrLine]:
+    """RapidOCR's [[quad, text, score], ...] (or None when nothing was detected) -> OcrLines."""
+    return [OcrLine.from_quad(quad, str(text), float(score), page) for quad, text, score in (result or [])]
+
+
+class OCRBaseline(Backend):
+    family = "ocr"
+    wants_prompt = False
+
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        self.threads = int(config.get("threads") or os.cpu_count() or 1)
+        self._schema = load_schema(config.get("schema")) if config.get("schema") else load_schema()
+        # onnxruntime sessions are thread-safe, but RapidOCR keeps per-call state on the engine
+        # object, so each calling thread gets its own engine (the models are small).
+        self._local = threading.local()
+        self._create_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model or "rapidocr-onnxruntime-1.4.4+rules"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "threads": self.threads, "emulated": False}
+
+    def preflight(self) -> None:
+        self._engine()
+
+    def _engine(self):
+        eng = getattr(self._local, "engine", None)
+        if eng is not None:
+            return eng
+        with self._create_lock:  # model loading is not worth racing on
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:
+                raise SetupError(INSTALL_HINT) from exc
+            eng = RapidOCR(intra_op_num_threads=self.threads, inter_op_num_threads=1)
+        self._local.engine = eng
+        return eng
+
+    def ocr_pages(self, images: list[bytes]) -> list[OcrLine]:
+        engine = self._engine()
+        lines: list[OcrLine] = []
+        for i, data in enumerate(images):
+            img = decode_page(data, i)
+            result, _ = engine(img)
+            lines.extend(ocr_result_to_lines(result, i))
+        return lines
+
+    def generate(self, request: Request) -> Response:
+        if not request.images:
+            raise BackendError(f"{request.doc_id}: no page images to OCR", ErrorClass.INPUT)
+        if request.doc_type not in self._schema.document_types:
+            raise BackendError(f"{request.doc_id}: unknown document type {request.doc_type!r}",
+                               ErrorClass.PERMANENT)
+        t0 = time.perf_counter()
+        lines = self.ocr_pages(request.images)
+        ocr_s = time.perf_counter() - t0
+        fields = extract(lines, request.doc_type, self._schema)
+        latency = time.perf_counter() - t0
+        return Response(
+            text=render_fields(fields, request.doc_type, self._schema),
+            input_tokens=None,
+            output_tokens=None,
+            latency_s=latency,
+            model_id=self.model_id,
+            endpoint="local",
+            stop_reason="end",
+            extra={"ocr_lines": [ln.to_compact() for ln in lines], "ocr_s": round(ocr_s, 3),
+                   "pages": len(request.images)},
+        )
+
+    def close(self) -> None:
+        self._local = threading.local()

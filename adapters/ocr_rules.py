@@ -1,0 +1,459 @@
+"""Rule-based field extraction from OCR lines with boxes: the OCR baseline's "model".
+
+`extract(lines, doc_type, schema)` is a pure function: OCR lines in, `{FIELD: value}` out, every
+field of the document type present (NOT_FOUND when absent, lists joined with " | ").
+
+The rules are deliberately general (keywords, layout, checksums, arithmetic), never keyed on a
+shop name or tuned to one sample: they run on receipts and invoices nobody has looked at. OCR
+glues words ("TOTALAMOUNT", "RounddTotal(RM)") and confuses letters, so keywords are matched
+on upper-cased text with the spaces removed and a few OCR confusions tolerated.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+from adapters.ocr_layout import OcrLine, group_rows, row_text
+from adapters.ocr_statement import extract_statement
+from harness.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
+from harness.schema import Schema, load_schema
+from harness.validation import abn_digits, abn_is_valid, format_abn, line_consistent
+
+NF = "NOT_FOUND"
+
+# A printed money amount: two decimals, optional currency and thousands groups. Integers are not
+# amounts here: on receipts they are quantities, item codes and phone numbers.
+MONEY = re.compile(
+    r"(?<![\d.])(?:RM|A\$|\$|AUD)?\s?-?(\d{1,3}(?:,\d{3})+|\d+)\s?\.\s?(\d{2})(?!\d|\.\d)", re.I)
+
+# Keyword patterns run on squashed text (upper case, spaces removed); OCR reads L as I/1, O as 0.
+_T = r"T[O0Q]T[A4][LI1]"
+TOTAL_WORD = re.compile(_T)
+TOTAL_EXCLUDE = re.compile(
+    r"SUBT[O0]|UBT[O0]T|SUB-|" + _T + r"(?:QTY|QUANTIT|ITEM|ITM|DISC|SAVING|TAX|GST|VAT|EXC|NO\b|UNIT|PCS|WEIGHT)"
+    r"|EXCL|EXCLUD|BEFORE|CHANGE|CASH|TENDER|RECEIVED|PAYMENT|PAID|CARD|VISA|MASTER|EFTPOS|CREDIT"
+    r"|DISCOUNT|ROUNDINGADJ|ADJUST|QTY|ITEMS|POINTS|SAVED|GSTSUMMARY|DEPOSIT")
+TOTAL_STRONG = re.compile(
+    r"ROUNDED|ROUNDD|" + _T + r"ROUND|GRAND|AMOUNTDUE|AMTDUE|TOTALDUE|BALANCEDUE|NETT|NET" + _T
+    + r"|PAYABLE|INCL|INCLUSIVE|INC\.?GST|" + _T + r"(?:AMOUNT|AMT)|" + _T + r"\(?(?:RM|\$|AUD)")
+AMOUNT_DUE = re.compile(r"AMOUNTDUE|AMTDUE|BALANCEDUE|TOTALDUE|AMOUNTPAYABLE")
+CASH_WORD = re.compile(r"CASH|TENDER|RECEIVED|PAYMENT|PAID")
+CHANGE_WORD = re.compile(r"CHANGE|CHANGEDUE|BALANCE(?!DUE)")
+
+DATE_LABEL = re.compile(r"DATE|TARIKH|DATED")
+DATE_PENALTY = re.compile(r"DUE|EXPIR|VALID|PERIOD|BIRTH|PRINTED|SUPPLY")
+
+NOISE = re.compile(
+    r"TAXINVOICE|^INVOICE$|RECEIPT|CASHBILL|CASHSALE|WELCOME|THANKYOU|SIMPLIFIED|^TAX$|^COPY|"
+    r"DUPLICATE|ORIGINAL|^BILL$|STATEMENT|^QUOTE|^QUOTATION|^ORDER")
+ID_LINE = re.compile(
+    r"\bTEL\b|TEL[:.]|PHONE|FAX|MOBILE|^H/?P|E-?MAIL|@|WWW\.|HTTP|\.COM|GST|ABN|ACN|\bREG|REG\.?NO|"
+    r"COMPANYNO|CO\.?NO|ROC|SST|BRN|VATNO|TAXID", re.I)
+REGNO = re.compile(r"^\(?[A-Z]{0,3}[\d\s-]{5,}[A-Z]?\)?\.?$")
+COMPANY_SUFFIX = re.compile(
+    r"(?:SDN\.?BHD|\bBHD\b|BERHAD|PTY\.?LTD|\bLTD\b|LIMITED|\bINC\b|\bLLC\b|\bPLC\b|\bCORP|COMPANY|"
+    r"\bCO\.?$|ENTERPRISE|TRADING|INDUSTRIES|HOLDINGS|GROUP\b|\bP/L\b)", re.I)
+PHONE = re.compile(r"(?:\+?\d[\d\s()-]{7,}\d)")
+POSTCODE = re.compile(r"(?<!\d)\d{4,5}(?!\d)")
+STOP_LABEL = re.compile(
+    r"DATE|CASHIER|INVOICE|RECEIPT|DOC(?:UMENT)?NO|BILLNO|TABLE|ORDER|MEMBER|CUSTOMER|BILLTO|SOLDTO|"
+    r"TERMINAL|STAFF|SERVER|POS\b|TRANS|CASHBILL|SALESPERSON|ATTN", re.I)
+
+GST_WORD = re.compile(r"GST|\bTAX\b|TAX(?:AMT|AMOUNT)|\bVAT\b|SST")
+GST_ID = re.compile(r"GST(?:REG|ID|NO|N0|#)|TAXID|TAXNO|REGNO|\bID\b|ABN")
+GST_INCLUDED = re.compile(
+    r"INC(?:L|LUDES?|LUSIVE)?\.?(?:OF)?GST|GSTINC|INCLUSIVEOF(?:GST|TAX)|PRICESINCLUDE|INCLUDESGST|"
+    r"INCL\.?TAX|TAXINCL")
+GST_EXCLUDED = re.compile(r"GSTFREE|NOGST|EXCL(?:USIVE)?(?:OF)?GST|PLUSGST|\+GST")
+
+PAYER_LABEL = re.compile(
+    r"^(?:BILL(?:ED)?TO|INVOICETO|SOLDTO|CUSTOMER(?:NAME)?|CLIENT(?:NAME)?|ATTN|ATTENTION|SHIPTO|CHARGETO)\b"
+    r"[:.\-]?", re.I)
+
+ITEM_HEADER_STOP = re.compile(_T + r"|SUBT|GST|TAX|ROUNDING|CASH|CHANGE|DISCOUNT|BALANCE")
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text.upper())
+
+
+def money_in(text: str) -> list[Decimal]:
+    out = []
+    for m in MONEY.finditer(text):
+        amt = parse_amount(f"{m.group(1)}.{m.group(2)}")
+        if amt is not None:
+            out.append(amt)
+    return out
+
+
+def _row_amounts(row: Sequence[OcrLine]) -> list[tuple[Decimal, OcrLine]]:
+    return [(a, ln) for ln in row for a in money_in(ln.text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# TOTAL_AMOUNT
+# ---------------------------------------------------------------------------------------------
+
+def _label_amount(rows: list[list[OcrLine]], i: int, label_re: re.Pattern) -> Decimal | None:
+    """The amount printed after a label on the same row, else just below it."""
+    row = rows[i]
+    label_x = None
+    for ln in row:
+        if label_re.search(squash(ln.text)):
+            label_x = ln.x0
+            after = money_in(label_re.split(squash(ln.text), maxsplit=1)[-1])
+            if after:
+                return after[-1]
+            break
+    if label_x is None:
+        return None
+    right = [a for a, ln in _row_amounts(row) if ln.x0 >= label_x]
+    if right:
+        # several amounts on a total row are columns (qty, excl, tax, incl): the last is the sum
+        return right[-1]
+    if i + 1 < len(rows):
+        below = rows[i + 1]
+        if below[0].y0 - row[0].y1 < 1.5 * row[0].height and not TOTAL_WORD.search(squash(row_text(below))):
+            amts = [a for a, _ in _row_amounts(below)]
+            if len(amts) == 1:
+                return amts[0]
+    return None
+
+
+def find_total(rows: list[list[OcrLine]]) -> Decimal | None:
+    cands: list[tuple[int, int, Decimal]] = []  # (priority, row index, amount)
+    cash = change = None
+    summary_row = None
+    for i, row in enumerate(rows):
+        s = squash(row_text(row))
+        if summary_row is None and re.search(r"(?:GST|TAX)SUMMARY|TAXCODE", s):
+            summary_row = i
+        if CHANGE_WORD.search(s) and not TOTAL_WORD.search(s):
+            amts = [a for a, _ in _row_amounts(row)]
+            if amts and change is None:
+                change = amts[-1]
+        elif CASH_WORD.search(s) and not TOTAL_WORD.search(s):
+            amts = [a for a, _ in _row_amounts(row)]
+            if amts and cash is None:
+                cash = amts[-1]
+        if AMOUNT_DUE.search(s):
+            amt = _label_amount(rows, i, AMOUNT_DUE)
+            if amt is not None and amt > 0:
+                cands.append((3, i, amt))
+            continue
+        if not TOTAL_WORD.search(s) or TOTAL_EXCLUDE.search(s) and not re.search(r"INCL|INCLUSIVE", s):
+            continue
+        amt = _label_amount(rows, i, TOTAL_WORD)
+        if amt is None or amt <= 0:
+            continue
+        prio = 3 if TOTAL_STRONG.search(s) else 2
+        if summary_row is not None and i > summary_row:
+            prio = 1  # a TOTAL row inside a GST summary table sums the tax columns
+        cands.append((prio, i, amt))
+    if cands:
+        paid = cash - change if cash is not None and change is not None and cash > change else None
+        if paid is not None:
+            agree = [c for c in cands if abs(c[2] - paid) <= Decimal("0.05")]
+            if agree:
+                return max(agree, key=lambda c: (c[0], c[1]))[2]
+        best = max(c[0] for c in cands)
+        top = [c for c in cands if c[0] == best]
+        # Several equal-rank totals: the last one printed is the payable (after rounding).
+        return top[-1][2]
+    if cash is not None and change is not None and cash > change:
+        return cash - change
+    return _largest_amount(rows)
+
+
+def _largest_amount(rows: list[list[OcrLine]]) -> Decimal | None:
+    """Fallback: the largest amount that is not a tendered/change figure."""
+    amts = []
+    for row in rows:
+        s = squash(row_text(row))
+        if CASH_WORD.search(s) or CHANGE_WORD.search(s):
+            continue
+        amts.extend(a for a, _ in _row_amounts(row) if 0 < a < Decimal("1000000"))
+    return max(amts) if amts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# INVOICE_DATE
+# ---------------------------------------------------------------------------------------------
+
+def find_date(rows: list[list[OcrLine]]) -> tuple[int, int, int] | None:
+    best: tuple[float, tuple[int, int, int]] | None = None
+    n = max(1, len(rows))
+    for i, row in enumerate(rows):
+        text = row_text(row)
+        s = squash(text)
+        dates = parse_date_set(text) or parse_date_set(re.sub(r"\s+", "", text))
+        for d in dates:
+            score = 0.0
+            if DATE_LABEL.search(s):
+                score += 2
+            if DATE_PENALTY.search(s):
+                score -= 3
+            if not 1990 <= d[2] <= 2099:
+                score -= 5
+            score -= i / n  # earlier wins among equals: the issue date is printed near the top
+            if best is None or score > best[0]:
+                best = (score, d)
+    return best[1] if best else None
+
+
+# ---------------------------------------------------------------------------------------------
+# SUPPLIER_NAME / BUSINESS_ADDRESS
+# ---------------------------------------------------------------------------------------------
+
+def _is_noise(text: str) -> bool:
+    s = squash(text)
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 3:
+        return True
+    if not any(c.isupper() for c in letters):
+        return True  # printed headers are never all lower case; stamps and scanner marks are
+    if NOISE.search(s) or ID_LINE.search(text) or REGNO.match(s):
+        return True
+    if parse_date(text) is not None or money_in(text):
+        return True
+    return False
+
+
+def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
+    """(name, index of the last row of the name). The name is at the top; a company suffix wins."""
+    head = [(i, row_text(r)) for i, r in enumerate(rows[:10])]
+    head = [(i, t) for i, t in head if t]
+    stop = next((k for k, (_, t) in enumerate(head) if parse_date(t) or money_in(t)), len(head))
+    head = head[:stop] if stop > 0 else head[:1]
+    pick = None
+    for i, t in head[:6]:
+        if COMPANY_SUFFIX.search(t) and not ID_LINE.search(t):
+            pick = i
+            break
+    if pick is None:
+        pick = next((i for i, t in head if not _is_noise(t)), None)
+    if pick is None:
+        return None, -1
+    name = row_text(rows[pick])
+    last = pick
+    # A name printed over two lines: the first ends with '&'/'AND'/'-', or the second holds the suffix.
+    if pick + 1 < len(rows):
+        nxt = row_text(rows[pick + 1])
+        if (re.search(r"(&|\bAND|-)$", name.strip(), re.I) and not _is_noise(nxt)) or (
+                not COMPANY_SUFFIX.search(name) and COMPANY_SUFFIX.search(nxt) and not ID_LINE.search(nxt)
+                and len(nxt) < 40):
+            name, last = f"{name} {nxt}", pick + 1
+    # the name above a suffix-only line: 'SYL ROASTED' / 'SDN BHD'
+    m = COMPANY_SUFFIX.fullmatch(squash(name).strip(".()"))
+    if m and pick > 0 and not _is_noise(row_text(rows[pick - 1])):
+        name = f"{row_text(rows[pick - 1])} {name}"
+    return name.strip(" ,.:") or None, last
+
+
+def find_address(rows: list[list[OcrLine]], after: int) -> str | None:
+    parts: list[str] = []
+    postcode_seen = False
+    for row in rows[after + 1: after + 9]:
+        t = row_text(row)
+        s = squash(t)
+        if not t:
+            continue
+        if REGNO.match(s) or re.fullmatch(r"\(?[\w-]{5,14}\)?", t.strip()) and sum(c.isdigit() for c in t) >= 5:
+            if not parts:
+                continue  # the company registration number under the name
+            break
+        if ID_LINE.search(t) or STOP_LABEL.search(s) or NOISE.search(s) or parse_date(t) or money_in(t):
+            break
+        if postcode_seen and (len(t.split()) > 3 or any(c.isdigit() for c in t)):
+            break
+        parts.append(t)
+        if POSTCODE.search(t) and any(c.isalpha() for c in t):
+            postcode_seen = True
+        if len(parts) >= 5:
+            break
+    return " ".join(parts).strip() or None
+
+
+# ---------------------------------------------------------------------------------------------
+# ABN, GST
+# ---------------------------------------------------------------------------------------------
+
+def find_abn(lines: Iterable[str]) -> str | None:
+    fallback = None
+    for t in lines:
+        for m in re.finditer(r"(?<!\d)\d(?:[\s-]?\d){10}(?![\s-]?\d)", t):
+            d = abn_digits(m.group())
+            if abn_is_valid(d):
+                if re.search(r"ABN|A\.B\.N", t, re.I):
+                    return format_abn(d)
+                fallback = fallback or format_abn(d)
+    return fallback
+
+
+def find_gst(rows: list[list[OcrLine]], total: Decimal | None) -> Decimal | None:
+    cands: list[tuple[int, Decimal]] = []
+    for row in rows:
+        t = row_text(row)
+        s = squash(t)
+        if not GST_WORD.search(t.upper()) and "GST" not in s:
+            continue
+        if GST_ID.search(s) and not money_in(t):
+            continue
+        amts = [a for a, _ in _row_amounts(row) if a >= 0]
+        if not amts:
+            continue
+        amt = amts[-1]
+        if total is not None and amt >= total:
+            continue
+        prio = 2 if re.search(r"TOTALGST|GSTAMOUNT|GST\(?\$|^GST|TOTALTAX|TAXAMOUNT|INCLUDESGST|^TAX", s) else 1
+        if total is not None and amt > 0 and abs(total / 11 - amt) <= max(Decimal("0.02"), amt / 100):
+            prio += 2  # Australian GST: exactly total/11
+        cands.append((prio, amt))
+    if not cands:
+        return None
+    return max(cands, key=lambda c: c[0])[1]
+
+
+def gst_included(full_text: str, gst: Decimal | None) -> str | None:
+    s = squash(full_text)
+    if GST_INCLUDED.search(s):
+        return "true"
+    if GST_EXCLUDED.search(s):
+        return "false"
+    if gst is not None:
+        return "true" if gst > 0 else "false"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Payer, line items
+# ---------------------------------------------------------------------------------------------
+
+def find_payer(rows: list[list[OcrLine]]) -> tuple[str | None, str | None]:
+    for i, row in enumerate(rows):
+        t = row_text(row)
+        m = PAYER_LABEL.match(re.sub(r"\s+", "", t))
+        if not m:
+            continue
+        # the label's own box; the value is the rest of that box or the boxes to its right
+        label_ln = row[0]
+        consumed = len(re.match(r"\s*", label_ln.text).group())
+        k = 0
+        rest = label_ln.text
+        for ch in rest:  # walk the raw text until m.end() non-space characters are consumed
+            if k >= m.end():
+                break
+            consumed += 1
+            if not ch.isspace():
+                k += 1
+        value = (label_ln.text[consumed:] + " " + " ".join(ln.text for ln in row[1:])).strip(" :.-")
+        below = []
+        for nxt in rows[i + 1: i + 5]:
+            nt = row_text(nxt)
+            if not nt or STOP_LABEL.search(squash(nt)) or PAYER_LABEL.match(squash(nt)) or money_in(nt) \
+                    or ID_LINE.search(nt) or parse_date(nt):
+                break
+            if nxt[0].x0 > label_ln.x1 + 3 * label_ln.height and not value:
+                break
+            below.append(nt)
+        if not value and below:
+            value, below = below[0], below[1:]
+        address = " ".join(below).strip() or None
+        return (value or None), address
+    return None, None
+
+
+_NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decimal, Decimal]]:
+    """Rows where some qty x unit price = line total (1%): (description, qty, price, total)."""
+    items = []
+    prev_text = ""
+    for row in rows:
+        t = row_text(row)
+        s = squash(t)
+        if ITEM_HEADER_STOP.search(s) and items:
+            break
+        cleaned = re.sub(r"(?i)\b(?:RM|\$|AUD)\s?", "", t)
+        cleaned = re.sub(r"(?i)(\d)\s?[x@]\s?(?=\d)", r"\1 ", cleaned)
+        nums = [(m.start(), Decimal(m.group())) for m in _NUM.finditer(cleaned)]
+        found = None
+        for a in range(len(nums) - 2):
+            # quantity, unit price, line total in reading order; the total carries two decimals
+            for q, p, tot in ((nums[a], nums[a + 1], nums[-1]), (nums[a], nums[a + 1], nums[a + 2])):
+                if tot[1] == 0 or q[1] <= 0 or q[1] > 1000 or tot[1].as_tuple().exponent != -2:
+                    continue
+                if line_consistent(float(q[1]), float(p[1]), float(tot[1])):
+                    found = (q, p, tot)
+                    break
+            if found:
+                break
+        if found:
+            desc = cleaned[: found[0][0]].strip(" -:*#")
+            desc = re.sub(r"^\d{6,}\s*", "", desc)  # a leading barcode is not a description
+            if not re.search(r"[A-Za-z]{2}", desc):
+                desc = prev_text
+            items.append((desc or NF, found[0][1], found[1][1], found[2][1]))
+            prev_text = ""
+        else:
+            prev_text = t if re.search(r"[A-Za-z]{2}", t) and not money_in(t) else ""
+    return items
+
+
+def _num(d: Decimal) -> str:
+    return f"{d.normalize():f}" if d == d.to_integral_value() else str(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------
+
+def extract(lines: Sequence[OcrLine], doc_type: str, schema: Schema | None = None) -> dict[str, str]:
+    schema = schema or load_schema()
+    names = schema.fields_for(doc_type)
+    out = {f: NF for f in names}
+    if "DOCUMENT_TYPE" in out:
+        # the runner already knows the type (it chose the prompt/schema): report it in the label form
+        out["DOCUMENT_TYPE"] = schema.document_types[doc_type].label
+    rows = group_rows(lines)
+    if not rows:
+        return out
+    if doc_type == "bank_statement":
+        out.update({k: v for k, v in extract_statement(rows).items() if k in out and v})
+        return out
+
+    total = find_total(rows)
+    date = find_date(rows)
+    name, name_end = find_supplier(rows)
+    address = find_address(rows, name_end) if name else None
+    texts = [row_text(r) for r in rows]
+    abn = find_abn(texts)
+    gst = find_gst(rows, total)
+    incl = gst_included("\n".join(texts), gst)
+    payer, payer_addr = find_payer(rows)
+    items = find_line_items(rows)
+
+    found = {
+        "SUPPLIER_NAME": name,
+        "BUSINESS_ADDRESS": address,
+        "INVOICE_DATE": format_date(date) if date else None,
+        "TOTAL_AMOUNT": format_amount(total) if total is not None else None,
+        "BUSINESS_ABN": abn,
+        "GST_AMOUNT": format_amount(gst) if gst is not None else None,
+        "IS_GST_INCLUDED": incl,
+        "PAYER_NAME": payer,
+        "PAYER_ADDRESS": payer_addr,
+    }
+    if items:
+        sep = schema.list_separator
+        found["LINE_ITEM_DESCRIPTIONS"] = sep.join(i[0] for i in items)
+        found["LINE_ITEM_QUANTITIES"] = sep.join(_num(i[1]) for i in items)
+        found["LINE_ITEM_PRICES"] = sep.join(format_amount(i[2]) for i in items)
+        found["LINE_ITEM_TOTAL_PRICES"] = sep.join(format_amount(i[3]) for i in items)
+    for k, v in found.items():
+        if k in out and v:
+            out[k] = v
+    return out

@@ -1,0 +1,160 @@
+"""Measure the OCR baseline on a receipt dataset (default: /work/shared/datasets/sroie_dev).
+
+OCR runs once per image and is cached as JSON under /tmp (never in the repo), so the rules
+in adapters/ocr_rules.py can be iterated on in seconds. Prints per-field F1 and OCR seconds
+per receipt.
+
+    .venv/bin/python bench/ocr_sroie.py                       # OCR what is not cached, score
+    .venv/bin/python bench/ocr_sroie.py --show TOTAL_AMOUNT   # list the misses of one field
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.base import BackendConfig  # noqa: E402
+from adapters.ocr_layout import OcrLine  # noqa: E402
+from adapters.ocr_rules import extract  # noqa: E402
+from harness.schema import load_schema  # noqa: E402
+
+DEFAULT_DATASET = "/work/shared/datasets/sroie_dev"
+DEFAULT_CACHE = "/tmp/migbench_ocr_sroie_cache.json"
+
+
+def read_ground_truth(root: Path) -> list[dict[str, str]]:
+    with open(root / "ground_truth.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def image_path(root: Path, name: str) -> Path:
+    for cand in (root / "images" / name, root / name):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(name)
+
+
+def ocr_missing(root: Path, rows: list[dict[str, str]], cache_path: Path, threads: int) -> dict:
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    todo = [r["image_file"] for r in rows if r["image_file"] not in cache]
+    if not todo:
+        return cache
+    from adapters.ocr_baseline import OCRBaseline
+
+    backend = OCRBaseline(BackendConfig(name="ocr-baseline", options={"threads": threads}))
+    backend.preflight()  # model loading is not counted in the per-receipt time
+    for i, name in enumerate(todo, 1):
+        data = image_path(root, name).read_bytes()
+        t0 = time.perf_counter()
+        lines = backend.ocr_pages([data])
+        cache[name] = {"ocr_s": time.perf_counter() - t0, "lines": [ln.to_compact() for ln in lines]}
+        print(f"[{i}/{len(todo)}] {name} {cache[name]['ocr_s']:.2f}s {len(lines)} lines", file=sys.stderr)
+        if i % 10 == 0 or i == len(todo):
+            cache_path.write_text(json.dumps(cache))
+    return cache
+
+
+def make_scorer(schema):
+    try:
+        from harness.scoring import score_document  # the incumbent's comparators
+
+        return (lambda gt, pred: {s.field: s.f1 for s in score_document(gt, pred, schema)}), "harness.scoring"
+    except ImportError:
+        return provisional_scorer(schema), "PROVISIONAL local scorer (harness.scoring not present yet)"
+
+
+def provisional_scorer(schema):
+    """PROVISIONAL: a minimal stand-in for harness.scoring, used only until that module exists."""
+    import re
+    from decimal import Decimal, InvalidOperation
+
+    def amount(s):
+        m = re.search(r"-?\d[\d,]*\.?\d*", s.replace(" ", ""))
+        try:
+            return Decimal(m.group().replace(",", "")) if m else None
+        except InvalidOperation:
+            return None
+
+    def dmy(s):
+        m = re.search(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})", s)
+        if not m:
+            return None
+        d, mo, y = (int(g) for g in m.groups())
+        return d, mo, (y + 2000 if y < 100 else y)
+
+    def lev(a, b):
+        prev = list(range(len(b) + 1))
+        for i, ca in enumerate(a, 1):
+            cur = [i]
+            for j, cb in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+            prev = cur
+        return prev[-1]
+
+    def score(gt, pred):
+        out = {}
+        for f, g in gt.items():
+            p = pred.get(f, "NOT_FOUND")
+            if g == "NOT_FOUND" or p == "NOT_FOUND":
+                out[f] = float(g == p)
+                continue
+            t = schema.field_type(f)
+            if t == "monetary":
+                a, b = amount(g), amount(p)
+                out[f] = float(a is not None and b is not None and abs(a - b) <= abs(a) * Decimal("0.01"))
+            elif t == "date":
+                out[f] = float(dmy(g) is not None and dmy(g) == dmy(p))
+            else:
+                g2, p2 = g.lower().strip(), p.lower().strip()
+                s = 1 - lev(g2, p2) / max(len(g2), len(p2), 1)
+                out[f] = s if s >= 0.5 else 0.0
+        return out
+
+    return score
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default=DEFAULT_DATASET)
+    ap.add_argument("--cache", default=DEFAULT_CACHE)
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    ap.add_argument("--show", default=None, help="print the misses of this field")
+    args = ap.parse_args(argv)
+
+    root = Path(args.dataset)
+    rows = read_ground_truth(root)
+    cache = ocr_missing(root, rows, Path(args.cache), args.threads or 0)
+    schema = load_schema()
+    score, scorer_name = make_scorer(schema)
+
+    per_field: dict[str, list[float]] = {}
+    for row in rows:
+        name = row["image_file"]
+        gt = {k: v for k, v in row.items() if k != "image_file" and k in schema.fields}
+        doc_type = schema.doc_type_from_label(gt.get("DOCUMENT_TYPE", "receipt")) or "receipt"
+        lines = [OcrLine.from_compact(r) for r in cache[name]["lines"]]
+        pred = extract(lines, doc_type, schema)
+        for f, s in score(gt, pred).items():
+            per_field.setdefault(f, []).append(s)
+            if f == args.show and s < 1:
+                print(f"{name}  f1={s:.2f}  gt={gt[f]!r}  pred={pred.get(f)!r}")
+
+    ocr_s = [cache[r["image_file"]]["ocr_s"] for r in rows]
+    print(f"scorer: {scorer_name}")
+    print(f"documents: {len(rows)}  OCR mean {sum(ocr_s) / len(ocr_s):.2f} s/receipt "
+          f"(cached pass; threads={args.threads or 'all'})")
+    for f, vals in per_field.items():
+        print(f"{f:20s} F1 {sum(vals) / len(vals):.3f}  (n={len(vals)})")
+    allv = [sum(v[i] for v in per_field.values()) / len(per_field) for i in range(len(rows))]
+    print(f"{'document mean':20s} F1 {sum(allv) / len(allv):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
