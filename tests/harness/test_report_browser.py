@@ -1,0 +1,79 @@
+"""The report in a real headless Chromium: it renders, runs no script, loads nothing, shows every section.
+
+Needs Debian's chromium at /usr/bin/chromium (`apt-get install -y chromium`); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.harness.test_report import SECTIONS, build_store, render
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="no /usr/bin/chromium: install it with `apt-get install -y chromium`")
+
+
+@pytest.fixture(scope="module")
+def page_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    build_store(results)
+    out = tmp_path_factory.mktemp("out") / "report.html"
+    render(results, out)
+    return out
+
+
+def test_report_renders_in_chromium_without_errors_requests_or_script(page_report: Path, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from PIL import Image
+
+    page_url = page_report.resolve().as_uri()
+    console_errors: list[str] = []
+    page_errors: list[str] = []
+    dialogs: list[str] = []
+    external: list[str] = []
+
+    def route(r: object) -> None:
+        url = r.request.url  # type: ignore[attr-defined]
+        if url != page_url and not url.startswith("data:"):
+            external.append(url)
+            r.abort()  # type: ignore[attr-defined]
+        else:
+            r.continue_()  # type: ignore[attr-defined]
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.route("**/*", route)
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(page_url, wait_until="load")
+            for sid in SECTIONS:
+                loc = page.locator(f"section#{sid}")
+                assert loc.count() == 1, f"section {sid} missing"
+                assert loc.is_visible(), f"section {sid} not visible"
+            assert page.locator("section#decision svg").count() >= 1
+            assert page.evaluate("document.scripts.length") == 0
+            # The stored response's markup is text in the page, not elements.
+            assert page.locator("section#errors img").count() == 0
+            assert "<script>alert(1)</script>" in page.locator("section#errors").text_content()
+            png = page.screenshot(full_page=True)
+        finally:
+            browser.close()
+    (tmp_path / "report.png").write_bytes(png)
+    assert not console_errors, console_errors
+    assert not page_errors, page_errors
+    assert not dialogs, f"script from model output ran: {dialogs}"
+    assert not external, f"the report requested {external}"
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width >= 1000 and img.height > 2000  # the whole long page
+    colours = img.convert("RGB").resize((200, 400)).getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50  # charts and badges, not a blank or error page
