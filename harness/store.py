@@ -73,6 +73,16 @@ class RunMeta:
         return f"{self.backend}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def _valid_text(value: Any) -> Any:
+    """SQLite stores UTF-8: a lone surrogate (possible in decoded model JSON) becomes U+FFFD."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
 
@@ -106,6 +116,8 @@ class RunStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if isinstance(params, tuple):
+                    params = tuple(_valid_text(p) for p in params)
                 self._db.execute(sql, params)
                 self._db.execute("COMMIT")
             except BaseException:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from harness.emulator.protocol import ParsedRequest
+from harness.images import InputError
 from harness.records import NOT_FOUND, Document
 from harness.schema import Schema, load_schema
 
@@ -151,9 +152,15 @@ def document_pages(path: Any) -> list[Any]:
 
     from harness.images import load_pages
 
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{Path(path).name}: cannot read ({exc.__class__.__name__})") from None
     if data[:3] == b"\xff\xd8\xff":  # JPEG: decode in draft mode, 10x faster on A4 scans
-        return [open_image(data)]
+        try:
+            return [open_image(data)]
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{Path(path).name}: broken or truncated image ({exc})") from None
     return load_pages(path)
 
 
@@ -251,8 +258,14 @@ class GroundTruthResponder:
             raise ValueError("GroundTruthResponder needs at least one document")
         self._index: list[tuple[int, bytes, Document, int]] = []
         for doc in self.docs:
-            for page, img in enumerate(document_pages(doc.path)):
+            try:
+                pages = document_pages(doc.path)
+            except InputError:
+                continue  # an unreadable document never reaches the service either
+            for page, img in enumerate(pages):
                 self._index.append((average_hash(img), thumbnail(img), doc, page))
+        if not self._index:
+            raise ValueError("GroundTruthResponder: none of the documents could be read")
         self.degradations: dict[str, dict[str, str]] = {}  # doc_id -> field -> what was done
         self.last_match: Match | None = None
         self._lock = threading.Lock()

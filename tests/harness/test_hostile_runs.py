@@ -1,0 +1,104 @@
+"""Hostile documents and hostile model outputs: every document ends as a result or a failure
+with its cause, the run carries on, and nothing crashes the store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fixtures.hostile import FILES, HOSTILE_DIR, HOSTILE_OUTPUTS
+from harness.datasets import load_dataset
+from harness.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
+from harness.registry import create_backend
+from harness.retry import RetryPolicy
+from harness.runner import RunOptions, Runner
+from harness.store import RunStore
+from tests.conftest import ScriptedBackend
+
+FAST = RunOptions(retry=RetryPolicy(max_attempts=2, base_s=0.001, cap_s=0.002))
+EXPECT = {f.name: f.expect for f in FILES if f.in_ground_truth}
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def _check_outcomes(rows: dict[str, dict]) -> None:
+    assert set(rows) == set(EXPECT), "every ground truth row ends as a stored result or failure"
+    for name, expect in EXPECT.items():
+        row = rows[name]
+        if expect == "ok":
+            assert row["status"] == "ok", (name, row["error"])
+        else:
+            assert row["status"] == "failed" and row["error_class"] == expect, (name, row["status"], row["error"])
+            assert row["error"] and "\n" not in row["error"].strip(), "one-line cause"
+
+
+def test_hostile_corpus_through_bedrock_against_the_emulator(tmp_path, aws_env):
+    ds = load_dataset(HOSTILE_DIR)
+    with run_emulator(responder=GroundTruthResponder(ds)) as emu:
+        backend = create_backend("nova-pro", options={"endpoint_url": emu.url, "allow_loopback": True})
+        store = RunStore(tmp_path)
+        s = Runner(backend, ds, store, FAST).run()
+        backend.close()
+    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
+    assert "escapes the dataset folder" in rows["../../etc/passwd"]["error"]
+    _check_outcomes(rows)
+    # The 9000 px strip was shrunk under Nova's 8000 px limit rather than refused by the service.
+    assert rows["huge_strip.png"]["status"] == "ok"
+    assert s.remaining == 0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_OUTPUTS))
+def test_hostile_model_outputs_are_stored_parsed_and_rescorable(tmp_path, name):
+    from harness.datasets import Dataset
+    from harness.records import Document
+
+    doc = Document("r.png", HOSTILE_DIR / "receipt.png", "receipt", {"TOTAL_AMOUNT": "$12.34"})
+    ds = Dataset(HOSTILE_DIR, HOSTILE_DIR / "ground_truth.csv", [doc], hash="h")
+
+    class Hostile(ScriptedBackend):
+        def generate(self, request):
+            resp = super().generate(request)
+            resp.text = HOSTILE_OUTPUTS[name]
+            return resp
+
+    store = RunStore(tmp_path)
+    s = Runner(Hostile(), ds, store, FAST).run()
+    (row,) = store.documents(s.run_id)
+    assert row["status"] == "ok" and isinstance(row["fields"], dict)
+    assert row["raw_text"] is not None
+
+
+def test_hostile_output_through_the_real_http_path(tmp_path, aws_env):
+    ds = load_dataset(HOSTILE_DIR)
+    texts = [HOSTILE_OUTPUTS[k] for k in sorted(HOSTILE_OUTPUTS) if len(HOSTILE_OUTPUTS[k]) < 2_000_000]
+    with run_emulator(responder=ScriptedResponder(texts)) as emu:
+        backend = create_backend("nova-lite", options={"endpoint_url": emu.url, "allow_loopback": True})
+        store = RunStore(tmp_path)
+        s = Runner(backend, ds, store, FAST).run()
+        backend.close()
+    rows = store.documents(s.run_id)
+    assert len(rows) == len(ds.documents) + len(ds.problems)
+    assert all(r["status"] in ("ok", "failed") for r in rows)
+
+
+def test_fake_credentials_never_reach_store_or_errors(tmp_path, monkeypatch):
+    key, secret = "AKIAMIGBENCHFAKE0001", "migbenchFAKEsecretDoNotLeak/0123456789abcd"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "FAKEsessionTOKENmigbench0123456789")
+    ds = load_dataset(HOSTILE_DIR)
+    with run_emulator(responder=GroundTruthResponder(ds)) as emu:  # refuses the unknown key: 403s
+        backend = create_backend("nova-pro", options={"endpoint_url": emu.url, "allow_loopback": True})
+        s = Runner(backend, ds, RunStore(tmp_path), FAST).run()
+        backend.close()
+    assert s.failed > 0
+    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    for secret_value in (key, secret, "FAKEsessionTOKENmigbench0123456789"):
+        assert secret_value.encode() not in blob
