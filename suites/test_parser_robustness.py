@@ -20,7 +20,7 @@ from harness.schema import load_schema
 pytestmark = pytest.mark.migbench
 SCHEMA = load_schema()
 DOC_TYPES = sorted(SCHEMA.document_types)
-PROPS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+PROPS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 LINE = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])?\s*([^:\n]{1,80}):(.*)$")
 

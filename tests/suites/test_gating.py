@@ -1,0 +1,147 @@
+"""The shared suites gate CI: `pytest suites --backend X` exits non-zero exactly when a threshold
+is missed, names what missed it, and re-uses the stored run on a second invocation.
+
+Each case runs pytest in a subprocess from the repository root, as tox and CI do. The OCR run
+(first 6 shipped synthetic documents, ~2-4 s a page on 2 cores) happens once per module: the
+later invocations share its results directory and resume the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT = "6"
+pytestmark = pytest.mark.slow
+
+LENIENT = {
+    "name": "lenient", "accuracy": {"overall": 0.0, "critical": 0.0, "field_default": 0.0},
+    "hallucination": {"max_rate": 1.0}, "failures": {"max_rate": 1.0},
+    "latency": {"default": {"p50_s": None, "p95_s": None, "p99_s": None}},
+    "cost": {"per_doc_usd": None, "per_month_usd": None, "volumes_per_day": [1000]},
+}
+UNREACHABLE = {**LENIENT, "name": "unreachable", "accuracy": {"overall": 1.0, "critical": 1.0, "field_default": 1.0},
+               "statistic": "ci_low"}
+
+
+def suites(results: Path, thresholds: Path | str, *args: str, backend: str = "ocr-baseline",
+           env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "suites", "--backend", backend, "--results", str(results),
+           "--thresholds", str(thresholds), "-q", "-rf", "-p", "no:cacheprovider", "--benchmark-disable",
+           "-o", "console_output_style=classic", *args]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MIGBENCH_"))}
+    base.update(HF_HUB_OFFLINE="1", COLUMNS="400", **(env or {}))
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=base)
+
+
+def write(tmp: Path, name: str, data: dict) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.fixture(scope="module")
+def ocr(tmp_path_factory):
+    """Results dir + the strict invocation that runs OCR (the only one that does)."""
+    tmp = tmp_path_factory.mktemp("gating")
+    results = tmp / "results"
+    proc = suites(results, write(tmp, "unreachable", UNREACHABLE), "--limit", LIMIT,
+                  "--junitxml", str(tmp / "junit-strict.xml"))
+    return tmp, results, proc
+
+
+def summary(results: Path, backend: str = "ocr-baseline") -> dict:
+    return json.loads((results / f"migbench-summary-{backend}.json").read_text())
+
+
+def test_missed_threshold_fails_and_names_backend_doctype_field_value_ci_threshold(ocr):
+    tmp, results, proc = ocr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert re.search(r"ocr-baseline/(invoice|receipt|bank_statement)/[A-Z_]+: F1 \d\.\d\d "
+                     r"\(95% CI \d\.\d\d-\d\.\d\d\) \[ci low \d\.\d\d\] < 1\.00 \(n=\d+\)", out), out[-3000:]
+    s = summary(results)
+    assert s["verdict"] == "fail" and s["exit_status"] == 1 and s["run"]["family"] == "ocr"
+    assert any(g["status"] == "fail" and g["kind"] == "field_f1" for g in s["gates"])
+    suite = ET.parse(tmp / "junit-strict.xml").getroot().find("testsuite")
+    assert int(suite.get("failures")) >= 1
+    names = {c.get("name") for c in suite.iter("testcase")}
+    assert {"test_overall_f1[ocr-baseline]", "test_doc_type_f1[ocr-baseline/invoice]",
+            "test_field_f1[ocr-baseline/invoice/GST_AMOUNT]", "test_latency_percentile[ocr-baseline/receipt/p95]",
+            "test_monthly_cost[ocr-baseline/1000-per-day]"} <= names
+    classes = {c.get("classname").rsplit(".", 1)[-1] for c in suite.iter("testcase")}
+    assert {"test_accuracy", "test_latency", "test_cost", "test_residency", "test_parser_robustness"} <= classes
+
+
+def test_met_thresholds_pass_and_reuse_the_stored_run(ocr):
+    tmp, results, first = ocr
+    proc = suites(results, write(tmp, "lenient", LENIENT), "--limit", LIMIT)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    s = summary(results)
+    assert s["verdict"] == "pass" and s["tests"]["failed"] == 0 and s["tests"]["passed"] > 20
+    assert s["extras"]["run_summary"]["resumed"] is True and s["extras"]["run_summary"]["done_now"] == 0
+    assert s["metrics"]["documents"] == int(LIMIT)
+    assert any(g["gate_id"] == "ocr-baseline/invoice/GST_AMOUNT" and g["status"] == "pass" for g in s["gates"])
+
+
+def test_dry_run_thresholds_refuse_a_real_run(ocr):
+    tmp, results, _ = ocr
+    proc = suites(results, "dry-run", "--limit", LIMIT, "-k", "test_thresholds_fit_the_run")
+    assert proc.returncode == 1
+    assert "are dry-run gates but run ocr-baseline-" in proc.stdout
+
+
+def test_cloud_backend_on_real_aws_needs_live(tmp_path):
+    proc = suites(tmp_path / "r", "dry-run", "-k", "test_overall_f1", backend="nova-pro",
+                  env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "pass --live" in proc.stdout + proc.stderr
+    assert not (tmp_path / "r" / "migbench.sqlite").exists() or "nova-pro" not in (
+        tmp_path / "r" / "migbench.sqlite").read_bytes().decode("latin-1")
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = {child.tag for child in case}
+        out[f"{case.get('classname')}::{case.get('name')}"] = (
+            "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed")
+    return out
+
+
+def test_same_suites_gate_bedrock_against_the_emulator(tmp_path):
+    """nova-pro through the real botocore path to the local emulator answering from ground truth."""
+    pytest.importorskip("boto3")
+    from harness.cli import default_dataset
+    from harness.datasets import load_dataset
+    from harness.emulator import GroundTruthResponder, run_emulator
+
+    responder = GroundTruthResponder(load_dataset(default_dataset()))
+    with run_emulator(responder=responder) as emu:
+        proc = suites(tmp_path / "r", "dry-run", "--limit", LIMIT, "--junitxml", str(tmp_path / "junit.xml"),
+                      backend="nova-pro", timeout=300, env={
+                          "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emu.url, "AWS_ACCESS_KEY_ID": "testing",
+                          "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    s = summary(tmp_path / "r", "nova-pro")
+    assert s["run"]["emulated"] is True and s["run"]["family"] == "bedrock"
+    assert s["extras"]["cost"]["basis"] == "token" and s["extras"]["cost"]["per_doc_usd"] > 0
+    ran = {g["kind"] for g in s["gates"] if g["status"] == "pass"}
+    assert {"overall_f1", "field_f1", "latency", "cost_per_doc", "failure_rate"} <= ran
+    outcomes = junit_outcomes(tmp_path / "junit.xml")
+    residency = {k.rsplit("::", 1)[1]: v for k, v in outcomes.items() if "test_residency" in k}
+    assert residency == {
+        "test_backend_family_is_known": "passed", "test_offline_backend_sent_nothing": "skipped",
+        "test_audit_log_covers_every_document": "passed", "test_audit_entries_in_allowed_regions_and_hosts": "passed",
+        "test_models_offered_in_region": "passed", "test_iam_policy_cannot_reach_other_regions": "passed"}
+    assert outcomes["suites.test_cost::test_usage_recorded_for_every_document"] == "passed"
