@@ -10,14 +10,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.catalog import CatalogError
-from harness.report_data import (GateConfig, GateFn, ReportOptions, build_report, builtin_gates, default_baseline,
-                                 default_runs, grouped_gates)
+from harness.report_data import (
+    GateConfig,
+    GateFn,
+    ReportOptions,
+    build_report,
+    builtin_gates,
+    default_baseline,
+    default_runs,
+    grouped_gates,
+)
 from harness.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"

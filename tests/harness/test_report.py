@@ -16,11 +16,11 @@ import pytest
 from harness.audit import AuditEntry
 from harness.datasets import load_dataset
 from harness.parsing import parse_output, render_kv
-from harness.records import DocResult, ErrorClass, NOT_FOUND, Response
-from harness.schema import load_schema
-from harness.scoring import document_f1, score_document
+from harness.records import NOT_FOUND, DocResult, ErrorClass, Response
 from harness.report import main
 from harness.report_data import NO_NETWORK
+from harness.schema import load_schema
+from harness.scoring import document_f1, score_document
 from harness.stats import paired_bootstrap
 from harness.store import RunMeta, RunStore
 
@@ -133,7 +133,7 @@ def tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
 
 
 def section(html: str, name: str) -> str:
-    m = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    m = re.search(rf'<section id="{name}">(.*?)</section>', html, re.DOTALL)
     assert m, f"section {name} missing"
     return m.group(1)
 
@@ -190,7 +190,7 @@ def test_redact_replaces_expected_and_extracted_values_with_their_length(
 
 
 def test_emulated_run_is_badged_in_every_table_row_and_never_recommended(report: str) -> None:
-    rows = re.findall(r"<tr>(.*?)</tr>", report, re.S)
+    rows = re.findall(r"<tr>(.*?)</tr>", report, re.DOTALL)
     lite_rows = [r for r in rows if re.search(r'class="who">nova-lite<', r)]
     assert len(lite_rows) >= 8  # gates, frontier, accuracy, paired, latency, cost, residency, provenance ...
     for r in lite_rows:
@@ -202,7 +202,7 @@ def test_emulated_run_is_badged_in_every_table_row_and_never_recommended(report:
 
 def test_offline_run_says_it_made_no_network_requests(report: str) -> None:
     res = section(report, "residency")
-    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", res, re.S) if 'class="who">ocr-baseline<' in r)
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", res, re.DOTALL) if 'class="who">ocr-baseline<' in r)
     assert NO_NETWORK in row
     assert "global.amazon.nova-pro-v1:0" in res and "routes outside the allowed regions" in res  # the refusal
 
@@ -268,10 +268,10 @@ def test_errors_section_lists_failure_causes_and_bounds_the_drill_down(store_dir
 def test_unpriced_own_gpu_cost_is_not_measured_until_given_an_hourly_price(tmp_path: Path) -> None:
     build_store(tmp_path, local=True)
     html = render(tmp_path, tmp_path / "a.html")
-    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(html, "cost"), re.S) if 'class="who">internvl3<' in r)
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(html, "cost"), re.DOTALL) if 'class="who">internvl3<' in r)
     assert "not measured" in row and "badge base" in row  # a local run is the default baseline
     priced = render(tmp_path, tmp_path / "b.html", "--gpu-hourly", "2.5")
-    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(priced, "cost"), re.S) if 'class="who">internvl3<' in r)
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section(priced, "cost"), re.DOTALL) if 'class="who">internvl3<' in r)
     # 24 documents in 60 s on a 2.50/h GPU: 2.5 / 1440 docs per hour
     assert f"{2.5 / 1440:,.6f} USD" in row
     assert "--gpu-hourly 2.5" in section(priced, "cost")

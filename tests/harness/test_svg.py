@@ -49,7 +49,7 @@ def test_bar_whiskers_span_the_interval_in_plot_units() -> None:
     root = parse(doc)
     bar = next(r for r in root.iter(f"{NS}rect") if r.get("class") == "bar")
     whisker = next(g for g in root.iter(f"{NS}g") if g.get("class") == "whisker")
-    main_line = list(whisker)[0]
+    main_line = next(iter(whisker))
     x0 = float(bar.get("x"))
     width = float(bar.get("width"))  # 0.5 of the axis
     assert float(main_line.get("x1")) - x0 == pytest.approx(width / 2, abs=0.2)
