@@ -149,6 +149,11 @@ def count_new_tokens(row: list[int], stop_ids: set[int]) -> tuple[int, bool]:
     return len(row), False
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -181,7 +186,8 @@ class HFLocalBackend(Backend):
             raise SetupError(f"option dtype={self.dtype_opt} is not one of auto, {', '.join(DTYPES)}")
         self.quantization = str(config.get("quantization") or "none")
         if self.quantization not in QUANTIZATIONS:
-            raise SetupError(f"option quantization={self.quantization} is not one of {', '.join(QUANTIZATIONS)}")
+            raise SetupError(f"option quantization={self.quantization} is not one of "
+                             f"{', '.join(QUANTIZATIONS)}")
         self.device_map = config.get("device_map")  # "auto" spreads a big model over several GPUs
         # None: one generate call per generate_batch call (the runner's --batch-size decides);
         # an OOM lowers it for the rest of the run.
@@ -227,11 +233,13 @@ class HFLocalBackend(Backend):
             if want == "auto":
                 want = "cuda" if cuda else "cpu"
             if want.startswith("cuda") and not cuda:
-                raise SetupError(f"device {want} requested but torch sees no CUDA GPU: use --option device=cpu")
+                raise SetupError(f"device {want} requested but torch sees no CUDA GPU: "
+                                 f"use --option device=cpu")
             if want == "cuda":
                 want = f"cuda:{torch.cuda.current_device()}"
             if self.device_map not in (None, "auto"):
-                raise SetupError(f"option device_map={self.device_map!r}: only 'auto' (or unset) is supported")
+                raise SetupError(f"option device_map={self.device_map!r}: only 'auto' (or unset) "
+                                 f"is supported")
             self._device = want
         return self._device
 
@@ -311,15 +319,16 @@ class HFLocalBackend(Backend):
             self.processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             self.model = AutoModelForImageTextToText.from_pretrained(source, **kwargs).eval()
         except (ImportError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             if quant is not None:
                 raise SetupError(f"{self.quantization} quantization cannot load on {device} with this "
                                  f"bitsandbytes: {first}") from exc
             if isinstance(exc, ImportError):
-                raise SetupError(f"loading {source} needs a missing package ({first}): {INSTALL_HINT}") from exc
+                raise SetupError(f"loading {source} needs a missing package ({first}): "
+                                 f"{INSTALL_HINT}") from exc
             raise SetupError(f"cannot load {source}: {first}") from exc
         except OSError as exc:
-            raise SetupError(f"cannot load {source}: {str(exc).strip().splitlines()[0]}") from exc
+            raise SetupError(f"cannot load {source}: {_first_line(exc)}") from exc
         tok = self.processor.tokenizer
         tok.padding_side = "left"  # decoder-only batching: prompts end where generation starts
         if tok.pad_token is None:
@@ -358,7 +367,8 @@ class HFLocalBackend(Backend):
                 results[i] = exc
                 continue
             # One generate call has one max_new_tokens and stop list: batch only alike requests.
-            groups.setdefault((req.params.max_tokens, tuple(req.params.stop)), []).append(_Item(i, req, pages))
+            key = (req.params.max_tokens, tuple(req.params.stop))
+            groups.setdefault(key, []).append(_Item(i, req, pages))
         for items in groups.values():
             pos = 0
             while pos < len(items):
@@ -380,13 +390,14 @@ class HFLocalBackend(Backend):
                     if self.batch_size is None or half < self.batch_size:
                         log.warning("out of GPU memory at batch %d: batch size now %d", len(items), half)
                         self.batch_size = half
-                    return self._run_adaptive(items[:half], max_side) + self._run_adaptive(items[half:], max_side)
+                    return (self._run_adaptive(items[:half], max_side)
+                            + self._run_adaptive(items[half:], max_side))
                 current = max_side or max((max(p.size) for p in items[0].pages), default=0)
                 side = next_image_side(current, self.min_image_dim)
                 if side is None:
                     return [BackendError(
                         f"out of GPU memory on {self.device} at batch size 1 with pages at {current}px "
-                        f"(min_image_dim={self.min_image_dim}): {str(exc).splitlines()[0] if str(exc) else 'OOM'}",
+                        f"(min_image_dim={self.min_image_dim}): {_first_line(exc)}",
                         ErrorClass.PERMANENT)]
                 log.warning("out of GPU memory on %s at %dpx: retrying at %dpx", items[0].request.doc_id,
                             current, side)
@@ -394,7 +405,7 @@ class HFLocalBackend(Backend):
             if len(items) > 1:
                 # Isolate the document that broke the batch; the others still get answers.
                 return [r for item in items for r in self._run_adaptive([item], max_side)]
-            msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            msg = f"{type(exc).__name__}: {_first_line(exc)}"
             return [BackendError(msg, self.classify(exc))]
 
     def _generation_config(self, max_new_tokens: int):

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import BackendError, SetupError  # noqa: E402
-from harness.records import GenParams, Request, Response  # noqa: E402
+from adapters.base import BackendError, SetupError
+from harness.records import GenParams, Request, Response
 
 BACKEND_OF_FAMILY = {"mllama": "llama-3.2-vision", "internvl": "internvl3", "qwen2_5_vl": "qwen2.5-vl"}
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "fixtures" / "synthetic_small"
@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     who = ap.add_mutually_exclusive_group(required=True)
     who.add_argument("--backend", choices=sorted(BACKEND_OF_FAMILY.values()), help="registry name")
-    who.add_argument("--tiny", choices=sorted(BACKEND_OF_FAMILY), help="build a tiny random-weight model "
-                     "of this family in a temp dir (exercises the path on CPU; its numbers are not a model's)")
+    who.add_argument("--tiny", choices=sorted(BACKEND_OF_FAMILY),
+                     help="build a tiny random-weight model of this family in a temp dir (exercises the "
+                          "path on CPU; its numbers are not a model's)")
     ap.add_argument("--model-path", help="model directory (else the backend's MIGBENCH_*_PATH variable)")
     ap.add_argument("--dataset", default=str(DEFAULT_DATASET), help="dataset folder with ground truth")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -51,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--device-map", default=None, choices=["auto"])
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 for --tiny)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 for --tiny)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed batches first (CUDA kernels, caches)")
     return ap.parse_args(argv)
 
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         wall += dt
         results.extend(out)
         fails = sum(isinstance(r, BackendError) for r in out)
-        print(f"batch {start // args.batch_size + 1}: {len(chunk)} docs {dt:.2f}s failed={fails}", file=sys.stderr)
+        print(f"batch {start // args.batch_size + 1}: {len(chunk)} docs {dt:.2f}s failed={fails}",
+              file=sys.stderr)
     s = summarise(results, requests, wall)
     for r, q in zip(results, requests):
         if isinstance(r, BackendError):
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     print("incumbent (published): 14.5-37.9 images/min per deployment, 65.9 images/min batched on 2 GPUs")
     if args.tiny:
         print("note: tiny random-weight model: these numbers time the harness path on this CPU, not a model")
-    print(f"local: images_per_min={s['images_per_min']:.1f} s_per_doc={s['s_per_doc']:.3f} batch={args.batch_size}")
+    print(f"local: images_per_min={s['images_per_min']:.1f} s_per_doc={s['s_per_doc']:.3f} "
+          f"batch={args.batch_size}")
     backend.close()
     if tmp is not None:
         tmp.cleanup()

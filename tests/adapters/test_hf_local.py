@@ -26,7 +26,8 @@ from adapters.hf_local import (
 from harness.records import ErrorClass, GenParams, Request, Response
 
 FAMILY_LIST = list(FAMILIES)
-ENV = {"mllama": "MIGBENCH_LLAMA_PATH", "internvl": "MIGBENCH_INTERNVL3_PATH", "qwen2_5_vl": "MIGBENCH_QWEN25VL_PATH"}
+ENV = {"mllama": "MIGBENCH_LLAMA_PATH", "internvl": "MIGBENCH_INTERNVL3_PATH",
+       "qwen2_5_vl": "MIGBENCH_QWEN25VL_PATH"}
 
 
 def png(w: int, h: int, color: str = "white") -> bytes:
@@ -38,7 +39,8 @@ def png(w: int, h: int, color: str = "white") -> bytes:
 def request(doc_id: str, prompt: str = "Extract TOTAL_AMOUNT and GST_AMOUNT.", *, images=None,
             max_tokens: int = 5, system: str | None = None) -> Request:
     return Request(doc_id=doc_id, doc_type="receipt", prompt=prompt, system=system,
-                   images=[png(120, 160)] if images is None else images, params=GenParams(max_tokens=max_tokens))
+                   images=[png(120, 160)] if images is None else images,
+                   params=GenParams(max_tokens=max_tokens))
 
 
 def backend(path, family: str, **options) -> HFLocalBackend:
@@ -82,7 +84,8 @@ def test_hub_id_is_used_only_where_the_hub_is_reachable():
 
 
 def test_nonexistent_directory_and_directory_without_config_are_setup_errors(tmp_path):
-    cfg = BackendConfig("internvl3", str(tmp_path / "nope" / "InternVL3-8B"), {"model_env": "MIGBENCH_INTERNVL3_PATH"})
+    cfg = BackendConfig("internvl3", str(tmp_path / "nope" / "InternVL3-8B"),
+                        {"model_env": "MIGBENCH_INTERNVL3_PATH"})
     with pytest.raises(SetupError, match="does not exist"):
         resolve_model_source(cfg, {})
     with pytest.raises(SetupError, match="no config.json"):
@@ -137,7 +140,8 @@ def test_messages_put_system_first_then_pages_then_prompt():
     msgs = build_messages(request("d", "read it", images=[b"p1", b"p2"], system="be exact"))
     assert msgs == [
         {"role": "system", "content": [{"type": "text", "text": "be exact"}]},
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "read it"}]},
+        {"role": "user",
+         "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "read it"}]},
     ]
 
 
@@ -302,7 +306,8 @@ def test_8bit_keeps_the_vision_tower_unquantised_and_generates_on_cpu(tiny_model
     b = _quantized(tiny_model, family, "8bit")
     kinds = {name: type(m).__name__ for name, m in b.model.named_modules()
              if isinstance(m, torch.nn.Linear)}
-    vision = {n: k for n, k in kinds.items() if n.startswith(("model.vision", "model.visual", "model.multi_modal"))}
+    towers = ("model.vision", "model.visual", "model.multi_modal")
+    vision = {n: k for n, k in kinds.items() if n.startswith(towers)}
     assert vision and set(vision.values()) == {"Linear"}
     assert kinds["lm_head"] == "Linear"
     assert "Linear8bitLt" in {k for n, k in kinds.items() if n.startswith("model.language_model")}
