@@ -11,13 +11,14 @@ on upper-cased text with the spaces removed and a few OCR confusions tolerated.
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from decimal import Decimal
 from typing import Iterable, Sequence
 
 from adapters.ocr_layout import OcrLine, group_rows, row_text
 from adapters.ocr_statement import extract_statement
-from harness.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
+from harness.normalize import _MONTHS, format_amount, format_date, parse_amount, parse_date, parse_date_set
 from harness.schema import Schema, load_schema
 from harness.validation import abn_digits, abn_is_valid, format_abn, line_consistent
 
@@ -44,17 +45,40 @@ CHANGE_WORD = re.compile(r"CHANGE|CHANGEDUE|BALANCE(?!DUE)")
 
 DATE_LABEL = re.compile(r"DATE|TARIKH|DATED")
 DATE_PENALTY = re.compile(r"DUE|EXPIR|VALID|PERIOD|BIRTH|PRINTED|SUPPLY")
+PHONE_LABEL = re.compile(r"TEL|PHONE|FAX|MOBILE|H/P")
 
 NOISE = re.compile(
     r"TAXINVOICE|^INVOICE$|RECEIPT|CASHBILL|CASHSALE|WELCOME|THANKYOU|SIMPLIFIED|^TAX$|^COPY|"
     r"DUPLICATE|ORIGINAL|^BILL$|STATEMENT|^QUOTE|^QUOTATION|^ORDER")
-ID_LINE = re.compile(
-    r"\bTEL\b|TEL[:.]|PHONE|FAX|MOBILE|^H/?P|E-?MAIL|@|WWW\.|HTTP|\.COM|GST|ABN|ACN|\bREG|REG\.?NO|"
-    r"COMPANYNO|CO\.?NO|ROC|SST|BRN|VATNO|TAXID", re.I)
+# Contact and registration lines (checked on the raw text and on the squashed text, with
+# patterns specific enough not to fire inside glued words: "STATIONERY" holds "GST").
+ID_LINE_RAW = re.compile(
+    r"\bTEL\b|TEL\s*[:.)]|PHONE|\bFAX|MOBILE|\bH/?P\b|E-?MAIL|@|WWW\.|HTTP|\.COM\b|\bGST\b|\bABN\b|\bACN\b"
+    r"|\bREG(?:\.|ISTRATION)?\s*NO|\bCO(?:MPANY)?\.?\s*(?:REG|NO|RO)\b|\bROC\b|\bBRN\b|\bSST\b|TAX\s*ID",
+    re.I)
+ID_LINE_SQ = re.compile(
+    r"GST(?:REG|ID|NO|N0|#|:)|COMPANY(?:REG|NO|RO)|CO\.?REG|CO-RE|REG(?:ISTRATION)?NO|ABN[:.\d]|TEL[:.)]"
+    r"|FAX[:.]|^TEL|^FAX")
+
+
+class _IdLine:
+    """ID_LINE.search(text): either pattern set matches."""
+
+    @staticmethod
+    def search(text: str) -> bool:
+        return bool(ID_LINE_RAW.search(text) or ID_LINE_SQ.search(squash(text)))
+
+
+ID_LINE = _IdLine()
 REGNO = re.compile(r"^\(?[A-Z]{0,3}[\d\s-]{5,}[A-Z]?\)?\.?$")
 COMPANY_SUFFIX = re.compile(
     r"(?:SDN\.?BHD|\bBHD\b|BERHAD|PTY\.?LTD|\bLTD\b|LIMITED|\bINC\b|\bLLC\b|\bPLC\b|\bCORP|COMPANY|"
     r"\bCO\.?$|ENTERPRISE|TRADING|INDUSTRIES|HOLDINGS|GROUP\b|\bP/L\b)", re.I)
+TRAILING_REGNO = re.compile(r"\s*[(（]\s*[\w·.\-]*\d{4,}[\w·.\-]*\s*[)）]?\s*$")
+STREET = re.compile(
+    r"\b(?:NO|LOT|LEVEL|LVL|UNIT|SUITE|SHOP|FLOOR|FLR|BLOCK|BLK|JALAN|JLN|STREET|ST|ROAD|RD|AVENUE|AVE|DRIVE|DR"
+    r"|LANE|LN|PLACE|PL|PARADE|PDE|CRESCENT|CRES|BOULEVARD|BLVD|HIGHWAY|HWY|TERRACE|TCE|COURT|CT|WAY|PO BOX"
+    r"|GPO BOX|TAMAN|KAWASAN|BANDAR|PLAZA|CENTRE|CENTER|MALL)\b\.?|^\d+[A-Z]?[,\s]", re.I)
 PHONE = re.compile(r"(?:\+?\d[\d\s()-]{7,}\d)")
 POSTCODE = re.compile(r"(?<!\d)\d{4,5}(?!\d)")
 STOP_LABEL = re.compile(
@@ -182,21 +206,79 @@ def _largest_amount(rows: list[list[OcrLine]]) -> Decimal | None:
 # INVOICE_DATE
 # ---------------------------------------------------------------------------------------------
 
-def find_date(rows: list[list[OcrLine]]) -> tuple[int, int, int] | None:
+# Date candidates are found with stricter patterns than the scorer's parser (same separator
+# twice, not glued to letters or to more digits) because receipts are full of item codes and
+# phone numbers that read as dates ("QI31-12/480", "05.22.95.66.66"). parse_date converts them.
+DATE_NUM = re.compile(r"(?<![A-Za-z0-9/.\-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![/.\-]\d)")
+DATE_ISO = re.compile(r"(?<![A-Za-z0-9/.\-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\d/.\-])")
+DATE_MON = re.compile(
+    r"(?<![A-Za-z0-9])(\d{1,2})(?:st|nd|rd|th)?[\s\-/.]{0,3}([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?[\s\-/.,]{0,3}"
+    r"((?:19|20)\d{2}(?=\d{1,2}:)|\d{4}(?!\d)|\d{2}(?!\d))")  # a 4-digit year may be glued to a time
+DATE_MON_FIRST = re.compile(
+    r"(?<![A-Za-z])([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?\s{0,3}(\d{1,2})(?:st|nd|rd|th)?,?\s{0,3}(\d{4})(?!\d)")
+# Lax: a 4-digit-year date glued to what precedes it ("No.100007017/04/2018", "le30/03/2018").
+DATE_LAX = re.compile(r"(\d{2})([-/.])(\d{2})\2((?:19|20)\d{2})")
+_OCR_LETTERS = str.maketrans("015862", "OISBGZ")
+
+
+def _month_token(tok: str) -> str | None:
+    """A month name as OCR printed it ('0CT' -> 'OCT'); None if it is not one."""
+    fixed = tok.upper().translate(_OCR_LETTERS)
+    if sum(c.isalpha() for c in tok) < 2 or not fixed.isalpha():
+        return None
+    return fixed if fixed.lower() in _MONTHS else None
+
+
+def date_candidates(text: str) -> list[tuple[tuple[int, int, int], bool]]:
+    """Dates in one row of text, each with whether it came from the lax pattern."""
+    out: list[tuple[tuple[int, int, int], bool]] = []
+    for m in DATE_NUM.finditer(text):
+        d = parse_date(m.group())
+        if d:
+            out.append((d, False))
+    for m in DATE_ISO.finditer(text):
+        d = parse_date(m.group())
+        if d:
+            out.append((d, False))
+    for m in DATE_MON.finditer(text):
+        mon = _month_token(m.group(2))
+        if mon:
+            d = parse_date(f"{m.group(1)} {mon} {m.group(3)}")
+            if d:
+                out.append((d, False))
+    for m in DATE_MON_FIRST.finditer(text):
+        mon = _month_token(m.group(1))
+        if mon:
+            d = parse_date(f"{mon} {m.group(2)}, {m.group(3)}")
+            if d:
+                out.append((d, False))
+    if not out:
+        for m in DATE_LAX.finditer(text):
+            d = parse_date(m.group())
+            if d:
+                out.append((d, True))
+    return out
+
+
+def find_date(rows: list[list[OcrLine]], this_year: int | None = None) -> tuple[int, int, int] | None:
+    this_year = this_year or _dt.date.today().year
     best: tuple[float, tuple[int, int, int]] | None = None
     n = max(1, len(rows))
     for i, row in enumerate(rows):
         text = row_text(row)
         s = squash(text)
-        dates = parse_date_set(text) or parse_date_set(re.sub(r"\s+", "", text))
-        for d in dates:
+        for d, lax in date_candidates(text):
             score = 0.0
             if DATE_LABEL.search(s):
                 score += 2
             if DATE_PENALTY.search(s):
                 score -= 3
-            if not 1990 <= d[2] <= 2099:
-                score -= 5
+            if PHONE_LABEL.search(s):
+                score -= 3
+            if lax:
+                score -= 1
+            if not 2000 <= d[2] <= this_year + 1:
+                score -= 2  # a receipt from the future or the last century is a misread
             score -= i / n  # earlier wins among equals: the issue date is printed near the top
             if best is None or score > best[0]:
                 best = (score, d)
@@ -249,31 +331,51 @@ def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
     m = COMPANY_SUFFIX.fullmatch(squash(name).strip(".()"))
     if m and pick > 0 and not _is_noise(row_text(rows[pick - 1])):
         name = f"{row_text(rows[pick - 1])} {name}"
+    name = TRAILING_REGNO.sub("", name)
     return name.strip(" ,.:") or None, last
 
 
+STREET_SQ = re.compile(
+    r"^(?:N[O0]\.?\d|L[O0]T\.?\d|LEVE[L1I]|LVL|UNIT|SUITE|SHOP|FL[O0]{2}R|BL[O0]CK|BLK|P\.?O\.?BOX|GPO|\d)"
+    r"|JALAN|JLN|STREET|ROAD|AVENUE|HIGHWAY")
+
+
+def _looks_like_address(t: str) -> bool:
+    return bool(STREET.search(t) or STREET_SQ.search(squash(t)) or (POSTCODE.search(t) and sum(c.isalpha() for c in t) >= 4))
+
+
+def _space_after_commas(t: str) -> str:
+    # OCR drops the space after punctuation ("NO.2&4,JALAN"); printed addresses have one
+    return re.sub(r",(?=[^\s\d])|,(?=\d[A-Za-z\d]*[A-Za-z])", ", ", t)
+
+
 def find_address(rows: list[list[OcrLine]], after: int) -> str | None:
+    """Rows below the supplier name: skip registration numbers and slogans until a row looks
+    like an address, then collect until a contact/ID/label/date/amount row (at most five rows).
+    The postcode does not end it: outlet names and districts often follow on the next line."""
     parts: list[str] = []
-    postcode_seen = False
-    for row in rows[after + 1: after + 9]:
+    skipped = 0
+    for row in rows[after + 1: after + 12]:
         t = row_text(row)
         s = squash(t)
         if not t:
             continue
-        if REGNO.match(s) or re.fullmatch(r"\(?[\w-]{5,14}\)?", t.strip()) and sum(c.isdigit() for c in t) >= 5:
-            if not parts:
-                continue  # the company registration number under the name
-            break
-        if ID_LINE.search(t) or STOP_LABEL.search(s) or NOISE.search(s) or parse_date(t) or money_in(t):
-            break
-        if postcode_seen and (len(t.split()) > 3 or any(c.isdigit() for c in t)):
+        stop = bool(ID_LINE.search(t) or STOP_LABEL.search(s) or NOISE.search(s) or money_in(t)
+                    or date_candidates(t) or REGNO.match(s))
+        if not parts:
+            if not stop and _looks_like_address(t):
+                parts.append(t)
+                continue
+            skipped += 1
+            if skipped > 4:
+                return None
+            continue
+        if stop:
             break
         parts.append(t)
-        if POSTCODE.search(t) and any(c.isalpha() for c in t):
-            postcode_seen = True
         if len(parts) >= 5:
             break
-    return " ".join(parts).strip() or None
+    return _space_after_commas(" ".join(parts).strip()) or None
 
 
 # ---------------------------------------------------------------------------------------------
