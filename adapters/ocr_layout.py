@@ -6,8 +6,9 @@ hand-written line lists.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,13 @@ class OcrLine:
         return [self.text, [round(v) for v in self.box], round(self.score, 3), self.page]
 
     @classmethod
-    def from_compact(cls, row: Sequence[Any]) -> "OcrLine":
+    def from_compact(cls, row: Sequence[Any]) -> OcrLine:
         text, box, score = row[0], row[1], row[2]
         page = row[3] if len(row) > 3 else 0
         return cls(str(text), tuple(float(v) for v in box), float(score), int(page))  # type: ignore[arg-type]
 
     @classmethod
-    def from_quad(cls, quad: Iterable[Sequence[float]], text: str, score: float, page: int = 0) -> "OcrLine":
+    def from_quad(cls, quad: Iterable[Sequence[float]], text: str, score: float, page: int = 0) -> OcrLine:
         pts = [(float(p[0]), float(p[1])) for p in quad]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         return cls(text, (min(xs), min(ys), max(xs), max(ys)), float(score), page)

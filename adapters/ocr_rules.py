@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Iterable, Sequence
 
 from adapters.ocr_layout import OcrLine, group_rows, row_text
 from adapters.ocr_statement import extract_statement
-from harness.normalize import _MONTHS, format_amount, format_date, parse_amount, parse_date, parse_date_set
+from harness.normalize import format_amount, format_date, parse_amount, parse_date
 from harness.schema import Schema, load_schema
 from harness.validation import abn_digits, abn_is_valid, format_abn, line_consistent
 
@@ -27,7 +27,7 @@ NF = "NOT_FOUND"
 # A printed money amount: two decimals, optional currency and thousands groups. Integers are not
 # amounts here: on receipts they are quantities, item codes and phone numbers.
 MONEY = re.compile(
-    r"(?<![\d.])(?:RM|A\$|\$|AUD)?\s?-?(\d{1,3}(?:,\d{3})+|\d+)\s?\.\s?(\d{2})(?!\d|\.\d)", re.I)
+    r"(?<![\d.])(?:RM|A\$|\$|AUD)?\s?-?(\d{1,3}(?:,\d{3})+|\d+)\s?\.\s?(\d{2})(?!\d|\.\d)", re.IGNORECASE)
 
 # Keyword patterns run on squashed text (upper case, spaces removed); OCR reads L as I/1, O as 0.
 _T = r"T[O0Q]T[A4][LI1]"
@@ -55,7 +55,7 @@ NOISE = re.compile(
 ID_LINE_RAW = re.compile(
     r"\bTEL\b|TEL\s*[:.)]|PHONE|\bFAX|MOBILE|\bH/?P\b|E-?MAIL|@|WWW\.|HTTP|\.COM\b|\bGST\b|\bABN\b|\bACN\b"
     r"|\bREG(?:\.|ISTRATION)?\s*NO|\bCO(?:MPANY)?\.?\s*(?:REG|NO|RO)\b|\bROC\b|\bBRN\b|\bSST\b|TAX\s*ID",
-    re.I)
+    re.IGNORECASE)
 ID_LINE_SQ = re.compile(
     r"GST(?:REG|ID|NO|N0|#|:)|COMPANY(?:REG|NO|RO)|CO\.?REG|CO-RE|REG(?:ISTRATION)?NO|ABN[:.\d]|TEL[:.)]"
     r"|FAX[:.]|^TEL|^FAX")
@@ -73,17 +73,17 @@ ID_LINE = _IdLine()
 REGNO = re.compile(r"^\(?[A-Z]{0,3}[\d\s-]{5,}[A-Z]?\)?\.?$")
 COMPANY_SUFFIX = re.compile(
     r"(?:SDN\.?BHD|\bBHD\b|BERHAD|PTY\.?LTD|\bLTD\b|LIMITED|\bINC\b|\bLLC\b|\bPLC\b|\bCORP|COMPANY|"
-    r"\bCO\.?$|ENTERPRISE|TRADING|INDUSTRIES|HOLDINGS|GROUP\b|\bP/L\b)", re.I)
+    r"\bCO\.?$|ENTERPRISE|TRADING|INDUSTRIES|HOLDINGS|GROUP\b|\bP/L\b)", re.IGNORECASE)
 TRAILING_REGNO = re.compile(r"\s*[(（]\s*[\w·.\-]*\d{4,}[\w·.\-]*\s*[)）]?\s*$")
 STREET = re.compile(
     r"\b(?:NO|LOT|LEVEL|LVL|UNIT|SUITE|SHOP|FLOOR|FLR|BLOCK|BLK|JALAN|JLN|STREET|ST|ROAD|RD|AVENUE|AVE|DRIVE|DR"
     r"|LANE|LN|PLACE|PL|PARADE|PDE|CRESCENT|CRES|BOULEVARD|BLVD|HIGHWAY|HWY|TERRACE|TCE|COURT|CT|WAY|PO BOX"
-    r"|GPO BOX|TAMAN|KAWASAN|BANDAR|PLAZA|CENTRE|CENTER|MALL)\b\.?|^\d+[A-Z]?[,\s]", re.I)
+    r"|GPO BOX|TAMAN|KAWASAN|BANDAR|PLAZA|CENTRE|CENTER|MALL)\b\.?|^\d+[A-Z]?[,\s]", re.IGNORECASE)
 PHONE = re.compile(r"(?:\+?\d[\d\s()-]{7,}\d)")
 POSTCODE = re.compile(r"(?<!\d)\d{4,5}(?!\d)")
 STOP_LABEL = re.compile(
     r"DATE|CASHIER|INVOICE|RECEIPT|DOC(?:UMENT)?NO|BILLNO|TABLE|ORDER|MEMBER|CUSTOMER|BILLTO|SOLDTO|"
-    r"TERMINAL|STAFF|SERVER|POS\b|TRANS|CASHBILL|SALESPERSON|ATTN", re.I)
+    r"TERMINAL|STAFF|SERVER|POS\b|TRANS|CASHBILL|SALESPERSON|ATTN", re.IGNORECASE)
 
 GST_WORD = re.compile(r"GST|\bTAX\b|TAX(?:AMT|AMOUNT)|\bVAT\b|SST")
 GST_ID = re.compile(r"GST(?:REG|ID|NO|N0|#)|TAXID|TAXNO|REGNO|\bID\b|ABN")
@@ -94,7 +94,7 @@ GST_EXCLUDED = re.compile(r"GSTFREE|NOGST|EXCL(?:USIVE)?(?:OF)?GST|PLUSGST|\+GST
 
 PAYER_LABEL = re.compile(
     r"^(?:BILL(?:ED)?TO|INVOICETO|SOLDTO|CUSTOMER(?:NAME)?|CLIENT(?:NAME)?|ATTN|ATTENTION|SHIPTO|CHARGETO)\b"
-    r"[:.\-]?", re.I)
+    r"[:.\-]?", re.IGNORECASE)
 
 ITEM_HEADER_STOP = re.compile(_T + r"|SUBT|GST|TAX|ROUNDING|CASH|CHANGE|DISCOUNT|BALANCE")
 
@@ -198,7 +198,7 @@ def _largest_amount(rows: list[list[OcrLine]]) -> Decimal | None:
         s = squash(row_text(row))
         if CASH_WORD.search(s) or CHANGE_WORD.search(s):
             continue
-        amts.extend(a for a, _ in _row_amounts(row) if 0 < a < Decimal("1000000"))
+        amts.extend(a for a, _ in _row_amounts(row) if 0 < a < Decimal(1000000))
     return max(amts) if amts else None
 
 
@@ -218,6 +218,8 @@ DATE_MON_FIRST = re.compile(
     r"(?<![A-Za-z])([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?\s{0,3}(\d{1,2})(?:st|nd|rd|th)?,?\s{0,3}(\d{4})(?!\d)")
 # Lax: a 4-digit-year date glued to what precedes it ("No.100007017/04/2018", "le30/03/2018").
 DATE_LAX = re.compile(r"(\d{2})([-/.])(\d{2})\2((?:19|20)\d{2})")
+MONTH_NAMES = frozenset(
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "SEPT", "OCT", "NOV", "DEC", "JANUARY", "FEBRUARY", "MARCH", "APRIL", "JUNE", "JULY", "AUGUST", "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER"])
 _OCR_LETTERS = str.maketrans("015862", "OISBGZ")
 
 
@@ -226,7 +228,7 @@ def _month_token(tok: str) -> str | None:
     fixed = tok.upper().translate(_OCR_LETTERS)
     if sum(c.isalpha() for c in tok) < 2 or not fixed.isalpha():
         return None
-    return fixed if fixed.lower() in _MONTHS else None
+    return fixed if fixed in MONTH_NAMES else None
 
 
 def date_candidates(text: str) -> list[tuple[tuple[int, int, int], bool]]:
@@ -298,9 +300,7 @@ def _is_noise(text: str) -> bool:
         return True  # printed headers are never all lower case; stamps and scanner marks are
     if NOISE.search(s) or ID_LINE.search(text) or REGNO.match(s):
         return True
-    if parse_date(text) is not None or money_in(text):
-        return True
-    return False
+    return bool(parse_date(text) is not None or money_in(text))
 
 
 def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
@@ -323,7 +323,7 @@ def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
     # A name printed over two lines: the first ends with '&'/'AND'/'-', or the second holds the suffix.
     if pick + 1 < len(rows):
         nxt = row_text(rows[pick + 1])
-        if (re.search(r"(&|\bAND|-)$", name.strip(), re.I) and not _is_noise(nxt)) or (
+        if (re.search(r"(&|\bAND|-)$", name.strip(), re.IGNORECASE) and not _is_noise(nxt)) or (
                 not COMPANY_SUFFIX.search(name) and COMPANY_SUFFIX.search(nxt) and not ID_LINE.search(nxt)
                 and len(nxt) < 40):
             name, last = f"{name} {nxt}", pick + 1
@@ -388,7 +388,7 @@ def find_abn(lines: Iterable[str]) -> str | None:
         for m in re.finditer(r"(?<!\d)\d(?:[\s-]?\d){10}(?![\s-]?\d)", t):
             d = abn_digits(m.group())
             if abn_is_valid(d):
-                if re.search(r"ABN|A\.B\.N", t, re.I):
+                if re.search(r"ABN|A\.B\.N", t, re.IGNORECASE):
                     return format_abn(d)
                 fallback = fallback or format_abn(d)
     return fallback

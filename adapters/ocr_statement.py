@@ -11,12 +11,12 @@ import re
 from decimal import Decimal
 
 from adapters.ocr_layout import OcrLine, row_text
-from harness.normalize import _MONTHS, format_amount, format_date, parse_amount, parse_date, parse_date_set
+from harness.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
 
 MONEY = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d{2}(?!\d)")
-DEBIT_HEADER = re.compile(r"DEBIT|WITHDRAW|PAIDOUT|PAYMENTS?OUT|MONEYOUT|\bDR\b", re.I)
-CREDIT_HEADER = re.compile(r"CREDIT|DEPOSIT|PAIDIN|MONEYIN|\bCR\b", re.I)
-PERIOD_LABEL = re.compile(r"PERIOD|STATEMENTFROM|FROM|OPENING|CLOSING|TO", re.I)
+DEBIT_HEADER = re.compile(r"DEBIT|WITHDRAW|PAIDOUT|PAYMENTS?OUT|MONEYOUT|\bDR\b", re.IGNORECASE)
+CREDIT_HEADER = re.compile(r"CREDIT|DEPOSIT|PAIDIN|MONEYIN|\bCR\b", re.IGNORECASE)
+PERIOD_LABEL = re.compile(r"PERIOD|STATEMENTFROM|FROM|OPENING|CLOSING|TO", re.IGNORECASE)
 DAY_MON = re.compile(r"^\s*(\d{1,2})[\s\-/.]{0,2}([A-Za-z]{3,9})\b")
 
 
@@ -42,11 +42,8 @@ def _row_date(ln: OcrLine, year: int | None) -> tuple[int, int, int] | None:
     if d is not None:
         return d
     m = DAY_MON.match(ln.text)
-    if m and year and m.group(2).lower() in _MONTHS:
-        try:
-            return (int(m.group(1)), _MONTHS[m.group(2).lower()], year) if 1 <= int(m.group(1)) <= 31 else None
-        except ValueError:
-            return None
+    if m and year:
+        return parse_date(f"{m.group(1)} {m.group(2)} {year}")  # '03 Mar' takes the statement's year
     return None
 
 

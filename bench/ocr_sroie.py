@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.base import BackendConfig  # noqa: E402
-from adapters.ocr_layout import OcrLine  # noqa: E402
-from adapters.ocr_rules import extract  # noqa: E402
-from harness.schema import load_schema  # noqa: E402
+from adapters.base import BackendConfig
+from adapters.ocr_layout import OcrLine
+from adapters.ocr_rules import extract
+from harness.schema import load_schema
 
 DEFAULT_DATASET = "/work/shared/datasets/sroie_dev"
 DEFAULT_CACHE = "/tmp/migbench_ocr_sroie_cache.json"
