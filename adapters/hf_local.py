@@ -339,12 +339,12 @@ class HFLocalBackend(Backend):
     def close(self) -> None:
         self.model = None
         self.processor = None
-        gc.collect()
         self._free_cuda()
 
     def _free_cuda(self) -> None:
         import torch
 
+        gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -367,7 +367,8 @@ class HFLocalBackend(Backend):
                 results[i] = exc
                 continue
             # One generate call has one max_new_tokens and stop list: batch only alike requests.
-            key = (req.params.max_tokens, tuple(req.params.stop))
+            # Mllama's processor also refuses a batch mixing documents with and without pages.
+            key = (req.params.max_tokens, tuple(req.params.stop), bool(pages))
             groups.setdefault(key, []).append(_Item(i, req, pages))
         for items in groups.values():
             pos = 0
@@ -383,30 +384,32 @@ class HFLocalBackend(Backend):
         try:
             return self._run(items, max_side)
         except Exception as exc:  # noqa: BLE001 - one bad batch must never end the run
-            if is_oom(exc):
-                self._free_cuda()
-                if len(items) > 1:
-                    half = len(items) // 2
-                    if self.batch_size is None or half < self.batch_size:
-                        log.warning("out of GPU memory at batch %d: batch size now %d", len(items), half)
-                        self.batch_size = half
-                    return (self._run_adaptive(items[:half], max_side)
-                            + self._run_adaptive(items[half:], max_side))
-                current = max_side or max((max(p.size) for p in items[0].pages), default=0)
-                side = next_image_side(current, self.min_image_dim)
-                if side is None:
-                    return [BackendError(
-                        f"out of GPU memory on {self.device} at batch size 1 with pages at {current}px "
-                        f"(min_image_dim={self.min_image_dim}): {_first_line(exc)}",
-                        ErrorClass.PERMANENT)]
-                log.warning("out of GPU memory on %s at %dpx: retrying at %dpx", items[0].request.doc_id,
-                            current, side)
-                return self._run_adaptive(items, side)
+            oom = is_oom(exc)
+            cause = f"{type(exc).__name__}: {_first_line(exc)}"
+            error_class = self.classify(exc)
+        # Retried outside the except block: until the exception and its traceback are gone they pin
+        # the failed batch's activations and KV cache, and the smaller retry would run out too.
+        if not oom:
             if len(items) > 1:
                 # Isolate the document that broke the batch; the others still get answers.
                 return [r for item in items for r in self._run_adaptive([item], max_side)]
-            msg = f"{type(exc).__name__}: {_first_line(exc)}"
-            return [BackendError(msg, self.classify(exc))]
+            return [BackendError(cause, error_class)]
+        self._free_cuda()
+        if len(items) > 1:
+            half = len(items) // 2
+            if self.batch_size is None or half < self.batch_size:
+                log.warning("out of GPU memory at batch %d: batch size now %d", len(items), half)
+                self.batch_size = half
+            return self._run_adaptive(items[:half], max_side) + self._run_adaptive(items[half:], max_side)
+        current = max_side or max((max(p.size) for p in items[0].pages), default=0)
+        side = next_image_side(current, self.min_image_dim)
+        if side is None:
+            return [BackendError(f"out of GPU memory on {self.device} at batch size 1 with pages at "
+                                 f"{current}px (min_image_dim={self.min_image_dim}): {cause}",
+                                 ErrorClass.PERMANENT)]
+        log.warning("out of GPU memory on %s at %dpx: retrying at %dpx", items[0].request.doc_id,
+                    current, side)
+        return self._run_adaptive(items, side)
 
     def _generation_config(self, max_new_tokens: int):
         gc_ = copy.deepcopy(self.model.generation_config)

@@ -202,6 +202,23 @@ def test_input_tokens_include_the_image_tokens(family_backend):
         assert image_tokens > 2  # start/end markers plus the expanded patch tokens
 
 
+def test_multi_page_documents_batch_together_and_pageless_ones_apart(family_backend, monkeypatch):
+    calls = []
+    real = family_backend.model.generate
+
+    def counting(**inputs):
+        calls.append(inputs["input_ids"].shape[0])
+        return real(**inputs)
+
+    monkeypatch.setattr(family_backend.model, "generate", counting)
+    out = family_backend.generate_batch([request("two", images=[png(80, 120), png(120, 80, "gray")]),
+                                         request("none", images=[]), request("one", images=[png(80, 120)])])
+    assert all(isinstance(r, Response) and r.ok for r in out)
+    # Mllama's processor refuses a batch mixing documents with and without pages.
+    assert sorted(calls) == [1, 2]
+    assert out[0].extra["pages"] == 2 and out[0].input_tokens > out[2].input_tokens
+
+
 def test_same_input_gives_the_same_output(family_backend):
     reqs = [request("a", max_tokens=8), request("b", "Another prompt entirely.", max_tokens=8)]
     first = [r.text for r in family_backend.generate_batch(reqs)]
