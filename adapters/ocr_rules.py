@@ -96,6 +96,7 @@ PAYER_LABEL = re.compile(
     r"^(?:BILL(?:ED)?TO|INVOICETO|SOLDTO|CUSTOMER(?:NAME)?|CLIENT(?:NAME)?|ATTN|ATTENTION|SHIPTO|CHARGETO)\b"
     r"[:.\-]?", re.IGNORECASE)
 
+TABLE_HEADER = re.compile(r"DESCRIPTION|\bQTY\b|QUANTITY|UNIT\s*PRICE|\bAMOUNT\b|\bITEMS?\b", re.IGNORECASE)
 ITEM_HEADER_STOP = re.compile(_T + r"|SUBT|GST|TAX|ROUNDING|CASH|CHANGE|DISCOUNT|BALANCE")
 
 
@@ -455,7 +456,7 @@ def find_payer(rows: list[list[OcrLine]]) -> tuple[str | None, str | None]:
         for nxt in rows[i + 1: i + 5]:
             nt = row_text(nxt)
             if not nt or STOP_LABEL.search(squash(nt)) or PAYER_LABEL.match(squash(nt)) or money_in(nt) \
-                    or ID_LINE.search(nt) or parse_date(nt):
+                    or ID_LINE.search(nt) or parse_date(nt) or TABLE_HEADER.search(nt):
                 break
             if nxt[0].x0 > label_ln.x1 + 3 * label_ln.height and not value:
                 break

@@ -1,0 +1,182 @@
+"""The OCR rule extractor on hand-written OCR line lists (no OCR engine needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.ocr_layout import OcrLine, group_rows
+from adapters.ocr_rules import date_candidates, extract, find_total
+from harness.records import NOT_FOUND
+from harness.schema import load_schema
+from harness.scoring import score_document
+
+SCHEMA = load_schema()
+ROW_H = 20
+
+
+def page(*rows: str | tuple[str, ...]) -> list[OcrLine]:
+    """One OcrLine per box; a tuple is one printed row of separate boxes laid out left to right."""
+    lines = []
+    for r, row in enumerate(rows):
+        boxes = (row,) if isinstance(row, str) else row
+        x = 10.0
+        for text in boxes:
+            w = 9.0 * len(text)
+            lines.append(OcrLine(text, (x, r * 30.0, x + w, r * 30.0 + ROW_H), 0.95))
+            x += w + 60
+    return lines
+
+
+AU_INVOICE = page(
+    "TAX INVOICE",
+    "Acme Plumbing Pty Ltd",
+    "12 George Street",
+    "Sydney NSW 2000",
+    "ABN: 51 824 753 556",
+    "Phone: (02) 9123 4567",
+    ("Invoice No:", "INV-1042"),
+    ("Date:", "5 March 2024"),
+    ("Due Date:", "19/03/2024"),
+    "Bill To: Jane Citizen",
+    "8 Smith Road",
+    "Parramatta NSW 2150",
+    ("Description", "Qty", "Unit Price", "Amount"),
+    ("Copper pipe 15mm", "2", "$15.00", "$30.00"),
+    ("Labour (hours)", "1.5", "$80.00", "$120.00"),
+    ("Subtotal", "$150.00"),
+    ("GST (10%)", "$15.00"),
+    ("TOTAL INCL GST", "$165.00"),
+    "Thank you for your business",
+)
+
+
+def test_australian_invoice_fields():
+    out = extract(AU_INVOICE, "invoice", SCHEMA)
+    assert set(out) == set(SCHEMA.fields_for("invoice"))
+    assert out["DOCUMENT_TYPE"] == "INVOICE"
+    assert out["SUPPLIER_NAME"] == "Acme Plumbing Pty Ltd"
+    assert out["BUSINESS_ADDRESS"] == "12 George Street Sydney NSW 2000"
+    assert out["BUSINESS_ABN"] == "51 824 753 556"
+    assert out["INVOICE_DATE"] == "05/03/2024"  # the labelled issue date, not the due date
+    assert out["TOTAL_AMOUNT"] == "$165.00"
+    assert out["GST_AMOUNT"] == "$15.00"
+    assert out["IS_GST_INCLUDED"] == "true"
+    assert out["PAYER_NAME"] == "Jane Citizen"
+    assert out["PAYER_ADDRESS"] == "8 Smith Road Parramatta NSW 2150"
+    assert out["LINE_ITEM_DESCRIPTIONS"] == "Copper pipe 15mm | Labour (hours)"
+    assert out["LINE_ITEM_QUANTITIES"] == "2 | 1.5"
+    assert out["LINE_ITEM_PRICES"] == "$15.00 | $80.00"
+    assert out["LINE_ITEM_TOTAL_PRICES"] == "$30.00 | $120.00"
+
+
+def test_australian_invoice_scores_full_marks_under_the_incumbent_scorer():
+    gt = {"BUSINESS_ABN": "51824753556", "TOTAL_AMOUNT": "$165.00", "GST_AMOUNT": "$15.00",
+          "INVOICE_DATE": "05/03/2024", "IS_GST_INCLUDED": "true", "SUPPLIER_NAME": "ACME PLUMBING PTY LTD"}
+    scores = score_document(gt, extract(AU_INVOICE, "invoice", SCHEMA), SCHEMA)
+    assert {s.field: s.f1 for s in scores} == dict.fromkeys(gt, 1.0)
+
+
+def test_gst_one_eleventh_of_total_is_preferred_over_other_tax_lines():
+    lines = page("Corner Cafe Pty Ltd", "1 King St Melbourne VIC 3000", ("Date", "02/01/2025"),
+                 ("Flat white", "1", "5.50", "5.50"), ("Muffin", "2", "4.40", "8.80"),
+                 ("Service tax 0%", "0.00"), ("Total includes GST", "1.30"), ("TOTAL", "$14.30"))
+    out = extract(lines, "receipt", SCHEMA)
+    assert out["TOTAL_AMOUNT"] == "$14.30"
+    assert out["GST_AMOUNT"] == "$1.30"
+    assert out["IS_GST_INCLUDED"] == "true"
+
+
+def test_invalid_abn_checksum_is_not_reported():
+    lines = page("Some Shop Pty Ltd", "ABN 51 824 753 557", ("TOTAL", "10.00"))
+    assert extract(lines, "receipt", SCHEMA)["BUSINESS_ABN"] == NOT_FOUND
+
+
+@pytest.mark.parametrize("rows, expected", [
+    # label and amount in separate boxes on one row; subtotal, cash and change ignored
+    ([("SUBTOTAL", "20.00"), ("TOTAL", "RM", "21.20"), ("CASH", "50.00"), ("CHANGE", "28.80")], "21.20"),
+    # glued OCR words and a rounded total after the plain one
+    ([("Total:", "9.02"), ("RoundingAdj", "-0.02"), ("RoundedTotal(RM):", "9.00")], "9.00"),
+    # the amount printed under its label
+    (["Amount Due", "$1,234.50", "Thank you"], "1234.50"),
+    # TOTAL QTY / TOTAL DISCOUNT are not totals; a GST summary TOTAL is not the payable
+    ([("Total Qty:", "3"), ("Total Discount", "2.00"), ("TOTAL", "18.00"), "GST SUMMARY",
+      ("TOTAL:", "16.98", "1.02")], "18.00"),
+    # no total keyword: tendered minus change
+    ([("Item", "4.00"), ("Cash", "10.00"), ("Change", "5.50")], "4.50"),
+])
+def test_total_amount(rows, expected):
+    from decimal import Decimal
+
+    assert find_total(group_rows(page(*rows))) == Decimal(expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Date: 25/12/20188:13:39PM", (25, 12, 2018)),   # glued to a time
+    ("05Mar201818:24", (5, 3, 2018)),
+    ("DATE : 10 0CT 2017 TUE", (10, 10, 2017)),        # OCR read O as 0 in the month
+    ("2018-01-05 22:55:25", (5, 1, 2018)),
+    ("March 5, 2024", (5, 3, 2024)),
+    ("Order No. 100007017/04/2018 07:13 PM", (17, 4, 2018)),  # glued to a number: lax pattern
+])
+def test_date_forms(text, expected):
+    assert date_candidates(text)[0][0] == expected
+
+
+@pytest.mark.parametrize("text", ["QI31-12/480", "MG12/3-32/-36/360", "AMOUNT 12.50"])
+def test_item_codes_and_amounts_are_not_dates(text):
+    assert date_candidates(text) == []
+
+
+def test_phone_number_does_not_beat_a_labelled_date():
+    lines = page("ABC TRADING", "Tel.:05.22.95.66.66", ("Date:", "30/03/2018"), ("TOTAL", "5.00"))
+    assert extract(lines, "receipt", SCHEMA)["INVOICE_DATE"] == "30/03/2018"
+
+
+def test_supplier_skips_document_title_and_trailing_registration_number():
+    lines = page("tan woon yann", "TAX INVOICE", "SYL ROASTED DELIGHTS SDN BHD (728515-M)", "(1227039)",
+                 "75, JALAN SS 22/19, DAMANSARA JAYA,", "47400 PJ", "TEL:03-77318169",
+                 ("Date:", "06/03/2018"), ("TOTAL", "54.50"))
+    out = extract(lines, "receipt", SCHEMA)
+    assert out["SUPPLIER_NAME"] == "SYL ROASTED DELIGHTS SDN BHD"
+    assert out["BUSINESS_ADDRESS"] == "75, JALAN SS 22/19, DAMANSARA JAYA, 47400 PJ"
+
+
+def test_name_wrapped_over_two_lines_is_joined():
+    lines = page("HOME MASTER HARDWARE &", "ELECTRICAL", "NO.113G, JALAN SETIA", ("TOTAL", "15.90"))
+    assert extract(lines, "receipt", SCHEMA)["SUPPLIER_NAME"] == "HOME MASTER HARDWARE & ELECTRICAL"
+
+
+def test_nothing_readable_gives_not_found_everywhere_but_the_type():
+    out = extract([], "receipt", SCHEMA)
+    assert out["DOCUMENT_TYPE"] == "RECEIPT"
+    assert all(v == NOT_FOUND for k, v in out.items() if k != "DOCUMENT_TYPE")
+
+
+def test_no_gst_mention_leaves_gst_fields_not_found():
+    out = extract(page("Plain Shop", ("TOTAL", "3.00")), "receipt", SCHEMA)
+    assert out["GST_AMOUNT"] == NOT_FOUND and out["IS_GST_INCLUDED"] == NOT_FOUND
+
+
+def cells(*rows: tuple[tuple[str, float], ...]) -> list[OcrLine]:
+    """Boxes at explicit x positions, one tuple of (text, x) per printed row: a table's columns."""
+    return [OcrLine(text, (x, r * 30.0, x + 8.0 * len(text), r * 30.0 + ROW_H), 0.95)
+            for r, row in enumerate(rows) for text, x in row]
+
+
+def test_bank_statement_period_and_debits_from_the_debit_column():
+    lines = cells(
+        (("Example Bank Australia", 10),),
+        (("Statement period 01/03/2024 to 31/03/2024", 10),),
+        (("Date", 10), ("Description", 120), ("Debit", 400), ("Credit", 500), ("Balance", 600)),
+        (("02/03/2024", 10), ("WOOLWORTHS SYDNEY", 120), ("45.20", 400), ("1,954.80", 600)),
+        (("05/03/2024", 10), ("SALARY ACME PTY LTD", 120), ("2,000.00", 500), ("3,954.80", 600)),
+        (("09/03/2024", 10), ("TELSTRA BILL", 120), ("89.00", 400), ("3,865.80", 600)),
+    )
+    out = extract(lines, "bank_statement", SCHEMA)
+    assert set(out) == set(SCHEMA.fields_for("bank_statement"))
+    assert out["DOCUMENT_TYPE"] == "BANK_STATEMENT"
+    assert out["STATEMENT_DATE_RANGE"] == "01/03/2024 - 31/03/2024"
+    # the salary credit is not a payment
+    assert out["TRANSACTION_DATES"] == "02/03/2024 | 09/03/2024"
+    assert out["TRANSACTION_AMOUNTS_PAID"] == "$45.20 | $89.00"
+    assert out["LINE_ITEM_DESCRIPTIONS"] == "WOOLWORTHS SYDNEY | TELSTRA BILL"
