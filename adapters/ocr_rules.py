@@ -27,7 +27,7 @@ NF = "NOT_FOUND"
 # A printed money amount: two decimals, optional currency and thousands groups. Integers are not
 # amounts here: on receipts they are quantities, item codes and phone numbers.
 MONEY = re.compile(
-    r"(?<![\d.])(?:RM|A\$|\$|AUD)?\s?-?(\d{1,3}(?:,\d{3})+|\d+)\s?\.\s?(\d{2})(?!\d|\.\d)", re.IGNORECASE)
+    r"(?<!\d)(?<!\d\.)(?:RM|A\$|\$|AUD)?\s?-?(\d{1,3}(?:,\d{3})+|\d+)\s?\.\s?(\d{2})(?!\d|\.\d)", re.IGNORECASE)
 
 # Keyword patterns run on squashed text (upper case, spaces removed); OCR reads L as I/1, O as 0.
 _T = r"T[O0Q]T[A4][LI1]"
@@ -35,7 +35,9 @@ TOTAL_WORD = re.compile(_T)
 TOTAL_EXCLUDE = re.compile(
     r"SUBT[O0]|UBT[O0]T|SUB-|" + _T + r"(?:QTY|QUANTIT|ITEM|ITM|DISC|SAVING|TAX|GST|VAT|EXC|NO\b|UNIT|PCS|WEIGHT)"
     r"|EXCL|EXCLUD|BEFORE|CHANGE|CASH|TENDER|RECEIVED|PAYMENT|PAID|CARD|VISA|MASTER|EFTPOS|CREDIT"
-    r"|DISCOUNT|ROUNDINGADJ|ADJUST|QTY|ITEMS|POINTS|SAVED|GSTSUMMARY|DEPOSIT")
+    r"|DISCOUNT|ROUNDINGADJ|ADJUST|QTY|ITEMS|POINTS|SAVED|GSTSUMMARY|DEPOSIT|(?:GST|TAX|VAT)" + _T)
+# "Total includes GST 1.61" / "GST included in total": a statement of the tax, not the total.
+GST_STATEMENT = re.compile(r"(?:GST|TAX|VAT).*INCLUDE[SD]?|INCLUDE[SD]?.*(?:GST|TAX|VAT)")
 TOTAL_STRONG = re.compile(
     r"ROUNDED|ROUNDD|" + _T + r"ROUND|GRAND|AMOUNTDUE|AMTDUE|TOTALDUE|BALANCEDUE|NETT|NET" + _T
     + r"|PAYABLE|INCL|INCLUSIVE|INC\.?GST|" + _T + r"(?:AMOUNT|AMT)|" + _T + r"\(?(?:RM|\$|AUD)")
@@ -74,7 +76,7 @@ REGNO = re.compile(r"^\(?[A-Z]{0,3}[\d\s-]{5,}[A-Z]?\)?\.?$")
 COMPANY_SUFFIX = re.compile(
     r"(?:SDN\.?BHD|\bBHD\b|BERHAD|PTY\.?LTD|\bLTD\b|LIMITED|\bINC\b|\bLLC\b|\bPLC\b|\bCORP|COMPANY|"
     r"\bCO\.?$|ENTERPRISE|TRADING|INDUSTRIES|HOLDINGS|GROUP\b|\bP/L\b)", re.IGNORECASE)
-TRAILING_REGNO = re.compile(r"\s*[(（]\s*[\w·.\-]*\d{4,}[\w·.\-]*\s*[)）]?\s*$")
+TRAILING_REGNO = re.compile(r"\s*[(（][\w·.:#\- ]*\d{4,}[\w·.\-]*\s*[)）]?\s*$")
 STREET = re.compile(
     r"\b(?:NO|LOT|LEVEL|LVL|UNIT|SUITE|SHOP|FLOOR|FLR|BLOCK|BLK|JALAN|JLN|STREET|ST|ROAD|RD|AVENUE|AVE|DRIVE|DR"
     r"|LANE|LN|PLACE|PL|PARADE|PDE|CRESCENT|CRES|BOULEVARD|BLVD|HIGHWAY|HWY|TERRACE|TCE|COURT|CT|WAY|PO BOX"
@@ -169,6 +171,8 @@ def find_total(rows: list[list[OcrLine]]) -> Decimal | None:
                 cands.append((3, i, amt))
             continue
         if not TOTAL_WORD.search(s) or TOTAL_EXCLUDE.search(s) and not re.search(r"INCL|INCLUSIVE", s):
+            continue
+        if GST_STATEMENT.search(s):
             continue
         amt = _label_amount(rows, i, TOTAL_WORD)
         if amt is None or amt <= 0:

@@ -101,6 +101,11 @@ def test_invalid_abn_checksum_is_not_reported():
     # TOTAL QTY / TOTAL DISCOUNT are not totals; a GST summary TOTAL is not the payable
     ([("Total Qty:", "3"), ("Total Discount", "2.00"), ("TOTAL", "18.00"), "GST SUMMARY",
       ("TOTAL:", "16.98", "1.02")], "18.00"),
+    # a line stating the GST included is not the total; "RM.34.80" is still an amount
+    ([("Total Incl.GST@6%", "RM.34.80"), ("CASH", "RM100.00"), ("GST @6% included in total", "RM1.97")],
+     "34.80"),
+    # TAX TOTAL sums the tax column; tendered minus change gives the payable
+    ([("SUB-TOTAL(GST)", "24.00"), ("CASH", "100.00"), ("CHANGE", "76.00"), ("TAX TOTAL", "1.36")], "24.00"),
     # no total keyword: tendered minus change
     ([("Item", "4.00"), ("Cash", "10.00"), ("Change", "5.50")], "4.50"),
 ])
