@@ -61,62 +61,9 @@ def ocr_missing(root: Path, rows: list[dict[str, str]], cache_path: Path, thread
 
 
 def make_scorer(schema):
-    try:
-        from harness.scoring import score_document  # the incumbent's comparators
+    from harness.scoring import score_document  # the incumbent's comparators
 
-        return (lambda gt, pred: {s.field: s.f1 for s in score_document(gt, pred, schema)}), "harness.scoring"
-    except ImportError:
-        return provisional_scorer(schema), "PROVISIONAL local scorer (harness.scoring not present yet)"
-
-
-def provisional_scorer(schema):
-    """PROVISIONAL: a minimal stand-in for harness.scoring, used only until that module exists."""
-    import re
-    from decimal import Decimal, InvalidOperation
-
-    def amount(s):
-        m = re.search(r"-?\d[\d,]*\.?\d*", s.replace(" ", ""))
-        try:
-            return Decimal(m.group().replace(",", "")) if m else None
-        except InvalidOperation:
-            return None
-
-    def dmy(s):
-        m = re.search(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})", s)
-        if not m:
-            return None
-        d, mo, y = (int(g) for g in m.groups())
-        return d, mo, (y + 2000 if y < 100 else y)
-
-    def lev(a, b):
-        prev = list(range(len(b) + 1))
-        for i, ca in enumerate(a, 1):
-            cur = [i]
-            for j, cb in enumerate(b, 1):
-                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-            prev = cur
-        return prev[-1]
-
-    def score(gt, pred):
-        out = {}
-        for f, g in gt.items():
-            p = pred.get(f, "NOT_FOUND")
-            if g == "NOT_FOUND" or p == "NOT_FOUND":
-                out[f] = float(g == p)
-                continue
-            t = schema.field_type(f)
-            if t == "monetary":
-                a, b = amount(g), amount(p)
-                out[f] = float(a is not None and b is not None and abs(a - b) <= abs(a) * Decimal("0.01"))
-            elif t == "date":
-                out[f] = float(dmy(g) is not None and dmy(g) == dmy(p))
-            else:
-                g2, p2 = g.lower().strip(), p.lower().strip()
-                s = 1 - lev(g2, p2) / max(len(g2), len(p2), 1)
-                out[f] = s if s >= 0.5 else 0.0
-        return out
-
-    return score
+    return lambda gt, pred: {s.field: s.f1 for s in score_document(gt, pred, schema)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_ground_truth(root)
     cache = ocr_missing(root, rows, Path(args.cache), args.threads or 0)
     schema = load_schema()
-    score, scorer_name = make_scorer(schema)
+    score = make_scorer(schema)
 
     per_field: dict[str, list[float]] = {}
     for row in rows:
@@ -146,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}  f1={s:.2f}  gt={gt[f]!r}  pred={pred.get(f)!r}")
 
     ocr_s = [cache[r["image_file"]]["ocr_s"] for r in rows]
-    print(f"scorer: {scorer_name}")
+    print("scorer: harness.scoring (incumbent comparators)")
     print(f"documents: {len(rows)}  OCR mean {sum(ocr_s) / len(ocr_s):.2f} s/receipt "
           f"(cached pass; threads={args.threads or 'all'})")
     for f, vals in per_field.items():
