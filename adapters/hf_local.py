@@ -292,7 +292,10 @@ class HFLocalBackend(Backend):
             raise SetupError(f"quantization={self.quantization} needs bitsandbytes: {INSTALL_HINT}") from exc
         from transformers import BitsAndBytesConfig
 
-        skip = list(self.config.get("quant_skip_modules") or FAMILIES[self.model_family].keep_unquantised)
+        skip = self.config.get("quant_skip_modules") or FAMILIES[self.model_family].keep_unquantised
+        if isinstance(skip, str):  # from the command line: -o quant_skip_modules=a,b
+            skip = [m.strip() for m in skip.split(",") if m.strip()]
+        skip = list(skip)
         if self.quantization == "8bit":
             return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -366,9 +369,9 @@ class HFLocalBackend(Backend):
             except BackendError as exc:
                 results[i] = exc
                 continue
-            # One generate call has one max_new_tokens and stop list: batch only alike requests.
-            # Mllama's processor also refuses a batch mixing documents with and without pages.
-            key = (req.params.max_tokens, tuple(req.params.stop), bool(pages))
+            # One generate call has one stop list; Mllama's processor refuses a batch mixing
+            # documents with and without pages. Different max_tokens do batch together (see _run).
+            key = (tuple(req.params.stop), bool(pages))
             groups.setdefault(key, []).append(_Item(i, req, pages))
         for items in groups.values():
             pos = 0
@@ -449,7 +452,10 @@ class HFLocalBackend(Backend):
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self._compute_dtype())
         req = items[0].request
-        gen_config = self._generation_config(req.params.max_tokens)
+        # The batch decodes up to the largest limit and each row is cut at its own: greedy rows are
+        # independent, so a row cut at N tokens is what generating it alone with N would give, and
+        # documents of different types (different limits) still share one batch.
+        gen_config = self._generation_config(max(item.request.params.max_tokens for item in items))
         extra_kw: dict[str, Any] = {}
         if req.params.stop:
             extra_kw = {"stop_strings": list(req.params.stop), "tokenizer": self.processor.tokenizer}
@@ -472,7 +478,7 @@ class HFLocalBackend(Backend):
         n = len(items)
         responses = []
         for i, item in enumerate(items):
-            count, stopped = count_new_tokens(new[i], stop_ids)
+            count, stopped = count_new_tokens(new[i][:item.request.params.max_tokens], stop_ids)
             text = self.processor.tokenizer.decode(new[i][:count], skip_special_tokens=True)
             stop_reason = "end_turn" if stopped else "max_tokens"
             for s in req.params.stop:

@@ -182,9 +182,9 @@ def test_batch_generates_with_tokens_latency_and_per_document_failures(family_ba
         assert r.stop_reason == "end_turn" or r.output_tokens == req.params.max_tokens
         assert r.endpoint == "local:cpu" and r.model_id == f"tiny-{b.model_family}"
         assert r.peak_memory_mb is None  # no GPU here
-    # max_tokens=3 and 6 cannot share a generate call; the two 6-token documents batch together.
-    assert (out[0].extra["batch_size"], out[1].extra["batch_size"], out[3].extra["batch_size"]) == (1, 2, 2)
-    assert out[1].latency_s + out[3].latency_s == pytest.approx(out[1].extra["batch_latency_s"])
+    # Documents of different max_tokens share one batch, each cut at its own limit.
+    assert [r.extra["batch_size"] for r in ok] == [3, 3, 3]
+    assert sum(r.latency_s for r in ok) == pytest.approx(out[1].extra["batch_latency_s"])
     # Padding is not counted: a document's input tokens are the same alone as in a padded batch.
     alone = b.generate(reqs[3])
     assert alone.input_tokens == out[3].input_tokens
@@ -330,6 +330,19 @@ def test_8bit_keeps_the_vision_tower_unquantised_and_generates_on_cpu(tiny_model
     assert "Linear8bitLt" in {k for n, k in kinds.items() if n.startswith("model.language_model")}
     r = b.generate(request("q8"))
     assert r.output_tokens > 0 and b.describe()["quantization"] == "8bit"
+
+
+def test_quantized_load_that_bitsandbytes_cannot_do_is_a_one_line_setup_error(tiny_model, monkeypatch):
+    pytest.importorskip("bitsandbytes")
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise ImportError("Using `bitsandbytes` 4-bit quantization requires a supported backend\nmore text")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", refuse)
+    with pytest.raises(SetupError, match=r"^4bit quantization cannot load on cpu") as e:
+        backend(tiny_model("qwen2_5_vl"), "qwen2_5_vl", quantization="4bit")
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.slow
