@@ -18,6 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.records import ErrorClass
+from harness.redact import install_log_scrubber
+
+# botocore's DEBUG logs print signed headers and security tokens; scrub before any handler sees them.
+install_log_scrubber()
 
 # Decisions (documented in the report and pinned by tests/adapters/test_bedrock_errors.py):
 # - ServiceQuotaExceededException -> THROTTLING: Bedrock quotas are tokens/requests per minute, so

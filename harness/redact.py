@@ -12,7 +12,7 @@ _PATTERNS = [
                r"\s*[=:]\s*['\"]?)[A-Za-z0-9/+=]{16,}"),
     re.compile(r"(?i)(?P<keep>Signature=)[0-9a-f]{16,}"),
     re.compile(r"(?i)(?P<keep>Credential=)[^,\s]+"),
-    re.compile(r"(?i)(?P<keep>X-Amz-Security-Token[=:]\s*)[A-Za-z0-9/+=%]{16,}"),
+    re.compile(r"(?i)(?P<keep>X-Amz-Security-Token['\"]?\s*[=:]\s*b?['\"]?)[A-Za-z0-9/+=%]{16,}"),
 ]
 _ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
@@ -26,3 +26,34 @@ def scrub(text: str | None) -> str | None:
     for pat in _PATTERNS:
         text = pat.sub(lambda m: m.group("keep") + "[REDACTED]", text)
     return text
+
+
+_installed = False
+
+
+def install_log_scrubber() -> None:
+    """Scrub every log record at creation (botocore's DEBUG logs print signed headers).
+
+    A record factory sees records of every logger, whichever handler emits them; it only runs
+    for records whose level is enabled, so it costs nothing when debug logging is off.
+    """
+    import logging
+
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string stays as it was
+            return record
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -79,3 +79,19 @@ def test_backends_lists_every_registered_backend(capsys):
     out = capsys.readouterr().out
     for name in ("ocr-baseline", "nova-pro", "au-nova-lite", "sagemaker", "llama-3.2-vision"):
         assert name in out
+
+
+def test_a_non_australian_region_is_refused_before_any_request(tmp_path, monkeypatch, capsys):
+    from harness.emulator import run_emulator
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with run_emulator() as emu:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
+        for extra in (["--region", "us-east-1"], ["--model", "apac.amazon.nova-pro-v1:0"],
+                      ["--model", "global.anthropic.claude-sonnet-4-5-20250929-v1:0"]):
+            code = main(["run", "--backend", "nova-pro", "--results", str(tmp_path), "--allow-loopback",
+                         "--limit", "2", *extra])
+            err = capsys.readouterr().err
+            assert code == 2 and "Traceback" not in err, err
+        assert emu.stats.snapshot()["requests"] == 0

@@ -88,17 +88,28 @@ def test_hostile_output_through_the_real_http_path(tmp_path, aws_env):
     assert all(r["status"] in ("ok", "failed") for r in rows)
 
 
-def test_fake_credentials_never_reach_store_or_errors(tmp_path, monkeypatch):
+def test_fake_credentials_never_reach_store_logs_exports_or_report(tmp_path, monkeypatch, caplog, capsys):
+    import logging
+
+    from harness.cli import main as cli_main
+
     key, secret = "AKIAMIGBENCHFAKE0001", "migbenchFAKEsecretDoNotLeak/0123456789abcd"
+    token = "FAKEsessionTOKENmigbench0123456789"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "FAKEsessionTOKENmigbench0123456789")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
     ds = load_dataset(HOSTILE_DIR)
+    results = tmp_path / "results"
     with run_emulator(responder=GroundTruthResponder(ds)) as emu:  # refuses the unknown key: 403s
-        backend = create_backend("nova-pro", options={"endpoint_url": emu.url, "allow_loopback": True})
-        s = Runner(backend, ds, RunStore(tmp_path), FAST).run()
-        backend.close()
-    assert s.failed > 0
-    blob = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
-    for secret_value in (key, secret, "FAKEsessionTOKENmigbench0123456789"):
-        assert secret_value.encode() not in blob
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
+        assert cli_main(["run", "--backend", "nova-pro", "--dataset", str(HOSTILE_DIR), "--results", str(results),
+                         "--allow-loopback"]) == 0
+        assert emu.stats.snapshot()["by_status"].get(403, 0) > 0  # the service refused the fake key
+    assert cli_main(["export", "latest", "--results", str(results), "--out", str(tmp_path / "pred.csv")]) == 0
+    assert cli_main(["report", "--results", str(results), "--out", str(tmp_path / "report.html")]) == 0
+    out = capsys.readouterr()
+    blobs = [p.read_bytes() for p in [*results.iterdir(), *tmp_path.iterdir()] if p.is_file()]
+    blobs += [out.out.encode(), out.err.encode(), caplog.text.encode()]
+    for secret_value in (key, secret, token):
+        assert not any(secret_value.encode() in b for b in blobs), secret_value
