@@ -111,7 +111,7 @@ class Thresholds(BaseModel):
     non_inferiority: NonInferiority = NonInferiority()
 
     @model_validator(mode="after")
-    def _known_doc_types_in_field_keys(self) -> "Thresholds":
+    def _known_doc_types_in_field_keys(self) -> Thresholds:
         for key in self.accuracy.fields:
             if key.count("/") > 1 or not key.strip("/"):
                 raise ValueError(f"accuracy.fields key {key!r}: use FIELD or doc_type/FIELD")
@@ -477,7 +477,7 @@ def resolve_run(runs: Sequence[Mapping[str, Any]], ref: str, dataset_hash: str |
         if not same:
             raise LookupError(f"baseline {ref!r}: its runs used another dataset "
                               f"({', '.join(r['run_id'] for r in by_backend)}); run it on this dataset first")
-        return sorted(same, key=lambda r: (r.get("started_at") or "", r["run_id"]))[-1]
+        return max(same, key=lambda r: (r.get("started_at") or "", r["run_id"]))
     prefixed = [r for r in candidates if r["run_id"].startswith(ref)]
     if len(prefixed) == 1:
         return prefixed[0]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -116,7 +117,7 @@ class State:
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> "State":
+    def from_config(cls, config: pytest.Config) -> State:
         o = config.option
         if o.limit is not None and o.limit < 1:
             raise pytest.UsageError(f"--limit must be at least 1, got {o.limit}")
@@ -191,7 +192,7 @@ class State:
         from adapters.base import SetupError
         from harness.catalog import CatalogError
         from harness.registry import create_backend, load_backend_class
-        from harness.runner import RunOptions, Runner
+        from harness.runner import Runner, RunOptions
         from harness.store import RunStore
 
         try:

@@ -61,10 +61,9 @@ def test_monthly_cost(migbench_volume, migbench_state, cost, migbench_thresholds
     migbench_check(gates.monthly_cost_gate(migbench_state.backend, cost, migbench_volume, migbench_thresholds))
 
 
-def test_break_even_against_hosting(migbench_run, migbench_baseline, migbench_state, cost, pricing):
+def test_break_even_against_hosting(migbench_baseline, migbench_state, cost, pricing):
     """Volume per day above which one always-on instance beats paying per token, from two measured
     runs (this one and --baseline) priced on different bases. At that volume both cost the same."""
-    _, run, rows = migbench_run
     if migbench_baseline is None:
         pytest.skip("break-even needs a second run priced per hour or per token: pass --baseline")
     base_run, base_rows = migbench_baseline

@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.normalize import NOT_FOUND, is_not_found
-from harness.parsing import canonical_key, clean_value, parse_output, render_json, render_kv, render_markdown_table
+from harness.parsing import (
+    canonical_key,
+    clean_value,
+    parse_output,
+    render_json,
+    render_kv,
+    render_markdown_table,
+)
 from harness.schema import load_schema
 
 pytestmark = pytest.mark.migbench

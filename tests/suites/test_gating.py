@@ -40,7 +40,8 @@ def suites(results: Path, thresholds: Path | str, *args: str, backend: str = "oc
            "-o", "console_output_style=classic", *args]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MIGBENCH_"))}
     base.update(HF_HUB_OFFLINE="1", COLUMNS="400", **(env or {}))
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=base)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=base,
+                          check=False)
 
 
 def write(tmp: Path, name: str, data: dict) -> Path:
@@ -83,7 +84,7 @@ def test_missed_threshold_fails_and_names_backend_doctype_field_value_ci_thresho
 
 
 def test_met_thresholds_pass_and_reuse_the_stored_run(ocr):
-    tmp, results, first = ocr
+    tmp, results, _ = ocr
     proc = suites(results, write(tmp, "lenient", LENIENT), "--limit", LIMIT)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     s = summary(results)
@@ -94,7 +95,7 @@ def test_met_thresholds_pass_and_reuse_the_stored_run(ocr):
 
 
 def test_dry_run_thresholds_refuse_a_real_run(ocr):
-    tmp, results, _ = ocr
+    _, results, _ = ocr
     proc = suites(results, "dry-run", "--limit", LIMIT, "-k", "test_thresholds_fit_the_run")
     assert proc.returncode == 1
     assert "are dry-run gates but run ocr-baseline-" in proc.stdout
@@ -127,10 +128,13 @@ def test_same_suites_gate_bedrock_against_the_emulator(tmp_path):
 
     responder = GroundTruthResponder(load_dataset(default_dataset()))
     with run_emulator(responder=responder) as emu:
+        env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emu.url, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"}
         proc = suites(tmp_path / "r", "dry-run", "--limit", LIMIT, "--junitxml", str(tmp_path / "junit.xml"),
-                      backend="nova-pro", timeout=300, env={
-                          "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emu.url, "AWS_ACCESS_KEY_ID": "testing",
-                          "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"})
+                      backend="nova-pro", timeout=300, env=env)
+        # nova-lite against nova-pro as the incumbent, resolved by backend name in the same store
+        paired = suites(tmp_path / "r", "dry-run", "--limit", LIMIT, "--baseline", "nova-pro", "-k",
+                        "non_inferiority", backend="nova-lite", timeout=300, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     s = summary(tmp_path / "r", "nova-pro")
@@ -145,6 +149,10 @@ def test_same_suites_gate_bedrock_against_the_emulator(tmp_path):
         "test_audit_log_covers_every_document": "passed", "test_audit_entries_in_allowed_regions_and_hosts": "passed",
         "test_models_offered_in_region": "passed", "test_iam_policy_cannot_reach_other_regions": "passed"}
     assert outcomes["suites.test_cost::test_usage_recorded_for_every_document"] == "passed"
+    assert paired.returncode == 0, (paired.stdout + paired.stderr)[-3000:]
+    ni = [g for g in summary(tmp_path / "r", "nova-lite")["gates"] if g["kind"] == "non_inferiority"]
+    assert sorted(g["gate_id"] for g in ni) == ["nova-lite/bank_statement", "nova-lite/invoice", "nova-lite/receipt"]
+    assert all(g["detail"]["baseline"] == "nova-pro" and g["n"] == 2 and g["detail"]["verdict"] for g in ni)
 
 
 def test_same_suites_gate_a_tiny_local_model(tmp_path):
