@@ -332,17 +332,15 @@ def migbench_check(request: pytest.FixtureRequest, migbench_state: State) -> Cal
 
 
 # results for CI ------------------------------------------------------------------------------
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
-    outcome = yield
-    report = outcome.get_result()
+    """Outcome per test id for the JSON summary: a setup/teardown failure is an error."""
+    report = yield
     st = item.config.stash.get(STATE, None)
-    if st is None:
-        return
-    if report.when == "call" or report.outcome != "passed":
-        prev = st.outcomes.get(item.nodeid)
-        if prev in (None, "passed"):
-            st.outcomes[item.nodeid] = "error" if report.when != "call" and report.failed else report.outcome
+    if (st is not None and (report.when == "call" or report.outcome != "passed")
+            and st.outcomes.get(item.nodeid) in (None, "passed")):
+        st.outcomes[item.nodeid] = "error" if report.when != "call" and report.failed else report.outcome
+    return report
 
 
 def build_summary(st: State, exitstatus: int) -> dict[str, Any]:
