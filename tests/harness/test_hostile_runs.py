@@ -113,3 +113,29 @@ def test_fake_credentials_never_reach_store_logs_exports_or_report(tmp_path, mon
     blobs += [out.out.encode(), out.err.encode(), caplog.text.encode()]
     for secret_value in (key, secret, token):
         assert not any(secret_value.encode() in b for b in blobs), secret_value
+
+
+def _offline_outcomes(backend, tmp_path) -> dict[str, dict]:
+    ds = load_dataset(HOSTILE_DIR)
+    store = RunStore(tmp_path)
+    s = Runner(backend, ds, store, FAST).run()
+    backend.close()
+    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
+    assert "escapes the dataset folder" in rows["../../etc/passwd"]["error"]
+    return rows
+
+
+def test_hostile_corpus_through_a_tiny_local_model(tmp_path, tiny_model):
+    backend = create_backend("qwen2.5-vl", model=str(tiny_model("qwen2_5_vl")),
+                             options={"max_image_dim": 448, "batch_size": 4})
+    _check_outcomes(_offline_outcomes(backend, tmp_path))
+
+
+@pytest.mark.slow
+def test_hostile_corpus_through_the_ocr_baseline(tmp_path):
+    pytest.importorskip("rapidocr_onnxruntime", reason="pip install 'migbench[ocr]'")
+    rows = _offline_outcomes(create_backend("ocr-baseline"), tmp_path)
+    _check_outcomes(rows)
+    # Every loadable page shows the same receipt: the OCR reads its total through every format quirk.
+    for name in ("cmyk.jpg", "palette.png", "rgba_alpha.png", "png_named.jpg", "receipt.png"):
+        assert rows[name]["fields"]["TOTAL_AMOUNT"] in ("$12.34", "12.34"), (name, rows[name]["fields"])
