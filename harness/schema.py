@@ -15,6 +15,7 @@ class FieldSpec(BaseModel):
     type: FieldType
     item_type: FieldType | None = None
     description: str = ""
+    scored: bool = True  # False: the field is given to the backend (routing), so never scored
 
     @model_validator(mode="after")
     def _list_has_item_type(self) -> "FieldSpec":
@@ -54,6 +55,10 @@ class Schema(BaseModel):
     def item_type(self, name: str) -> FieldType:
         spec = self.fields.get(name)
         return (spec.item_type or "text") if spec else "text"
+
+    def is_scored(self, name: str) -> bool:
+        spec = self.fields.get(name)
+        return spec.scored if spec else True
 
     def fields_for(self, doc_type: str) -> list[str]:
         return list(self.document_types[doc_type].fields)

@@ -215,10 +215,10 @@ def compare_field(name: str, expected: object, predicted: object,
 
 def score_document(ground_truth: Mapping[str, str], predicted: Mapping[str, str],
                    schema: Schema | None = None) -> list[FieldScore]:
-    """Score the fields present in the ground truth; a field the prediction lacks is NOT_FOUND."""
+    """Score the scored fields present in the ground truth; a field the prediction lacks is NOT_FOUND."""
     schema = schema or load_schema()
     return [compare_field(name, exp, predicted.get(name, NOT_FOUND), schema)
-            for name, exp in ground_truth.items()]
+            for name, exp in ground_truth.items() if schema.is_scored(name)]
 
 
 def document_f1(scores: Iterable[FieldScore]) -> float | None:

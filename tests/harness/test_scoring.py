@@ -186,3 +186,9 @@ def test_unreadable_ground_truth_falls_back_to_text():
 
 def test_unknown_field_scored_as_text():
     assert f1("NOT_IN_SCHEMA", "hello", "hello") == 1.0
+
+
+def test_document_type_is_given_to_every_backend_so_it_is_not_scored():
+    scores = score_document({"DOCUMENT_TYPE": "RECEIPT", "TOTAL_AMOUNT": "$5.00"},
+                            {"DOCUMENT_TYPE": "INVOICE", "TOTAL_AMOUNT": "$5.00"})
+    assert [s.field for s in scores] == ["TOTAL_AMOUNT"]
