@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import svg
+from harness.consistency import RULES, consistency_rates
 from harness.cost import Pricing, RunCost, break_even_docs_per_day, run_cost
 from harness.stats import Summary, aggregate, non_inferiority, paired_bootstrap, wilson_ci
 
@@ -414,6 +415,7 @@ def build_report(runs: Sequence[Mapping[str, Any]], docs: Mapping[str, Sequence[
             "monthly": {vol: cost.monthly(vol) for vol in opts.volumes},
             "residency": residency_view(run, audits.get(run["run_id"], []), judge),
             "errors": errors_view(rdocs, opts),
+            "consistency": consistency_rates(rdocs),
         }
         v["paired"] = None
         if base_run is not None and not v["is_baseline"]:
@@ -439,7 +441,7 @@ def build_report(runs: Sequence[Mapping[str, Any]], docs: Mapping[str, Sequence[
         "tiers": _ordered((t for v in views for t in v["summary"].tiers), key=_tier_key),
         "break_even": break_even_rows(views),
         "prices": price_rows(pricing, views, opts.gpu_hourly), "currency": pricing.currency,
-        "checklist": checklist(views, baseline, iam), "iam": iam,
+        "checklist": checklist(views, baseline, iam), "iam": iam, "consistency_rules": RULES,
         "charts": charts(views, opts),
     }
 

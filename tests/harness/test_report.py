@@ -295,3 +295,17 @@ def test_unknown_run_is_a_clear_error(store_dir: tuple[Path, dict[str, str]], tm
                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--results", str(store_dir[0]), "--runs", "no-such-run", "--out", str(tmp_path / "r.html")]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_accuracy_section_shows_validation_rule_rates(tmp_path):
+    import re
+
+    from harness.report import main as report_main
+
+    results = tmp_path / "results"
+    build_store(results)
+    out = tmp_path / "r.html"
+    assert report_main(["--results", str(results), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert "Internal consistency of the extracted values" in html
+    assert re.search(r"abn checksum", html)
