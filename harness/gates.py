@@ -32,7 +32,8 @@ PERCENTILES = ("p50", "p95", "p99")
 OFFLINE_FAMILIES = frozenset({"ocr", "local"})
 CLOUD_FAMILIES = frozenset({"bedrock", "sagemaker"})
 # Named threshold files shipped with the package: `--thresholds dry-run`.
-PACKAGED = {"incumbent": "thresholds.yaml", "default": "thresholds.yaml", "dry-run": "thresholds-dryrun.yaml"}
+PACKAGED = {"incumbent": "thresholds.yaml", "default": "thresholds.yaml", "dry-run": "thresholds-dryrun.yaml",
+            "offline-floor": "thresholds-offline-floor.yaml"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,8 +175,8 @@ class State:
 
     @property
     def units(self) -> list[tuple[str, str]]:
-        """(doc_type, field) pairs some selected document's ground truth has."""
-        return sorted({(d.doc_type, f) for d in self.documents for f in d.ground_truth})
+        """(doc_type, field) pairs some selected document's ground truth has and the scorer scores."""
+        return sorted({(d.doc_type, f) for d in self.documents for f in d.ground_truth if self.schema.is_scored(f)})
 
     # the run ----------------------------------------------------------------------
     def fail(self, message: str) -> None:
