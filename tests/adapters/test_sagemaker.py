@@ -156,3 +156,22 @@ def test_loopback_moto_without_allow_is_refused_and_audited(moto_url, aws_env, m
     assert info.value.error_class is ErrorClass.RESIDENCY
     [entry] = audit.entries
     assert not entry.allowed and entry.bytes_sent == 0 and entry.status is None and "loopback" in entry.reason
+
+
+def test_cli_run_uses_the_standard_endpoint_variable_and_an_endpoint_name(moto_url, aws_env, monkeypatch, tmp_path):
+    from harness.cli import main
+    from harness.store import RunStore
+
+    answer = {"choices": [{"message": {"content": "TOTAL_AMOUNT: $1.00"}}],
+              "usage": {"prompt_tokens": 500, "completion_tokens": 9}}
+    queue_results(moto_url, [json.dumps(answer)] * 3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", moto_url)
+    results = tmp_path / "results"
+    assert main(["run", "--backend", "sagemaker", "--endpoint-name", "qwen25vl-sydney", "--allow-loopback",
+                 "--instance-type", "ml.g5.2xlarge", "--limit", "3", "--results", str(results)]) == 0
+    store = RunStore(results)
+    run = store.run("latest")
+    docs = store.documents(run["run_id"])
+    assert run["family"] == "sagemaker" and len(docs) == 3
+    assert all(d["status"] == "ok" and d["input_tokens"] == 500 for d in docs)
+    assert {a["model_id"] for a in store.audit(run["run_id"])} == {"qwen25vl-sydney"}
