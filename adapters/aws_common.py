@@ -14,9 +14,11 @@ with a lower-case code (`throttlingException`). Codes are compared case-insensit
 from __future__ import annotations
 
 import ipaddress
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from adapters.base import Backend
 from harness.records import ErrorClass
 from harness.redact import install_log_scrubber
 
@@ -253,3 +255,19 @@ def record_attempt(sink: Any, *, backend: str, service: str, operation: str, mod
         status=None if not allowed else status, attempt=attempt,
         bytes_sent=decision.bytes_sent if decision is not None else 0,
         allowed=allowed, reason=reason))
+
+
+class AwsBackend(Backend):
+    """What the AWS backends share: one lazily created client under a lock, AWS error classes."""
+
+    _client: Any = None
+    _lock: threading.Lock
+
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return classify_aws_error(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -27,7 +27,7 @@ from typing import Any
 
 from adapters import aws_common as aws
 from adapters import bedrock_body as body
-from adapters.base import Backend, BackendConfig, BackendError, SetupError
+from adapters.base import BackendConfig, BackendError, SetupError
 from adapters.bedrock_images import (
     ImagePrepError,
     estimate_request_image_tokens,
@@ -57,7 +57,7 @@ APIS = ("converse", "invoke-nova", "invoke-anthropic")
 _OPERATION = {"converse": "Converse", "invoke-nova": "InvokeModel", "invoke-anthropic": "InvokeModel"}
 
 
-class BedrockBackend(Backend):
+class BedrockBackend(aws.AwsBackend):
     family = "bedrock"
 
     def __init__(self, config: BackendConfig):
@@ -282,15 +282,6 @@ class BedrockBackend(Backend):
                               for p in prepared],
                    "document_block": document is not None,
                    "estimated_image_tokens": estimate_request_image_tokens(prepared)})
-
-    def classify(self, exc: BaseException) -> ErrorClass:
-        return aws.classify_aws_error(exc)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
 
     # ------------------------------------------------------------ facts
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from adapters import aws_common as aws
-from adapters.base import Backend, BackendConfig, BackendError, SetupError
+from adapters.base import BackendConfig, BackendError, SetupError
 from adapters.bedrock_body import MEDIA_TYPES, ParsedOutput
 from adapters.bedrock_images import ImagePrepError, prepare_images
 from harness.catalog import load_model, load_packaged
@@ -152,7 +152,7 @@ def parse_payload_response(schema: PayloadSchema, raw: bytes) -> ParsedOutput:
 # ---------------------------------------------------------------- backend
 
 
-class SageMakerBackend(Backend):
+class SageMakerBackend(aws.AwsBackend):
     family = "sagemaker"
 
     def __init__(self, config: BackendConfig):
@@ -269,15 +269,6 @@ class SageMakerBackend(Backend):
                         extra={"emulated": self.emulated, "payload": self.payload_name,
                                "instance_type": self.instance_type,
                                "variant": raw.get("InvokedProductionVariant")})
-
-    def classify(self, exc: BaseException) -> ErrorClass:
-        return aws.classify_aws_error(exc)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
 
     def _audit(self, doc_id: str, decision: Any, *, status: int | None, request_id: str | None, attempt: int,
                error_class: ErrorClass | None = None) -> None:
