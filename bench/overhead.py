@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import Backend, BackendConfig  # noqa: E402
-from harness.cli import default_dataset  # noqa: E402
-from harness.datasets import Dataset, load_dataset  # noqa: E402
-from harness.parsing import parse_output, render_kv  # noqa: E402
-from harness.records import Request, Response  # noqa: E402
-from harness.runner import RunOptions, Runner, build_request  # noqa: E402
-from harness.schema import load_schema  # noqa: E402
-from harness.scoring import score_document  # noqa: E402
-from harness.store import RunStore  # noqa: E402
+from adapters.base import Backend, BackendConfig
+from harness.cli import default_dataset
+from harness.datasets import Dataset, load_dataset
+from harness.parsing import parse_output, render_kv
+from harness.records import Request, Response
+from harness.runner import Runner, RunOptions, build_request
+from harness.schema import load_schema
+from harness.scoring import score_document
+from harness.store import RunStore
 
 
 class InstantBackend(Backend):
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         stages["score"] += time.process_time() - t
 
     per_doc = cpu / args.n * 1000
-    print(f"documents: {args.n} (repeating {len(set(d.path for d in ds.documents))} files of {args.dataset})")
+    print(f"documents: {args.n} (repeating {len({d.path for d in ds.documents})} files of {args.dataset})")
     print(f"runner: cpu {cpu:.2f} s, wall {wall:.2f} s, {args.n / wall * 60:.0f} docs/min with an instant model")
     for k, v in stages.items():
         print(f"  {k:12s} {v / len(sample) * 1000:7.2f} ms/doc (cpu, sample of {len(sample)})")

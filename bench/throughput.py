@@ -24,19 +24,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.overhead import repeated  # noqa: E402
-from harness.cli import default_dataset  # noqa: E402
-from harness.datasets import load_dataset  # noqa: E402
-from harness.emulator import GroundTruthResponder, load_config, run_emulator  # noqa: E402
-from harness.emulator.server import LatencyConfig, QuotaConfig  # noqa: E402
-from harness.prompts import load_prompt  # noqa: E402
-from harness.records import ErrorClass  # noqa: E402
-from harness.registry import create_backend  # noqa: E402
-from harness.retry import RetryPolicy  # noqa: E402
-from harness.runner import RunOptions, Runner, build_request  # noqa: E402
-from harness.schema import load_schema  # noqa: E402
-from harness.store import RunStore  # noqa: E402
-from adapters.base import BackendError  # noqa: E402
+from adapters.base import BackendError
+from bench.overhead import repeated
+from harness.cli import default_dataset
+from harness.datasets import load_dataset
+from harness.emulator import GroundTruthResponder, load_config, run_emulator
+from harness.emulator.server import LatencyConfig, QuotaConfig
+from harness.prompts import load_prompt
+from harness.records import ErrorClass
+from harness.registry import create_backend
+from harness.retry import RetryPolicy
+from harness.runner import Runner, RunOptions, build_request
+from harness.schema import load_schema
+from harness.store import RunStore
 
 
 def _backend(url: str, concurrency: int):

@@ -6,7 +6,7 @@ name fails at start-up with the file and the key, not half way through a run.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -43,6 +43,6 @@ def load_model(model: type[M], path: str | Path) -> M:
         raise CatalogError(f"{path}: {exc}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_packaged(model: type[M], name: str) -> M:
     return load_model(model, data_path(name))

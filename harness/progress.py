@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -39,7 +46,7 @@ class RunProgress:
         self.failed = 0
         self.t0 = time.perf_counter()
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:  # noqa: PYI034
         self.progress.start()
         return self
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from adapters.base import Backend, BackendError
 from harness.ratelimit import RateLimiter

@@ -18,7 +18,7 @@ class FieldSpec(BaseModel):
     scored: bool = True  # False: the field is given to the backend (routing), so never scored
 
     @model_validator(mode="after")
-    def _list_has_item_type(self) -> "FieldSpec":
+    def _list_has_item_type(self) -> FieldSpec:
         if self.type == "list" and self.item_type in (None, "list"):
             raise ValueError("list fields need an item_type that is not list")
         return self
@@ -39,7 +39,7 @@ class Schema(BaseModel):
     critical_fields: list[str]
 
     @model_validator(mode="after")
-    def _names_known(self) -> "Schema":
+    def _names_known(self) -> Schema:
         for dt, spec in self.document_types.items():
             unknown = [f for f in spec.fields if f not in self.fields]
             if unknown:

@@ -12,9 +12,10 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.audit import AuditEntry, utc_now
 from harness.records import DocResult, FieldScore
@@ -106,7 +107,7 @@ class RunStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -241,7 +242,7 @@ class RunStore:
         return {r[0]: r[1] for r in rows}
 
     # audit -----------------------------------------------------------------
-    def audit_sink(self, run_id: str) -> "_RunAudit":
+    def audit_sink(self, run_id: str) -> _RunAudit:
         return _RunAudit(self, run_id)
 
     def add_audit(self, run_id: str, e: AuditEntry) -> None:

@@ -58,7 +58,6 @@ def tiny_model():
     pytest.importorskip("transformers", reason="the local backends need transformers")
     pytest.importorskip("torchvision", reason="InternVL and Qwen2.5-VL processors need torchvision")
     import tempfile
-    from pathlib import Path
 
     import torch
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from harness.datasets import load_dataset
 from harness.emulator import GroundTruthResponder, load_config, run_emulator
 from harness.emulator.server import LatencyConfig
-from harness.datasets import load_dataset
 from harness.store import RunStore
 from tests.conftest import ROOT, SYNTH
 
@@ -60,7 +60,7 @@ def test_sigkill_at_random_points_then_rerun_finishes_the_rest_exactly_once(tmp_
             # A stored document is never rewritten by a later invocation.
             assert all(now[k] == v for k, v in seen.items())
             seen = now
-        final = subprocess.run(cmd, env=_env(emu.url), capture_output=True, text=True, timeout=300)
+        final = subprocess.run(cmd, env=_env(emu.url), capture_output=True, text=True, timeout=300, check=False)
         assert final.returncode == 0, final.stderr[-2000:]
         requests = emu.stats.snapshot()
     assert kills >= 2 and partial >= 2, (kills, partial)

@@ -3,8 +3,6 @@ with its cause, the run carries on, and nothing crashes the store."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from fixtures.hostile import FILES, HOSTILE_DIR, HOSTILE_OUTPUTS
@@ -12,7 +10,7 @@ from harness.datasets import load_dataset
 from harness.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
 from harness.registry import create_backend
 from harness.retry import RetryPolicy
-from harness.runner import RunOptions, Runner
+from harness.runner import Runner, RunOptions
 from harness.store import RunStore
 from tests.conftest import ScriptedBackend
 

@@ -8,7 +8,6 @@ import pytest
 from harness.cli import main
 from harness.emulator import ScriptedResponder, run_emulator
 from harness.store import RunStore
-from tests.conftest import SYNTH
 from tests.harness.test_report_browser import CHROMIUM, check_in_chromium
 
 pytestmark = pytest.mark.slow

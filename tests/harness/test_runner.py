@@ -5,7 +5,7 @@ import pytest
 from harness.datasets import load_dataset
 from harness.records import ErrorClass
 from harness.retry import RetryPolicy
-from harness.runner import RunOptions, Runner
+from harness.runner import Runner, RunOptions
 from harness.store import RunStore
 from tests.conftest import SYNTH, ScriptedBackend
 
