@@ -556,7 +556,8 @@ def unaudited_documents(rows: Iterable[Mapping[str, Any]], entries: Iterable[Map
 # ---------------------------------------------------------------------------------------------
 
 def evaluate_run(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], th: Thresholds, schema: Any,
-                 pricing: Any = None, baseline: tuple[str, Sequence[Mapping[str, Any]]] | None = None) -> list[Gate]:
+                 pricing: Any = None, baseline: tuple[str, Sequence[Mapping[str, Any]]] | None = None,
+                 gpu_hourly: float | None = None) -> list[Gate]:
     """Every gate the suites check, for one run, from its stored rows (in the suites' order)."""
     from harness.cost import load_pricing, run_cost
 
@@ -570,7 +571,7 @@ def evaluate_run(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], th: 
     gates += [field_gate(backend, rows, dt, f, th, crit) for dt, f in accuracy_units(rows)
               if dt in schema.document_types]
     gates += [latency_gate(backend, rows, dt, p, th) for dt in doc_types for p in PERCENTILES]
-    cost = run_cost(dict(run), list(rows), pricing or load_pricing())
+    cost = run_cost(dict(run), list(rows), pricing or load_pricing(), gpu_hourly)
     gates.append(cost_per_doc_gate(backend, cost, th))
     gates += [monthly_cost_gate(backend, cost, v, th) for v in th.cost.volumes_per_day]
     if baseline is not None:

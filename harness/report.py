@@ -78,7 +78,7 @@ def render_html(model: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def gate_setup(thresholds: str | None, pricing: Any) -> tuple[GateConfig, GateFn]:
+def gate_setup(thresholds: str | None, pricing: Any, gpu_hourly: float | None = None) -> tuple[GateConfig, GateFn]:
     """The thresholds and the gate function: harness.gates over thresholds.yaml when it is
     installed (the same verdicts the pytest suites reach), else the built-in gates."""
     from harness.schema import load_schema
@@ -102,7 +102,7 @@ def gate_setup(thresholds: str | None, pricing: Any) -> tuple[GateConfig, GateFn
                f" statistic {th.statistic}, failed documents count as 0: {th.failed_as_zero}")
 
     def evaluate(view: Any, rows: Any, baseline: Any) -> list:
-        return grouped_gates(hg.evaluate_run(view["run"], rows, th, schema, pricing, baseline))
+        return grouped_gates(hg.evaluate_run(view["run"], rows, th, schema, pricing, baseline, gpu_hourly))
 
     return cfg, evaluate
 
@@ -170,7 +170,7 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     finally:
         store.close()
     pricing = load_pricing(pricing_path)
-    cfg, gate_fn = gate_setup(thresholds, pricing)
+    cfg, gate_fn = gate_setup(thresholds, pricing, gpu_hourly)
     opts = ReportOptions(volumes=volumes, gpu_hourly=gpu_hourly, redact=redact, top_n=top_n,
                          generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          results_dir=str(results), gates=cfg)
