@@ -18,7 +18,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from adapters.base import Backend
+from adapters.base import Backend, SetupError
 from harness.records import ErrorClass
 from harness.redact import install_log_scrubber
 
@@ -206,6 +206,15 @@ def has_credentials(session: Any) -> bool:
         return False
 
 
+def require_credentials(session: Any, backend: str) -> None:
+    """Fail the run at start, in one line, rather than every document with the same cause."""
+    if not has_credentials(session):
+        raise SetupError(
+            f"{backend}: no AWS credentials found. Use the standard chain: AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY (+AWS_SESSION_TOKEN), AWS_PROFILE, SSO, or an instance/task role"
+        )
+
+
 def host_of(url: str | None) -> str | None:
     if not url:
         return None
@@ -261,6 +270,7 @@ class AwsBackend(Backend):
     """What the AWS backends share: one lazily created client under a lock, AWS error classes."""
 
     _client: Any = None
+    _session: Any = None
     _lock: threading.Lock
 
     def classify(self, exc: BaseException) -> ErrorClass:

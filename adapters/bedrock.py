@@ -143,6 +143,7 @@ class BedrockBackend(aws.AwsBackend):
                      allow_loopback=self.allow_loopback, catalog=load_model_catalog())
         if self.entry is not None and not self.entry.vision:
             raise SetupError(f"{self.model_id} is text-only (catalog): it cannot read document images")
+        aws.require_credentials(self._session, self.name)
         self._check_profile(client.meta.endpoint_url)
 
     def _is_profile(self) -> bool:

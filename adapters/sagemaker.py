@@ -189,10 +189,11 @@ class SageMakerBackend(aws.AwsBackend):
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
+                self._session = aws.make_session(self.config.get("profile"))
                 client = aws.make_client(
                     "sagemaker-runtime", region=self.region, endpoint_url=self.endpoint_url,
                     read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
-                    concurrency=self.max_concurrency(), session=aws.make_session(self.config.get("profile")))
+                    concurrency=self.max_concurrency(), session=self._session)
                 self._client = self.guard.attach(client)
             return self._client
 
@@ -208,6 +209,7 @@ class SageMakerBackend(aws.AwsBackend):
         client = self._get_client()
         check_config(self.region, client.meta.endpoint_url, None, service="sagemaker-runtime",
                      policy=self.policy, allow_loopback=self.allow_loopback, catalog=load_model_catalog())
+        aws.require_credentials(self._session, self.name)
 
     def generate(self, request: Request) -> Response:
         with self._lock:

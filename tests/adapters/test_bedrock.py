@@ -237,3 +237,18 @@ def test_unknown_catalog_key_and_bad_options_are_setup_errors():
     with pytest.raises(SetupError, match="text-only"):
         BedrockBackend(BackendConfig("x", options={"catalog_model": "nova-micro", "endpoint_url": "http://127.0.0.1:1",
                                                    "allow_loopback": True})).preflight()
+
+
+def test_missing_credentials_stop_the_run_at_start_in_one_line(monkeypatch, tmp_path):
+    from harness.cli import main
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    assert main(["run", "--backend", "nova-pro", "--results", str(tmp_path / "r"), "--limit", "2"]) == 2
+    from harness.store import RunStore
+    store = RunStore(tmp_path / "r")
+    assert store.documents(store.resolve("latest")) == []  # nothing recorded as failed: fix and rerun
