@@ -23,23 +23,9 @@ from harness.schema import Schema, load_schema
 
 LIST_SEP = " | "
 
-# Short names models use instead of the schema's; applied only when the target is wanted.
-ALIASES = {
-    "ABN": "BUSINESS_ABN",
-    "SUPPLIER": "SUPPLIER_NAME",
-    "VENDOR": "SUPPLIER_NAME",
-    "VENDOR_NAME": "SUPPLIER_NAME",
-    "MERCHANT_NAME": "SUPPLIER_NAME",
-    "SUPPLIER_ADDRESS": "BUSINESS_ADDRESS",
-    "CUSTOMER_NAME": "PAYER_NAME",
-    "CUSTOMER_ADDRESS": "PAYER_ADDRESS",
-    "DATE": "INVOICE_DATE",
-    "RECEIPT_DATE": "INVOICE_DATE",
-    "TOTAL": "TOTAL_AMOUNT",
-    "GST": "GST_AMOUNT",
-    "TYPE": "DOCUMENT_TYPE",
-    "STATEMENT_PERIOD": "STATEMENT_DATE_RANGE",
-}
+# Short names models use instead of the schema's (fields.yaml `aliases`); applied only when
+# the target is wanted.
+ALIASES = load_schema().aliases()
 
 # Keys of line-item / transaction objects in JSON arrays -> the list field they feed.
 ROW_KEYS = {

@@ -16,6 +16,7 @@ class FieldSpec(BaseModel):
     item_type: FieldType | None = None
     description: str = ""
     scored: bool = True  # False: the field is given to the backend (routing), so never scored
+    aliases: list[str] = []
 
     @model_validator(mode="after")
     def _list_has_item_type(self) -> FieldSpec:
@@ -47,6 +48,11 @@ class Schema(BaseModel):
         unknown = [f for f in self.critical_fields if f not in self.fields]
         if unknown:
             raise ValueError(f"critical_fields names unknown fields {unknown}")
+        seen: dict[str, str] = {}
+        for name, spec in self.fields.items():
+            for a in spec.aliases:
+                if a in self.fields or seen.setdefault(a, name) != name:
+                    raise ValueError(f"alias {a} of {name} is a field name or another field's alias")
         return self
 
     def field_type(self, name: str) -> FieldType:
@@ -55,6 +61,10 @@ class Schema(BaseModel):
     def item_type(self, name: str) -> FieldType:
         spec = self.fields.get(name)
         return (spec.item_type or "text") if spec else "text"
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> field name, over every field (an alias naming two fields is a schema error)."""
+        return {a: name for name, spec in self.fields.items() for a in spec.aliases}
 
     def is_scored(self, name: str) -> bool:
         spec = self.fields.get(name)

@@ -259,3 +259,14 @@ def test_real_sroie_ground_truth_round_trips_and_scores_perfectly(fmt):
         parsed = parse_output(RENDERERS[fmt](gt), "receipt", SCHEMA)
         scores = score_document(gt, parsed, SCHEMA)
         assert document_f1(scores) == 1.0, (row["image_file"], [s for s in scores if s.f1 < 1])
+
+
+def test_aliases_from_the_schema_map_common_model_key_names():
+    from harness.parsing import parse_output
+
+    out = parse_output('{"merchant": "Coles", "grand_total": "$12.50", "tax": 1.14, "gst_included": "yes"}', "receipt")
+    assert (out["SUPPLIER_NAME"], out["TOTAL_AMOUNT"], out["GST_AMOUNT"], out["IS_GST_INCLUDED"]) == \
+        ("Coles", "$12.50", "1.14", "yes")
+    # The schema's own name wins over an alias when both are present.
+    out = parse_output("TOTAL: $1.00\nTOTAL_AMOUNT: $2.00", "receipt")
+    assert out["TOTAL_AMOUNT"] == "$2.00"
