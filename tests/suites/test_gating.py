@@ -175,3 +175,15 @@ def test_same_suites_gate_a_tiny_local_model(tmp_path):
     assert outcomes["suites.test_residency::test_offline_backend_sent_nothing"] == "passed"
     assert outcomes["suites.test_residency::test_audit_log_covers_every_document"] == "skipped"
     assert {v for k, v in outcomes.items() if "test_latency_percentile" in k} == {"passed"}
+
+
+def test_the_same_floor_fails_once_the_ocr_backend_is_made_worse_on_purpose(ocr):
+    """The offline floor passes the OCR baseline as shipped and fails it when its pages are
+    shrunk to 320 px before OCR (a real option: faster, but small print is lost)."""
+    _, results, _ = ocr
+    good = suites(results, "offline-floor", "--limit", LIMIT)
+    assert good.returncode == 0, (good.stdout + good.stderr)[-3000:]
+    worse = suites(results, "offline-floor", "--limit", LIMIT, "--backend-option", "max_side=320")
+    out = worse.stdout + worse.stderr
+    assert worse.returncode == 1, out[-3000:]
+    assert re.search(r"ocr-baseline(/\w+)?: F1 \d\.\d\d \(95% CI \d\.\d\d-\d\.\d\d\) < 0\.\d+ \(n=\d+\)", out), out[-3000:]
