@@ -308,8 +308,16 @@ def _is_noise(text: str) -> bool:
     return bool(parse_date(text) is not None or money_in(text))
 
 
+def _without_titles(row: list[OcrLine]) -> list[OcrLine]:
+    """A letterhead often prints the name and the document title on one row ('ACME PTY LTD   TAX
+    INVOICE'): drop the title boxes so the row reads as the name (keep a title-only row as it is)."""
+    kept = [ln for ln in row if not NOISE.search(squash(ln.text))]
+    return kept or row
+
+
 def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
     """(name, index of the last row of the name). The name is at the top; a company suffix wins."""
+    rows = [_without_titles(r) for r in rows]
     head = [(i, row_text(r)) for i, r in enumerate(rows[:10])]
     head = [(i, t) for i, t in head if t]
     stop = next((k for k, (_, t) in enumerate(head) if parse_date(t) or money_in(t)), len(head))
@@ -320,6 +328,8 @@ def find_supplier(rows: list[list[OcrLine]]) -> tuple[str | None, int]:
             pick = i
             break
     if pick is None:
+        # No company suffix: the first plain row that is not the street line (a name never starts
+        # with a house number); failing that, the first plain row.
         pick = next((i for i, t in head if not _is_noise(t)), None)
     if pick is None:
         return None, -1

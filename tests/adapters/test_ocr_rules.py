@@ -185,3 +185,15 @@ def test_bank_statement_period_and_debits_from_the_debit_column():
     assert out["TRANSACTION_DATES"] == "02/03/2024 | 09/03/2024"
     assert out["TRANSACTION_AMOUNTS_PAID"] == "$45.20 | $89.00"
     assert out["LINE_ITEM_DESCRIPTIONS"] == "WOOLWORTHS SYDNEY | TELSTRA BILL"
+
+
+def test_supplier_name_printed_beside_the_document_title_loses_the_title():
+    from adapters.ocr_layout import OcrLine
+    from adapters.ocr_rules import extract
+
+    lines = [OcrLine("Jacaranda Digital", (40, 40, 420, 80)), OcrLine("TAX INVOICE", (900, 42, 1180, 82)),
+             OcrLine("16 Church Highway", (40, 100, 380, 130)), OcrLine("Hobart TAS 7000", (40, 140, 330, 170)),
+             OcrLine("TOTAL $110.00", (700, 900, 1000, 930))]
+    out = extract(lines, "invoice")
+    assert out["SUPPLIER_NAME"] == "Jacaranda Digital"
+    assert out["BUSINESS_ADDRESS"].startswith("16 Church Highway")
