@@ -187,3 +187,45 @@ def test_the_same_floor_fails_once_the_ocr_backend_is_made_worse_on_purpose(ocr)
     out = worse.stdout + worse.stderr
     assert worse.returncode == 1, out[-3000:]
     assert re.search(r"ocr-baseline(/\w+)?: F1 \d\.\d\d \(95% CI \d\.\d\d-\d\.\d\d\) < 0\.\d+ \(n=\d+\)", out), out[-3000:]
+
+
+def test_break_even_between_bedrock_tokens_and_a_sagemaker_instance(tmp_path, monkeypatch):
+    """A SageMaker run (moto, priced per instance-hour) and a Bedrock run (emulator, priced per
+    token) in one store: the cost suite computes the daily volume at which they cost the same."""
+    pytest.importorskip("moto")
+    import urllib.request
+
+    from moto.server import ThreadedMotoServer
+
+    from harness.cli import default_dataset, main
+    from harness.datasets import load_dataset
+    from harness.emulator import GroundTruthResponder, run_emulator
+
+    results = tmp_path / "r"
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        url = f"http://{host}:{port}"
+        answer = json.dumps({"choices": [{"message": {"content": "TOTAL_AMOUNT: $1.00"}}],
+                             "usage": {"prompt_tokens": 900, "completion_tokens": 20}})
+        body = {"region": "ap-southeast-2", "results": [{"Body": answer, "ContentType": "application/json"}] * 3}
+        urllib.request.urlopen(urllib.request.Request(
+            f"{url}/moto-api/static/sagemaker/endpoint-results", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"}), timeout=10).read()
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}.items():
+            monkeypatch.setenv(k, v)
+        assert main(["run", "--backend", "sagemaker", "--endpoint-name", "qwen25vl-sydney", "--allow-loopback",
+                     "--instance-type", "ml.g5.2xlarge", "--limit", "3", "--results", str(results)]) == 0
+    finally:
+        moto.stop()
+    with run_emulator(responder=GroundTruthResponder(load_dataset(default_dataset()))) as emu:
+        env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emu.url, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"}
+        proc = suites(results, "dry-run", "--limit", "3", "--baseline", "sagemaker", "-k", "break_even",
+                      "--junitxml", str(tmp_path / "j.xml"), backend="nova-pro", timeout=300, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    outcomes = junit_outcomes(tmp_path / "j.xml")
+    assert outcomes["suites.test_cost::test_break_even_against_hosting"] == "passed", outcomes
+    assert "break_even_docs_per_day" in summary(results, "nova-pro")["extras"]
