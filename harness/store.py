@@ -49,6 +49,12 @@ CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
 """
 
 
+OPERATIONAL_OPTIONS = frozenset({
+    "concurrency", "batch_size", "read_timeout", "connect_timeout", "tokens_per_min", "requests_per_min",
+    "allow_loopback", "endpoint_url", "threads", "preflight_profile", "profile",
+})
+
+
 class StoreError(ValueError):
     pass
 
@@ -69,7 +75,10 @@ class RunMeta:
     host: str | None = None
 
     def identity(self) -> str:
-        key = json.dumps([self.backend, self.model, self.config, self.dataset_hash, self.prompt_hash],
+        # How a run is executed (parallelism, timeouts, which URL reaches the same model) does not
+        # change its results, so resuming with other settings continues the same run.
+        config = {k: v for k, v in self.config.items() if k not in OPERATIONAL_OPTIONS}
+        key = json.dumps([self.backend, self.model, config, self.dataset_hash, self.prompt_hash],
                          sort_keys=True, default=str)
         return f"{self.backend}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 

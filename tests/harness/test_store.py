@@ -60,3 +60,14 @@ def test_lone_surrogates_in_model_text_are_stored_not_fatal(tmp_path):
 def test_the_database_is_in_wal_mode(tmp_path):
     RunStore(tmp_path).close()
     assert sqlite3.connect(tmp_path / "migbench.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_resuming_with_other_operational_settings_continues_the_same_run(tmp_path):
+    store = RunStore(tmp_path)
+    a, _ = store.open_run(_meta())
+    m = _meta()
+    m.config = {**m.config, "concurrency": 16, "read_timeout": 600, "endpoint_url": "https://vpce.example"}
+    b, resumed = store.open_run(m)
+    assert (b, resumed) == (a, True)
+    m.config = {**m.config, "api": "invoke-nova"}  # a different request shape is a different run
+    assert store.open_run(m)[0] != a
