@@ -276,6 +276,12 @@ class AwsBackend(Backend):
     def classify(self, exc: BaseException) -> ErrorClass:
         return classify_aws_error(exc)
 
+    def endpoint_kind(self) -> str:
+        from harness.residency import is_loopback, load_policy
+
+        host = host_of(self._get_client().meta.endpoint_url)
+        return f"loopback:{host}" if is_loopback(host, load_policy()) else "aws"
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:

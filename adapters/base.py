@@ -70,6 +70,11 @@ class Backend(ABC):
         """Facts recorded with the run (model id, region, endpoint, emulated or not)."""
         return {"backend": self.name, "family": self.family, "model": self.model_id}
 
+    def endpoint_kind(self) -> str:
+        """Part of a run's identity: where requests go. A dry run against a local emulator and a
+        real run against AWS must never resume each other's documents."""
+        return "in-process"
+
     def preflight(self) -> None:
         """Checks before the first document (credentials, residency, model path). Raise SetupError."""
 

@@ -126,7 +126,7 @@ class Runner:
         prompt_hash = "+".join(self.prompts[dt].sha256[:12] for dt in used)
         config = {k: v for k, v in self.backend.config.options.items() if "secret" not in k.lower()}
         config.update(prompt_style=self.opts.prompt_style, max_image_dim=self.opts.max_image_dim,
-                      image_format=self.opts.image_format)
+                      image_format=self.opts.image_format, endpoint_kind=self.backend.endpoint_kind())
         return RunMeta(backend=self.backend.name, family=self.backend.family, model=self.backend.model_id,
                        config=config, dataset_path=str(self.dataset.root), dataset_hash=self.dataset.hash,
                        n_documents=len(self.dataset.documents) + len(self.dataset.problems),

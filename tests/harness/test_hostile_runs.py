@@ -137,3 +137,14 @@ def test_hostile_corpus_through_the_ocr_baseline(tmp_path):
     # Every loadable page shows the same receipt: the OCR reads its total through every format quirk.
     for name in ("cmyk.jpg", "palette.png", "rgba_alpha.png", "png_named.jpg", "receipt.png"):
         assert rows[name]["fields"]["TOTAL_AMOUNT"] in ("$12.34", "12.34"), (name, rows[name]["fields"])
+
+
+def test_an_emulated_dry_run_and_a_real_aws_run_never_share_a_run(tmp_path, aws_env):
+    from harness.cli import default_dataset
+
+    ds = load_dataset(default_dataset())
+    with run_emulator(responder=GroundTruthResponder(ds)) as emu:
+        dry = create_backend("nova-pro", options={"endpoint_url": emu.url, "allow_loopback": True})
+        real = create_backend("nova-pro", options={"allow_loopback": True})
+        store = RunStore(tmp_path)
+        assert Runner(dry, ds, store, FAST).meta().identity() != Runner(real, ds, store, FAST).meta().identity()
