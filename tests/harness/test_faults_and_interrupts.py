@@ -66,9 +66,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
         deadline = time.time() + 60
         while time.time() < deadline:  # wait until some documents are stored
             time.sleep(0.3)
-            db = tmp_path / "migbench.sqlite"
-            if db.exists() and len(RunStore(tmp_path).documents(RunStore(tmp_path).resolve("latest"))) >= 2:
-                break
+            if (tmp_path / "migbench.sqlite").exists():
+                store = RunStore(tmp_path)
+                runs = store.runs()  # the run row may not be written yet
+                if runs and len(store.documents(runs[-1]["run_id"])) >= 2:
+                    break
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err[-2000:]
