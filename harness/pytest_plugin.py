@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
                  "migbench: a shared conformance suite test (needs a backend run)"):
         config.addinivalue_line("markers", line)
     config.stash[STATE] = State.from_config(config)
+    if config.option.thresholds:
+        _ = config.stash[STATE].thresholds  # a bad file is a usage error now, not a collection error later
 
 
 def parse_backend_options(pairs: list[str]) -> dict[str, Any]:

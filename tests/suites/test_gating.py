@@ -229,3 +229,12 @@ def test_break_even_between_bedrock_tokens_and_a_sagemaker_instance(tmp_path, mo
     outcomes = junit_outcomes(tmp_path / "j.xml")
     assert outcomes["suites.test_cost::test_break_even_against_hosting"] == "passed", outcomes
     assert "break_even_docs_per_day" in summary(results, "nova-pro")["extras"]
+
+
+def test_a_bad_thresholds_file_is_a_usage_error_before_anything_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\naccuracy: {overall: high}\n")
+    proc = suites(tmp_path / "r", bad)
+    assert proc.returncode == 4  # pytest's usage-error status
+    assert "--thresholds" in proc.stderr and "overall" in proc.stderr
+    assert not (tmp_path / "r" / "migbench.sqlite").exists()
