@@ -266,6 +266,9 @@ def record_attempt(sink: Any, *, backend: str, service: str, operation: str, mod
         allowed=allowed, reason=reason))
 
 
+EMULATED_HEADER = "x-migbench-emulated"
+
+
 class AwsBackend(Backend):
     """What the AWS backends share: one lazily created client under a lock, AWS error classes."""
 
@@ -281,6 +284,18 @@ class AwsBackend(Backend):
 
         host = host_of(self._get_client().meta.endpoint_url)
         return f"loopback:{host}" if is_loopback(host, load_policy()) else "aws"
+
+    def answered_by_emulator(self, headers: dict[str, str] | None) -> bool:
+        """Our emulator says so in a header; any other server on loopback is not AWS either
+        (moto, a local mock), so its answers are not evidence of a model."""
+        if headers and env_flag(headers.get(EMULATED_HEADER)):
+            return True
+        client = self._client
+        if client is None:
+            return False
+        from harness.residency import is_loopback, load_policy
+
+        return is_loopback(host_of(client.meta.endpoint_url), load_policy())
 
     def close(self) -> None:
         with self._lock:

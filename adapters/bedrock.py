@@ -52,7 +52,7 @@ from harness.residency import (
 log = logging.getLogger("migbench.bedrock")
 
 DEFAULT_REGION = "ap-southeast-2"
-EMULATED_HEADER = "x-migbench-emulated"
+EMULATED_HEADER = aws.EMULATED_HEADER
 APIS = ("converse", "invoke-nova", "invoke-anthropic")
 _OPERATION = {"converse": "Converse", "invoke-nova": "InvokeModel", "invoke-anthropic": "InvokeModel"}
 
@@ -287,7 +287,7 @@ class BedrockBackend(aws.AwsBackend):
     # ------------------------------------------------------------ facts
 
     def _note_emulated(self, headers: dict[str, str]) -> bool:
-        emulated = aws.env_flag(headers.get(EMULATED_HEADER)) if headers else False
+        emulated = self.answered_by_emulator(headers)
         if headers:
             self.emulated = emulated
         return emulated

@@ -256,7 +256,7 @@ class SageMakerBackend(aws.AwsBackend):
         rid = aws.request_id(raw)
         self._audit(request.doc_id, decision, status=aws.http_status(raw) or 200, request_id=rid, attempt=attempt)
         headers = aws.response_headers(raw)
-        self.emulated = aws.env_flag(headers.get("x-migbench-emulated"))
+        self.emulated = self.answered_by_emulator(headers)
         try:
             parsed = parse_payload_response(self.schema, answer)
         except ValueError as exc:

@@ -189,33 +189,62 @@ def test_the_same_floor_fails_once_the_ocr_backend_is_made_worse_on_purpose(ocr)
     assert re.search(r"ocr-baseline(/\w+)?: F1 \d\.\d\d \(95% CI \d\.\d\d-\d\.\d\d\) < 0\.\d+ \(n=\d+\)", out), out[-3000:]
 
 
-def test_break_even_between_bedrock_tokens_and_a_sagemaker_instance(tmp_path, monkeypatch):
-    """A SageMaker run (moto, priced per instance-hour) and a Bedrock run (emulator, priced per
-    token) in one store: the cost suite computes the daily volume at which they cost the same."""
-    pytest.importorskip("moto")
+def _moto_sagemaker(monkeypatch, n: int):
+    """A moto server with n queued InvokeEndpoint answers; yields its URL (env set for the CLI)."""
     import urllib.request
 
     from moto.server import ThreadedMotoServer
 
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    url = f"http://{host}:{port}"
+    answer = json.dumps({"choices": [{"message": {"content": "TOTAL_AMOUNT: $1.00"}}],
+                         "usage": {"prompt_tokens": 900, "completion_tokens": 20}})
+    body = {"region": "ap-southeast-2", "results": [{"Body": answer, "ContentType": "application/json"}] * n}
+    urllib.request.urlopen(urllib.request.Request(
+        f"{url}/moto-api/static/sagemaker/endpoint-results", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"}), timeout=10).read()
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}.items():
+        monkeypatch.setenv(k, v)
+    return moto, url
+
+
+def test_same_suites_gate_a_sagemaker_endpoint_on_moto(tmp_path, monkeypatch):
+    pytest.importorskip("moto")
+    moto, url = _moto_sagemaker(monkeypatch, int(LIMIT))
+    try:
+        env = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"}
+        proc = suites(tmp_path / "r", "dry-run", "--limit", LIMIT, "--junitxml", str(tmp_path / "j.xml"),
+                      "--backend-option", "endpoint_name=qwen25vl-sydney", "--backend-option",
+                      "instance_type=ml.g5.2xlarge", backend="sagemaker", timeout=300, env=env)
+    finally:
+        moto.stop()
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    s = summary(tmp_path / "r", "sagemaker")
+    assert s["run"]["family"] == "sagemaker" and s["run"]["emulated"] is True  # loopback is never AWS
+    assert s["extras"]["cost"]["basis"] == "hourly"
+    outcomes = junit_outcomes(tmp_path / "j.xml")
+    assert outcomes["suites.test_residency::test_audit_log_covers_every_document"] == "passed"
+    assert outcomes["suites.test_residency::test_audit_entries_in_allowed_regions_and_hosts"] == "passed"
+    classes = {k.split("::")[0] for k, v in outcomes.items() if v == "passed"}
+    assert {"suites.test_accuracy", "suites.test_latency", "suites.test_cost", "suites.test_residency",
+            "suites.test_parser_robustness"} <= classes
+
+
+def test_break_even_between_bedrock_tokens_and_a_sagemaker_instance(tmp_path, monkeypatch):
+    """A SageMaker run (moto, priced per instance-hour) and a Bedrock run (emulator, priced per
+    token) in one store: the cost suite computes the daily volume at which they cost the same."""
+    pytest.importorskip("moto")
     from harness.cli import default_dataset, main
     from harness.datasets import load_dataset
     from harness.emulator import GroundTruthResponder, run_emulator
 
     results = tmp_path / "r"
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
+    moto, _ = _moto_sagemaker(monkeypatch, 3)
     try:
-        host, port = moto.get_host_and_port()
-        url = f"http://{host}:{port}"
-        answer = json.dumps({"choices": [{"message": {"content": "TOTAL_AMOUNT: $1.00"}}],
-                             "usage": {"prompt_tokens": 900, "completion_tokens": 20}})
-        body = {"region": "ap-southeast-2", "results": [{"Body": answer, "ContentType": "application/json"}] * 3}
-        urllib.request.urlopen(urllib.request.Request(
-            f"{url}/moto-api/static/sagemaker/endpoint-results", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"}), timeout=10).read()
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}.items():
-            monkeypatch.setenv(k, v)
         assert main(["run", "--backend", "sagemaker", "--endpoint-name", "qwen25vl-sydney", "--allow-loopback",
                      "--instance-type", "ml.g5.2xlarge", "--limit", "3", "--results", str(results)]) == 0
     finally:
