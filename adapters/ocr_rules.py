@@ -45,7 +45,7 @@ AMOUNT_DUE = re.compile(r"AMOUNTDUE|AMTDUE|BALANCEDUE|TOTALDUE|AMOUNTPAYABLE")
 CASH_WORD = re.compile(r"CASH|TENDER|RECEIVED|PAYMENT|PAID")
 CHANGE_WORD = re.compile(r"CHANGE|CHANGEDUE|BALANCE(?!DUE)")
 
-DATE_LABEL = re.compile(r"DATE|TARIKH|DATED")
+DATE_LABEL = re.compile(r"DATE|TARIKH|DATED|ISSUED")
 DATE_PENALTY = re.compile(r"DUE|EXPIR|VALID|PERIOD|BIRTH|PRINTED|SUPPLY")
 PHONE_LABEL = re.compile(r"TEL|PHONE|FAX|MOBILE|H/P")
 
@@ -56,7 +56,7 @@ NOISE = re.compile(
 # patterns specific enough not to fire inside glued words: "STATIONERY" holds "GST").
 ID_LINE_RAW = re.compile(
     r"\bTEL\b|TEL\s*[:.)]|PHONE|\bFAX|MOBILE|\bH/?P\b|E-?MAIL|@|WWW\.|HTTP|\.COM\b|\bGST\b|\bABN\b|\bACN\b"
-    r"|\bREG(?:\.|ISTRATION)?\s*NO|\bCO(?:MPANY)?\.?\s*(?:REG|NO|RO)\b|\bROC\b|\bBRN\b|\bSST\b|TAX\s*ID",
+    r"|\bPH\s*[:.(]?\s*\(?\d|\bREG(?:\.|ISTRATION)?\s*NO|\bCO(?:MPANY)?\.?\s*(?:REG|NO|RO)\b|\bROC\b|\bBRN\b|\bSST\b|TAX\s*ID",
     re.IGNORECASE)
 ID_LINE_SQ = re.compile(
     r"GST(?:REG|ID|NO|N0|#|:)|COMPANY(?:REG|NO|RO)|CO\.?REG|CO-RE|REG(?:ISTRATION)?NO|ABN[:.\d]|TEL[:.)]"
@@ -236,8 +236,13 @@ def _month_token(tok: str) -> str | None:
     return fixed if fixed in MONTH_NAMES else None
 
 
+_LABEL_GLUE = re.compile(r"(?<=[A-Za-z]{3})(?=\d)")
+
+
 def date_candidates(text: str) -> list[tuple[tuple[int, int, int], bool]]:
     """Dates in one row of text, each with whether it came from the lax pattern."""
+    # OCR glues a label to its value ("Issued5July2023"): split a word from a following digit.
+    text = _LABEL_GLUE.sub(" ", text)
     out: list[tuple[tuple[int, int, int], bool]] = []
     for m in DATE_NUM.finditer(text):
         d = parse_date(m.group())
@@ -267,28 +272,44 @@ def date_candidates(text: str) -> list[tuple[tuple[int, int, int], bool]]:
     return out
 
 
+def _date_contexts(row: list[OcrLine]) -> list[tuple[str, str]]:
+    """(text to read dates from, text whose labels apply): each box alone, or with the box before it
+    when it holds only the value ('Due:' | '17-10-24'); then the whole row, for dates split over boxes."""
+    out = []
+    for k, ln in enumerate(row):
+        labelled = sum(c.isalpha() for c in ln.text) >= 3  # a box with its own words labels itself
+        out.append((ln.text, ln.text if labelled or k == 0 else f"{row[k - 1].text} {ln.text}"))
+    if len(row) > 1:
+        out.append((row_text(row), row_text(row)))
+    return out
+
+
 def find_date(rows: list[list[OcrLine]], this_year: int | None = None) -> tuple[int, int, int] | None:
     this_year = this_year or _dt.date.today().year
     best: tuple[float, tuple[int, int, int]] | None = None
     n = max(1, len(rows))
     for i, row in enumerate(rows):
-        text = row_text(row)
-        s = squash(text)
-        for d, lax in date_candidates(text):
-            score = 0.0
-            if DATE_LABEL.search(s):
-                score += 2
-            if DATE_PENALTY.search(s):
-                score -= 3
-            if PHONE_LABEL.search(s):
-                score -= 3
-            if lax:
-                score -= 1
-            if not 2000 <= d[2] <= this_year + 1:
-                score -= 2  # a receipt from the future or the last century is a misread
-            score -= i / n  # earlier wins among equals: the issue date is printed near the top
-            if best is None or score > best[0]:
-                best = (score, d)
+        seen: set[tuple[int, int, int]] = set()
+        for text, context in _date_contexts(row):
+            s = squash(context)
+            for d, lax in date_candidates(text):
+                if d in seen:
+                    continue  # the row-wide reading only adds dates no single box holds
+                seen.add(d)
+                score = 0.0
+                if DATE_LABEL.search(s):
+                    score += 2
+                if DATE_PENALTY.search(s):
+                    score -= 3
+                if PHONE_LABEL.search(s):
+                    score -= 3
+                if lax:
+                    score -= 1
+                if not 2000 <= d[2] <= this_year + 1:
+                    score -= 2  # a receipt from the future or the last century is a misread
+                score -= i / n  # earlier wins among equals: the issue date is printed near the top
+                if best is None or score > best[0]:
+                    best = (score, d)
     return best[1] if best else None
 
 
@@ -364,22 +385,40 @@ def _space_after_commas(t: str) -> str:
     return re.sub(r",(?=[^\s\d])|,(?=\d[A-Za-z\d]*[A-Za-z])", ", ", t)
 
 
+def _ends_address(t: str) -> bool:
+    s = squash(t)
+    return bool(ID_LINE.search(t) or STOP_LABEL.search(s) or NOISE.search(s) or money_in(t)
+                or date_candidates(t) or REGNO.match(s))
+
+
+def _column(row: list[OcrLine], left: float, limit: float) -> list[OcrLine]:
+    """The boxes of a row that belong to the column starting at `left`: a letterhead often prints
+    the invoice number or date in a right-hand column on the same lines as the address."""
+    return [ln for ln in row if ln.box[0] < left + limit]
+
+
 def find_address(rows: list[list[OcrLine]], after: int) -> str | None:
     """Rows below the supplier name: skip registration numbers and slogans until a row looks
     like an address, then collect until a contact/ID/label/date/amount row (at most five rows).
     The postcode does not end it: outlet names and districts often follow on the next line."""
     parts: list[str] = []
     skipped = 0
+    page_w = max((ln.box[2] for r in rows for ln in r), default=0.0) or 1.0
+    left: float | None = None
     for row in rows[after + 1: after + 12]:
+        if left is not None:
+            row = _column(row, left, 0.4 * page_w)
         t = row_text(row)
         s = squash(t)
         if not t:
             continue
-        stop = bool(ID_LINE.search(t) or STOP_LABEL.search(s) or NOISE.search(s) or money_in(t)
-                    or date_candidates(t) or REGNO.match(s))
+        stop = _ends_address(t)
         if not parts:
-            if not stop and _looks_like_address(t):
-                parts.append(t)
+            # The first address line may share its row with another column: read the left box.
+            first = row_text(row[:1]) if len(row) > 1 and stop else t
+            if not _ends_address(first) and _looks_like_address(first):
+                parts.append(first)
+                left = row[0].box[0]
                 continue
             skipped += 1
             if skipped > 4:

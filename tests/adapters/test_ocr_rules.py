@@ -197,3 +197,33 @@ def test_supplier_name_printed_beside_the_document_title_loses_the_title():
     out = extract(lines, "invoice")
     assert out["SUPPLIER_NAME"] == "Jacaranda Digital"
     assert out["BUSINESS_ADDRESS"].startswith("16 Church Highway")
+
+
+def _l(text, x, y, w=300):
+    from adapters.ocr_layout import OcrLine
+    return OcrLine(text, (x, y, x + w, y + 30))
+
+
+def test_address_ignores_the_right_hand_column_and_stops_at_the_phone_line():
+    from adapters.ocr_rules import extract
+
+    lines = [_l("Outback Office Supplies", 40, 40), _l("TAX INVOICE", 900, 40),
+             _l("362 High Parade", 40, 90), _l("Box Hill VIC 3128", 40, 130), _l("Invoice No: INV-7561", 900, 130),
+             _l("Ph (02) 3366 3786", 40, 170), _l("Date: 26 February 2024", 900, 170),
+             _l("TOTAL $10.00", 800, 900)]
+    out = extract(lines, "invoice")
+    assert out["BUSINESS_ADDRESS"] == "362 High Parade Box Hill VIC 3128"
+
+
+def test_the_issue_date_wins_over_the_due_date_printed_beside_other_labels():
+    from adapters.ocr_rules import extract
+
+    lines = [_l("ACME PTY LTD", 40, 40), _l("Phone (07) 6191 7974", 40, 90), _l("Date: 11-06-24", 800, 90),
+             _l("ABN 51 824 753 556", 40, 130), _l("Due: 18-06-24", 800, 130), _l("TOTAL $10.00", 800, 900)]
+    assert extract(lines, "invoice")["INVOICE_DATE"] == "11/06/2024"
+
+
+def test_a_date_glued_to_its_label_is_read():
+    from adapters.ocr_rules import date_candidates
+
+    assert date_candidates("Issued5July2023") == [((5, 7, 2023), False)]
