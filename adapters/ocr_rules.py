@@ -409,7 +409,6 @@ def find_address(rows: list[list[OcrLine]], after: int) -> str | None:
         if left is not None:
             row = _column(row, left, 0.4 * page_w)
         t = row_text(row)
-        s = squash(t)
         if not t:
             continue
         stop = _ends_address(t)
