@@ -168,11 +168,12 @@ def cells(*rows: tuple[tuple[str, float], ...]) -> list[OcrLine]:
             for r, row in enumerate(rows) for text, x in row]
 
 
-def test_bank_statement_period_and_debits_from_the_debit_column():
+def test_bank_statement_lists_every_transaction_with_credits_not_found():
     lines = cells(
         (("Example Bank Australia", 10),),
         (("Statement period 01/03/2024 to 31/03/2024", 10),),
         (("Date", 10), ("Description", 120), ("Debit", 400), ("Credit", 500), ("Balance", 600)),
+        (("01/03/2024", 10), ("OPENING BALANCE", 120), ("2,000.00", 600)),
         (("02/03/2024", 10), ("WOOLWORTHS SYDNEY", 120), ("45.20", 400), ("1,954.80", 600)),
         (("05/03/2024", 10), ("SALARY ACME PTY LTD", 120), ("2,000.00", 500), ("3,954.80", 600)),
         (("09/03/2024", 10), ("TELSTRA BILL", 120), ("89.00", 400), ("3,865.80", 600)),
@@ -180,11 +181,22 @@ def test_bank_statement_period_and_debits_from_the_debit_column():
     out = extract(lines, "bank_statement", SCHEMA)
     assert set(out) == set(SCHEMA.fields_for("bank_statement"))
     assert out["DOCUMENT_TYPE"] == "BANK_STATEMENT"
-    assert out["STATEMENT_DATE_RANGE"] == "01/03/2024 - 31/03/2024"
-    # the salary credit is not a payment
-    assert out["TRANSACTION_DATES"] == "02/03/2024 | 09/03/2024"
-    assert out["TRANSACTION_AMOUNTS_PAID"] == "$45.20 | $89.00"
-    assert out["LINE_ITEM_DESCRIPTIONS"] == "WOOLWORTHS SYDNEY | TELSTRA BILL"
+    assert out["STATEMENT_DATE_RANGE"] == "01/03/2024 to 31/03/2024"
+    # every transaction, in order; the salary credit paid nothing (lists stay aligned); the
+    # opening balance is not a transaction
+    assert out["TRANSACTION_DATES"] == "02/03/2024 | 05/03/2024 | 09/03/2024"
+    assert out["TRANSACTION_AMOUNTS_PAID"] == "$45.20 | NOT_FOUND | $89.00"
+    assert out["LINE_ITEM_DESCRIPTIONS"] == "WOOLWORTHS SYDNEY | SALARY ACME PTY LTD | TELSTRA BILL"
+
+
+def test_signed_amount_column_negative_is_paid():
+    lines = cells(
+        (("Date", 10), ("Description", 120), ("Amount", 400), ("Balance", 600)),
+        (("3 Jan 2024", 10), ("ONLINE PURCHASE", 120), ("-146.82", 400), ("6,483.93 CR", 600)),
+        (("15 Jan 2024", 10), ("CENTRELINK PAYMENT", 120), ("636.44", 400), ("7,120.37 CR", 600)),
+    )
+    out = extract(lines, "bank_statement", SCHEMA)
+    assert out["TRANSACTION_AMOUNTS_PAID"] == "$146.82 | NOT_FOUND"
 
 
 def test_supplier_name_printed_beside_the_document_title_loses_the_title():
