@@ -523,8 +523,29 @@ def find_payer(rows: list[list[OcrLine]]) -> tuple[str | None, str | None]:
 _NUM = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 
 
+ITEM_COLUMNS = re.compile(r"DESCRIPTION|QTY|QUANTITY|UNITPRICE|RATE|AMOUNT|LINETOTAL|PRICE|ITEM")
+
+
+def _item_numbers(cleaned: str) -> tuple[tuple[int, int], ...] | None:
+    """Spans of (qty, unit price, line total) in a row where qty x price = total (1%): the total is
+    the rightmost such amount with two decimals, the price left of it, the quantity left of that."""
+    nums = [(m.start(), m.end(), Decimal(m.group())) for m in _NUM.finditer(cleaned)]
+    for k in range(len(nums) - 1, 1, -1):
+        tot = nums[k][2]
+        if tot == 0 or tot.as_tuple().exponent != -2:
+            continue
+        for j in range(k - 1, 0, -1):
+            for i in range(j - 1, -1, -1):
+                q, p = nums[i][2], nums[j][2]
+                if 0 < q <= 1000 and line_consistent(float(q), float(p), float(tot)):
+                    return tuple((n[0], n[1]) for n in (nums[i], nums[j], nums[k]))
+    return None
+
+
 def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decimal, Decimal]]:
-    """Rows where some qty x unit price = line total (1%): (description, qty, price, total)."""
+    """Rows where some qty x unit price = line total (1%): (description, qty, price, total).
+    The description is the row's text without those three numbers, wherever the columns put them
+    (quantity first or last); a row with no words takes the text row above it."""
     items = []
     prev_text = ""
     for row in rows:
@@ -532,29 +553,23 @@ def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decim
         s = squash(t)
         if ITEM_HEADER_STOP.search(s) and items:
             break
-        cleaned = re.sub(r"(?i)\b(?:RM|\$|AUD)\s?", "", t)
+        cleaned = re.sub(r"(?i)(?:\bRM|\bAUD|\bA?\$|(?<!\w)\$)\s?", "", t)
+        cleaned = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", cleaned)  # 1,176.25 is one amount
         cleaned = re.sub(r"(?i)(\d)\s?[x@]\s?(?=\d)", r"\1 ", cleaned)
-        nums = [(m.start(), Decimal(m.group())) for m in _NUM.finditer(cleaned)]
-        found = None
-        for a in range(len(nums) - 2):
-            # quantity, unit price, line total in reading order; the total carries two decimals
-            for q, p, tot in ((nums[a], nums[a + 1], nums[-1]), (nums[a], nums[a + 1], nums[a + 2])):
-                if tot[1] == 0 or q[1] <= 0 or q[1] > 1000 or tot[1].as_tuple().exponent != -2:
-                    continue
-                if line_consistent(float(q[1]), float(p[1]), float(tot[1])):
-                    found = (q, p, tot)
-                    break
-            if found:
-                break
-        if found:
-            desc = cleaned[: found[0][0]].strip(" -:*#")
+        spans = _item_numbers(cleaned)
+        if spans:
+            (qs, qe), (ps, pe), (ts, te) = spans
+            q, p, tot = (Decimal(cleaned[a:b]) for a, b in spans)
+            rest = cleaned[:qs] + " " + cleaned[qe:ps] + " " + cleaned[pe:ts] + " " + cleaned[te:]
+            desc = " ".join(rest.split()).strip(" -:*#|")
             desc = re.sub(r"^\d{6,}\s*", "", desc)  # a leading barcode is not a description
             if not re.search(r"[A-Za-z]{2}", desc):
                 desc = prev_text
-            items.append((desc or NF, found[0][1], found[1][1], found[2][1]))
+            items.append((desc or NF, q, p, tot))
             prev_text = ""
         else:
-            prev_text = t if re.search(r"[A-Za-z]{2}", t) and not money_in(t) else ""
+            header = len(ITEM_COLUMNS.findall(s)) >= 2  # a table header is never a description
+            prev_text = t if re.search(r"[A-Za-z]{2}", t) and not money_in(t) and not header else ""
     return items
 
 

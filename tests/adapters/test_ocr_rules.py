@@ -239,3 +239,20 @@ def test_a_date_glued_to_its_label_is_read():
     from adapters.ocr_rules import date_candidates
 
     assert date_candidates("Issued5July2023") == [((5, 7, 2023), False)]
+
+
+def test_line_items_with_the_quantity_first_and_thousands_separators():
+    from adapters.ocr_rules import extract
+
+    lines = [_l("ACME PTY LTD", 40, 40), _l("Qty", 40, 300, 60), _l("Description", 150, 300), _l("Rate", 700, 300, 80),
+             _l("Line Total", 850, 300, 150),
+             _l("4", 40, 340, 20), _l("Software Licence 12 months", 150, 340), _l("$1,176.25", 700, 340, 120),
+             _l("$4,705.00", 850, 340, 120),
+             _l("3", 40, 380, 20), _l("Strategy Workshop", 150, 380), _l("$1,698.51", 700, 380, 120),
+             _l("$5,095.53", 850, 380, 120),
+             _l("Subtotal", 700, 420, 100), _l("$9,800.53", 850, 420, 120)]
+    out = extract(lines, "invoice")
+    assert out["LINE_ITEM_DESCRIPTIONS"] == "Software Licence 12 months | Strategy Workshop"
+    assert out["LINE_ITEM_QUANTITIES"] == "4 | 3"
+    assert out["LINE_ITEM_PRICES"] == "$1176.25 | $1698.51"
+    assert out["LINE_ITEM_TOTAL_PRICES"] == "$4705.00 | $5095.53"
