@@ -34,7 +34,6 @@ from adapters.bedrock_images import (
     prepare_images,
     render_pdf_pages,
 )
-from harness.emulator.protocol import estimate_text_tokens
 from harness.records import ErrorClass, Request, Response
 from harness.residency import (
     ModelEntry,
@@ -197,12 +196,6 @@ class BedrockBackend(aws.AwsBackend):
         self.profile_check = "verified: destinations " + ", ".join(verdict.destinations)
 
     # ------------------------------------------------------------ one attempt
-
-    def estimate_input_tokens(self, request: Request) -> int:
-        """Before sending (for the rate limiter): text at ~4 chars/token plus the image estimate."""
-        prepared = self._prepare(request)[0]
-        return estimate_text_tokens(request.prompt) + estimate_text_tokens(request.system) + \
-            estimate_request_image_tokens(prepared)
 
     def _prepare(self, request: Request) -> tuple[list, bytes | None]:
         if self.entry is not None and not self.entry.vision and (request.images or request.pdf_bytes):

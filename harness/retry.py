@@ -41,7 +41,10 @@ def estimate_tokens(backend: Backend, request: Request) -> float:
     usage when it ends; the client-side ledger mirrors that.
     """
     if request.estimated_input_tokens is None:
-        request.estimated_input_tokens = backend.estimate_input_tokens(request)
+        try:
+            request.estimated_input_tokens = backend.estimate_input_tokens(request)
+        except Exception:  # noqa: BLE001 - an estimate must never fail a document; the call will say why
+            request.estimated_input_tokens = 1000 * max(1, len(request.images))
     return request.estimated_input_tokens + request.params.max_tokens
 
 

@@ -63,3 +63,13 @@ def test_the_seed_guides_throttling_import_is_not_how_we_classify():
     # The migration guide does `from botocore.exceptions import ThrottlingException`: it does not exist.
     import botocore.exceptions
     assert not hasattr(botocore.exceptions, "ThrottlingException")
+
+
+def test_a_failing_token_estimate_never_fails_the_document():
+    class BadEstimate(ScriptedBackend):
+        def estimate_input_tokens(self, request):
+            raise ValueError("cannot estimate")
+
+    lim = RateLimiter(tokens_per_min=1e9)
+    resp = call_with_retry(BadEstimate({"d1": {"TOTAL_AMOUNT": "$1"}}), _req(), FAST, limiter=lim)
+    assert resp.ok
