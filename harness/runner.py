@@ -139,6 +139,8 @@ class Runner:
             request = build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts)
         except InputError as exc:
             return failed_input(doc, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an unforeseen reader failure is this document's, not the run's
+            return failed_input(doc, scrub(f"{doc.doc_id}: cannot read ({type(exc).__name__}: {exc})"))
         resp = call_with_retry(self.backend, request, self.opts.retry, limiter=self.limiter, stop=self.stop,
                                rng=random.Random(self._rng.random()))
         return self._complete(doc, resp)
@@ -164,6 +166,8 @@ class Runner:
                 ready.append((doc, build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts)))
             except InputError as exc:
                 results[doc.doc_id] = failed_input(doc, str(exc))
+            except Exception as exc:  # noqa: BLE001 - see _process
+                results[doc.doc_id] = failed_input(doc, scrub(f"{doc.doc_id}: cannot read ({type(exc).__name__}: {exc})"))
         if ready:
             t0 = time.perf_counter()
             try:

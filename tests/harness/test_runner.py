@@ -106,3 +106,22 @@ def test_a_different_prompt_style_is_a_different_run(tmp_path, dataset):
     b = Runner(ScriptedBackend(_answers(dataset)), dataset, store,
                RunOptions(limit=1, retry=FAST, prompt_style="json")).run()
     assert a.run_id != b.run_id
+
+
+def test_an_unforeseen_reader_failure_fails_that_document_only(tmp_path, dataset, monkeypatch):
+    import harness.runner as runner_mod
+
+    real = runner_mod.load_pages
+    victim = dataset.documents[2].doc_id
+
+    def flaky(path):
+        if path.name == victim:
+            raise MemoryError("simulated")
+        return real(path)
+
+    monkeypatch.setattr(runner_mod, "load_pages", flaky)
+    store = RunStore(tmp_path)
+    s = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(retry=FAST)).run()
+    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
+    assert s.remaining == 0 and rows[victim]["status"] == "failed" and "MemoryError" in rows[victim]["error"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == len(dataset) - 1
