@@ -272,9 +272,23 @@ EMULATED_HEADER = "x-migbench-emulated"
 class AwsBackend(Backend):
     """What the AWS backends share: one lazily created client under a lock, AWS error classes."""
 
+    service: str  # boto3 service name
     _client: Any = None
     _session: Any = None
     _lock: threading.Lock
+    # set by the subclass: region, endpoint_url, read_timeout, connect_timeout, guard
+
+    def _get_client(self) -> Any:
+        """One client per backend, created on first use, with the residency guard attached."""
+        with self._lock:
+            if self._client is None:
+                self._session = make_session(self.config.get("profile"))
+                client = make_client(
+                    self.service, region=self.region, endpoint_url=self.endpoint_url,
+                    read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
+                    concurrency=self.max_concurrency(), session=self._session)
+                self._client = self.guard.attach(client)
+            return self._client
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return classify_aws_error(exc)

@@ -57,6 +57,7 @@ _OPERATION = {"converse": "Converse", "invoke-nova": "InvokeModel", "invoke-anth
 
 
 class BedrockBackend(aws.AwsBackend):
+    service = "bedrock-runtime"
     family = "bedrock"
 
     def __init__(self, config: BackendConfig):
@@ -107,17 +108,6 @@ class BedrockBackend(aws.AwsBackend):
     @property
     def model_id(self) -> str:
         return self._model_id
-
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._session = aws.make_session(self.config.get("profile"))
-                client = aws.make_client(
-                    "bedrock-runtime", region=self.region, endpoint_url=self.endpoint_url,
-                    read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
-                    concurrency=self.max_concurrency(), session=self._session)
-                self._client = self.guard.attach(client)
-            return self._client
 
     @property
     def endpoint(self) -> str:

@@ -153,6 +153,7 @@ def parse_payload_response(schema: PayloadSchema, raw: bytes) -> ParsedOutput:
 
 
 class SageMakerBackend(aws.AwsBackend):
+    service = "sagemaker-runtime"
     family = "sagemaker"
 
     def __init__(self, config: BackendConfig):
@@ -185,17 +186,6 @@ class SageMakerBackend(aws.AwsBackend):
     @property
     def model_id(self) -> str:
         return str(self.endpoint_name)
-
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._session = aws.make_session(self.config.get("profile"))
-                client = aws.make_client(
-                    "sagemaker-runtime", region=self.region, endpoint_url=self.endpoint_url,
-                    read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
-                    concurrency=self.max_concurrency(), session=self._session)
-                self._client = self.guard.attach(client)
-            return self._client
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
