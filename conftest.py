@@ -1,7 +1,7 @@
-"""Root conftest: loads the migbench pytest plugin when the package is not installed.
+"""Root conftest: loads the suites' pytest plugin for this checkout only.
 
-The installed package registers the same module as the `pytest11` entry point; pytest registers
-a plugin once per module name, so both routes together load it once.
+migbench registers no `pytest11` entry point, so installing it changes nothing in other projects'
+pytest runs; the suites (`pytest suites ...`, the tox envs) and the harness's tests run from here.
 """
 
-pytest_plugins = ["harness.pytest_plugin"]
+pytest_plugins = ["migbench.pytest_plugin"]

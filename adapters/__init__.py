@@ -1,1 +1,1 @@
-"""One module per backend behind adapters.base.Backend; loaded lazily by harness.registry."""
+"""One module per backend behind migbench.contracts.Backend; loaded lazily by migbench.registry."""

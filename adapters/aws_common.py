@@ -18,9 +18,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from adapters.base import Backend, SetupError
-from harness.records import ErrorClass
-from harness.redact import install_log_scrubber
+from migbench.contracts import Backend, ErrorClass, SetupError
+from migbench.redact import install_log_scrubber
 
 # botocore's DEBUG logs print signed headers and security tokens; scrub before any handler sees them.
 install_log_scrubber()
@@ -133,7 +132,7 @@ def classify_client_error(code: str | None, status: int | None, response: dict |
 
 def classify_aws_error(exc: BaseException) -> ErrorClass:
     """Map anything a boto3 call can raise to an ErrorClass (the residency error classifies itself)."""
-    from adapters.base import BackendError
+    from migbench.contracts import BackendError
 
     if isinstance(exc, BackendError):
         return exc.error_class
@@ -246,7 +245,7 @@ def record_attempt(sink: Any, *, backend: str, service: str, operation: str, mod
     """
     if sink is None:
         return
-    from harness.audit import AuditEntry
+    from migbench.contracts import AuditEntry
 
     refused = error_class is ErrorClass.RESIDENCY
     allowed = decision.allowed if decision is not None else not refused
@@ -294,7 +293,7 @@ class AwsBackend(Backend):
         return classify_aws_error(exc)
 
     def endpoint_kind(self) -> str:
-        from harness.residency import is_loopback, load_policy
+        from migbench.residency import is_loopback, load_policy
 
         host = host_of(self._get_client().meta.endpoint_url)
         return f"loopback:{host}" if is_loopback(host, load_policy()) else "aws"
@@ -307,7 +306,7 @@ class AwsBackend(Backend):
         client = self._client
         if client is None:
             return False
-        from harness.residency import is_loopback, load_policy
+        from migbench.residency import is_loopback, load_policy
 
         return is_loopback(host_of(client.meta.endpoint_url), load_policy())
 

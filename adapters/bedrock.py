@@ -25,17 +25,16 @@ import time
 from collections import Counter
 from typing import Any
 
-from adapters import aws_common as aws
-from adapters import bedrock_body as body
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.bedrock_images import (
+from migbench.adapters import aws_common as aws
+from migbench.adapters import bedrock_body as body
+from migbench.adapters.bedrock_images import (
     ImagePrepError,
     estimate_request_image_tokens,
     prepare_images,
     render_pdf_pages,
 )
-from harness.records import ErrorClass, Request, Response
-from harness.residency import (
+from migbench.contracts import BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
+from migbench.residency import (
     ModelEntry,
     ResidencyError,
     ResidencyGuard,

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.records import GenParams
+from migbench.contracts import GenParams
 
 ImagePart = tuple[bytes, str]  # (encoded bytes, format: png | jpeg | gif | webp)
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from migbench.contracts import InputError
+from migbench.residency import ImageLimits, load_model_catalog
+from migbench.tokens import estimate_image_tokens
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from harness.residency import ImageLimits, load_model_catalog
-from harness.tokens import estimate_image_tokens
 
 __all__ = [
     "ImagePrepError",
@@ -36,7 +36,7 @@ _OK_MODES = {"png": {"RGB", "L", "P"}, "jpeg": {"RGB", "L"}, "gif": {"P", "L"}, 
 _JPEG_QUALITIES = (90, 80, 70)
 
 
-class ImagePrepError(ValueError):
+class ImagePrepError(InputError):
     """An image cannot be read or cannot be brought within the limits."""
 
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Backend, BackendConfig, BackendError, SetupError
-from harness.records import ErrorClass, Request, Response
+from migbench.contracts import Backend, BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
 
 log = logging.getLogger(__name__)
 

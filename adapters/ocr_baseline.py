@@ -12,12 +12,11 @@ import threading
 import time
 from typing import Any
 
-from adapters.base import Backend, BackendConfig, BackendError, SetupError
-from adapters.ocr_layout import OcrLine
-from adapters.ocr_rules import extract
-from harness.images import fit_within
-from harness.records import ErrorClass, Request, Response
-from harness.schema import Schema, load_schema
+from migbench.adapters.ocr_layout import OcrLine
+from migbench.adapters.ocr_rules import extract
+from migbench.contracts import Backend, BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
+from migbench.images import fit_within
+from migbench.schema import Schema, load_schema
 
 INSTALL_HINT = "the OCR baseline needs rapidocr-onnxruntime: pip install 'migbench[ocr]'"
 

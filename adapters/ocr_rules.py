@@ -16,11 +16,11 @@ import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
-from adapters.ocr_layout import OcrLine, group_rows, row_text
-from adapters.ocr_statement import extract_statement
-from harness.normalize import format_amount, format_date, parse_amount, parse_date
-from harness.schema import Schema, load_schema
-from harness.validation import abn_digits, abn_is_valid, format_abn, line_consistent
+from migbench.adapters.ocr_layout import OcrLine, group_rows, row_text
+from migbench.adapters.ocr_statement import extract_statement
+from migbench.normalize import format_amount, format_date, parse_amount, parse_date
+from migbench.schema import Schema, load_schema
+from migbench.validation import abn_digits, abn_is_valid, format_abn, line_consistent
 
 NF = "NOT_FOUND"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from adapters.ocr_layout import OcrLine, row_text
-from harness.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
+from migbench.adapters.ocr_layout import OcrLine, row_text
+from migbench.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
 
 MONEY = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d{2}(?!\d)")
 DEBIT_HEADER = re.compile(r"DEBIT|WITHDRAW|PAIDOUT|PAYMENTS?OUT|MONEYOUT|\bDR\b", re.IGNORECASE)

@@ -21,15 +21,21 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from migbench.adapters import aws_common as aws
+from migbench.adapters.bedrock_body import MEDIA_TYPES, ParsedOutput
+from migbench.adapters.bedrock_images import ImagePrepError, prepare_images
+from migbench.catalog import load_model, load_packaged
+from migbench.contracts import (
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    GenParams,
+    Request,
+    Response,
+    SetupError,
+)
+from migbench.residency import ResidencyGuard, check_config, load_model_catalog, load_policy
 from pydantic import BaseModel, Field
-
-from adapters import aws_common as aws
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.bedrock_body import MEDIA_TYPES, ParsedOutput
-from adapters.bedrock_images import ImagePrepError, prepare_images
-from harness.catalog import load_model, load_packaged
-from harness.records import ErrorClass, GenParams, Request, Response
-from harness.residency import ResidencyGuard, check_config, load_model_catalog, load_policy
 
 DEFAULT_REGION = "ap-southeast-2"
 _DEFAULT_PARAMS = GenParams()
@@ -206,7 +212,7 @@ class SageMakerBackend(aws.AwsBackend):
             self._attempts[request.doc_id] += 1
             attempt = self._attempts[request.doc_id]
         if request.pdf_bytes is not None and not request.images:
-            from adapters.bedrock_images import render_pdf_pages
+            from migbench.adapters.bedrock_images import render_pdf_pages
 
             pages = render_pdf_pages(request.pdf_bytes)
         else:

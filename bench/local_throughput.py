@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import BackendError, SetupError
-from harness.records import GenParams, Request, Response
+from migbench.contracts import BackendError, GenParams, Request, Response, SetupError
 
 BACKEND_OF_FAMILY = {"mllama": "llama-3.2-vision", "internvl": "internvl3", "qwen2_5_vl": "qwen2.5-vl"}
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "fixtures" / "synthetic_small"
@@ -61,11 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_requests(dataset: str, family: str, limit: int | None, max_tokens: int | None,
                    max_image_dim: int | None) -> list[Request]:
     """The runner's requests for the dataset's documents (unreadable files are left out, and said)."""
-    from harness.datasets import load_dataset
-    from harness.images import InputError
-    from harness.prompts import load_prompt
-    from harness.runner import RunOptions, build_request
-    from harness.schema import load_schema
+    from migbench.contracts import InputError
+    from migbench.datasets import load_dataset
+    from migbench.prompting import load_prompt
+    from migbench.runner import RunOptions, build_request
+    from migbench.schema import load_schema
 
     schema = load_schema()
     ds = load_dataset(dataset)
@@ -108,14 +107,13 @@ def summarise(results: list[Response | BackendError], requests: list[Request], w
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-
-    from harness.registry import create_backend
+    from migbench.registry import create_backend
 
     tmp = None
     model_path = args.model_path
     name = args.backend
     if args.tiny:
-        from fixtures.tiny_models import build_tiny_model
+        from migbench.fixtures.tiny_models import build_tiny_model
 
         tmp = tempfile.TemporaryDirectory(prefix="migbench-tiny-")
         model_path = str(build_tiny_model(args.tiny, tmp.name))

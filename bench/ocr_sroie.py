@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.base import BackendConfig
-from adapters.ocr_layout import OcrLine
-from adapters.ocr_rules import extract
-from harness.schema import load_schema
+from migbench.adapters.ocr_layout import OcrLine
+from migbench.adapters.ocr_rules import extract
+from migbench.contracts import BackendConfig
+from migbench.schema import load_schema
 
 DEFAULT_DATASET = "/work/shared/datasets/sroie_dev"
 DEFAULT_CACHE = "/tmp/migbench_ocr_sroie_cache.json"
@@ -45,7 +45,7 @@ def ocr_missing(root: Path, rows: list[dict[str, str]], cache_path: Path, thread
     todo = [r["image_file"] for r in rows if r["image_file"] not in cache]
     if not todo:
         return cache
-    from adapters.ocr_baseline import OCRBaseline
+    from migbench.adapters.ocr_baseline import OCRBaseline
 
     backend = OCRBaseline(BackendConfig(name="ocr-baseline", options={"threads": threads}))
     backend.preflight()  # model loading is not counted in the per-receipt time
@@ -61,7 +61,7 @@ def ocr_missing(root: Path, rows: list[dict[str, str]], cache_path: Path, thread
 
 
 def make_scorer(schema):
-    from harness.scoring import score_document  # the incumbent's comparators
+    from migbench.scoring import score_document  # the incumbent's comparators
 
     return lambda gt, pred: {s.field: s.f1 for s in score_document(gt, pred, schema)}
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}  f1={s:.2f}  gt={gt[f]!r}  pred={pred.get(f)!r}")
 
     ocr_s = [cache[r["image_file"]]["ocr_s"] for r in rows]
-    print("scorer: harness.scoring (incumbent comparators)")
+    print("scorer: migbench.scoring (incumbent comparators)")
     print(f"documents: {len(rows)}  OCR mean {sum(ocr_s) / len(ocr_s):.2f} s/receipt "
           f"(cached pass; threads={args.threads or 'all'})")
     for f, vals in per_field.items():

@@ -19,15 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import Backend, BackendConfig
-from harness.cli import default_dataset
-from harness.datasets import Dataset, load_dataset
-from harness.parsing import parse_output, render_kv
-from harness.records import Request, Response
-from harness.runner import Runner, RunOptions, build_request
-from harness.schema import load_schema
-from harness.scoring import score_document
-from harness.store import RunStore
+from migbench.cli import default_dataset
+from migbench.contracts import Backend, BackendConfig, Request, Response
+from migbench.datasets import Dataset, load_dataset
+from migbench.parsing import parse_output, render_kv
+from migbench.runner import Runner, RunOptions, build_request
+from migbench.schema import load_schema
+from migbench.scoring import score_document
+from migbench.store import RunStore
 
 
 class InstantBackend(Backend):

@@ -21,14 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.audit import AuditEntry
-from harness.datasets import load_dataset
-from harness.parsing import parse_output, render_kv
-from harness.records import NOT_FOUND, DocResult, ErrorClass, Response
-from harness.report import generate
-from harness.schema import load_schema
-from harness.scoring import document_f1, score_document
-from harness.store import RunMeta, RunStore
+from migbench.contracts import NOT_FOUND, AuditEntry, DocResult, ErrorClass, Response
+from migbench.datasets import load_dataset
+from migbench.parsing import parse_output, render_kv
+from migbench.report import generate
+from migbench.schema import load_schema
+from migbench.scoring import document_f1, score_document
+from migbench.store import RunMeta, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 # backend -> (family, model, field error rate, failure rate, latency mean s, wall s per doc, emulated)

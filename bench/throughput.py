@@ -24,19 +24,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import BackendError
+from migbench.cli import default_dataset
+from migbench.contracts import BackendError, ErrorClass
+from migbench.datasets import load_dataset
+from migbench.emulator import GroundTruthResponder, load_config, run_emulator
+from migbench.emulator.server import LatencyConfig, QuotaConfig
+from migbench.prompting import load_prompt
+from migbench.registry import create_backend
+from migbench.retry import RetryPolicy
+from migbench.runner import Runner, RunOptions, build_request
+from migbench.schema import load_schema
+from migbench.store import RunStore
+
 from bench.overhead import repeated
-from harness.cli import default_dataset
-from harness.datasets import load_dataset
-from harness.emulator import GroundTruthResponder, load_config, run_emulator
-from harness.emulator.server import LatencyConfig, QuotaConfig
-from harness.prompts import load_prompt
-from harness.records import ErrorClass
-from harness.registry import create_backend
-from harness.retry import RetryPolicy
-from harness.runner import Runner, RunOptions, build_request
-from harness.schema import load_schema
-from harness.store import RunStore
 
 
 def _backend(url: str, concurrency: int):

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from migbench.contracts import UsageError
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class CatalogError(ValueError):
+class CatalogError(UsageError):
     """A data file is missing or does not match its schema."""
 
 
 def data_path(name: str) -> Path:
-    return Path(str(resources.files("harness") / "data" / name))
+    return Path(str(resources.files("migbench") / "data" / name))
 
 
 def read_yaml(path: str | Path) -> object:

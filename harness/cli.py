@@ -6,22 +6,16 @@ import argparse
 import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from migbench.contracts import MigbenchError, UsageError, exit_code_for
+from migbench.fixtures import default_dataset
 from rich.console import Console
 from rich.table import Table
 
-from adapters.base import SetupError
-from harness.catalog import CatalogError
-
 DEFAULT_RESULTS = "results"
 console = Console(stderr=True, soft_wrap=True)
-
-
-def default_dataset() -> Path:
-    return Path(str(resources.files("fixtures") / "synthetic_small"))
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
@@ -29,7 +23,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SetupError(f"--option expects KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--option expects KEY=VALUE, got {pair!r}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -38,16 +32,16 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 
 
 def _store(args: argparse.Namespace):
-    from harness.store import RunStore
+    from migbench.store import RunStore
     return RunStore(args.results)
 
 
 # run -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.datasets import load_dataset
-    from harness.progress import RunProgress, summary_table
-    from harness.registry import create_backend
-    from harness.runner import Runner, RunOptions
+    from migbench.datasets import load_dataset
+    from migbench.progress import RunProgress, summary_table
+    from migbench.registry import create_backend
+    from migbench.runner import Runner, RunOptions
 
     options = _options(args.option)
     for key in ("region", "endpoint_url", "concurrency", "batch_size", "endpoint_name", "instance_type",
@@ -58,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.allow_loopback:
         options["allow_loopback"] = True
     backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
-    dataset = load_dataset(args.dataset or default_dataset(), doc_type=args.doc_type, encoding=args.gt_encoding)
+    dataset = load_dataset(args.dataset or default_dataset(), ground_truth=args.ground_truth, doc_type=args.doc_type,
+                           encoding=args.gt_encoding)
     if dataset.problems:
         console.print(f"[yellow]{len(dataset.problems)} dataset problem(s): each is recorded as a failed "
                       f"document[/] (first: {dataset.problems[0].message})")
@@ -92,7 +87,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from harness.registry import entry, missing_modules, registry
+    from migbench.registry import entry, missing_modules, registry
 
     t = Table(title="backends")
     for col in ("name", "extra", "installed", "description"):
@@ -107,7 +102,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 # parse / rescore / export --------------------------------------------------------
 def cmd_parse(args: argparse.Namespace) -> int:
-    from harness.parsing import parse_output
+    from migbench.parsing import parse_output
 
     data = sys.stdin.buffer.read()
     text = data.decode("utf-8", errors="replace")
@@ -116,9 +111,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from harness.parsing import parse_output
-    from harness.schema import load_schema
-    from harness.scoring import document_f1, score_document
+    from migbench.parsing import parse_output
+    from migbench.schema import load_schema
+    from migbench.scoring import document_f1, score_document
 
     store, schema = _store(args), load_schema()
     run_id = store.resolve(args.run)
@@ -140,7 +135,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from harness.export import export_run
+    from migbench.export import export_run
 
     store = _store(args)
     run = store.run(args.run)
@@ -151,10 +146,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # Subcommands owned by other modules parse their own arguments: func(argv) -> exit code.
 PLUGGABLE = {
-    "emulator": ("harness.cli_aws", "cmd_emulator", "serve the local Bedrock emulator (synthetic answers)"),
-    "iam-policy": ("harness.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
-    "report": ("harness.report", "main", "render the HTML migration report"),
-    "generate": ("fixtures.generate", "main", "generate a synthetic corpus"),
+    "emulator": ("migbench.cli_aws", "cmd_emulator", "serve the local Bedrock emulator (synthetic answers)"),
+    "iam-policy": ("migbench.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
+    "report": ("migbench.report", "main", "render the HTML migration report"),
+    "generate": ("migbench.fixtures.generate", "main", "generate a synthetic corpus"),
 }
 
 
@@ -195,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt-family")
     r.add_argument("--max-image-dim", type=int)
     r.add_argument("--doc-type", help="document type for rows without DOCUMENT_TYPE")
+    r.add_argument("--ground-truth", metavar="FILE",
+                   help="ground truth CSV/JSONL kept outside the dataset folder (default: DIR/ground_truth.csv)")
     r.add_argument("--gt-encoding", help="ground truth encoding if not UTF-8")
     r.add_argument("--new", action="store_true", help="start a new run even if the same run exists")
     r.add_argument("--retry-failed", action="store_true", help="redo documents that failed last time")
@@ -230,17 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run_pluggable(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
-    except (SetupError, CatalogError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
-    except ValueError as exc:  # DatasetError, StoreError and friends carry user-facing messages
-        if type(exc).__name__ in ("DatasetError", "StoreError", "InputError"):
+    except (MigbenchError, KeyboardInterrupt) as exc:
+        code = exit_code_for(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            console.print("[yellow]interrupted[/]")
+        else:
             console.print(f"[red]error:[/] {exc}")
-            return 2
-        raise
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
+        return code if code is not None else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,13 +8,13 @@ import sys
 
 
 def cmd_emulator(argv: list[str]) -> int:
-    from harness.emulator import main
+    from migbench.emulator import main
 
     return main(argv)
 
 
 def cmd_iam_policy(argv: list[str]) -> int:
-    from harness.iam import policy_regions, write_policy
+    from migbench.iam import policy_regions, write_policy
 
     ap = argparse.ArgumentParser(prog="migbench iam-policy",
                                  description="Least-privilege IAM policy for the configured models, "

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.normalize import is_not_found, parse_amount, parse_bool
-from harness.validation import abn_digits, abn_is_valid, gst_consistent, line_consistent
+from migbench.normalize import is_not_found, parse_amount, parse_bool
+from migbench.validation import abn_digits, abn_is_valid, gst_consistent, line_consistent
 
 RULES = ("abn_checksum", "gst_one_eleventh", "line_arithmetic", "lists_aligned")
 

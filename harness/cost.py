@@ -11,9 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from migbench.catalog import load_model, load_packaged
 from pydantic import BaseModel
-
-from harness.catalog import load_model, load_packaged
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 30.4

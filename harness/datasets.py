@@ -17,8 +17,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.records import Document
-from harness.schema import Schema, load_schema
+from migbench.contracts import Document, InputError
+from migbench.fixtures import fixtures_dir
+from migbench.ground_truth import shipped_ground_truth
+from migbench.schema import Schema, load_schema
 
 FILE_COLUMNS = ("image_file", "filename", "file")
 META_COLUMNS = {"DOCUMENT_TYPE", "TIER"}
@@ -26,7 +28,7 @@ DOC_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".pdf", ".g
 GT_NAMES = ("ground_truth.csv", "ground_truth.jsonl")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The dataset as a whole cannot be used; the message says what to fix."""
 
 
@@ -53,9 +55,14 @@ class Dataset:
 
 
 def find_ground_truth(root: Path) -> Path:
+    """The folder's own ground_truth.csv/.jsonl; for a set shipped with migbench, its file in
+    migbench.ground_truth (the truth lives there, the documents under migbench.fixtures)."""
     for name in GT_NAMES:
         if (root / name).is_file():
             return root / name
+    shipped = shipped_ground_truth(root.name)
+    if shipped is not None and root.resolve() == (fixtures_dir() / root.name).resolve():
+        return shipped
     raise DatasetError(f"{root}: no ground_truth.csv or ground_truth.jsonl found")
 
 

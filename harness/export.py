@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.datasets import FILE_COLUMNS, find_ground_truth
-from harness.schema import Schema, load_schema
+from migbench.datasets import FILE_COLUMNS, find_ground_truth
+from migbench.schema import Schema, load_schema
 
 
 def _gt_layout(dataset_path: str, docs: list[dict[str, Any]], schema: Schema) -> tuple[str, list[str]]:

@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from migbench.catalog import CatalogError, data_path, load_model
+from migbench.stats import mean_ci, non_inferiority, paired_bootstrap, wilson_ci
 from pydantic import BaseModel, Field, field_validator, model_validator
-
-from harness.catalog import CatalogError, data_path, load_model
-from harness.stats import mean_ci, non_inferiority, paired_bootstrap, wilson_ci
 
 Score = Field(default=None, ge=0.0, le=1.0)
 VERDICTS = ("superior", "non-inferior", "inconclusive", "inferior")
@@ -325,7 +324,7 @@ def field_gate(backend: str, rows: Sequence[Mapping[str, Any]], doc_type: str, n
 
 def hallucination_counts(rows: Iterable[Mapping[str, Any]], doc_type: str | None = None) -> tuple[int, int]:
     """(hallucinated, opportunities): fields whose ground truth is NOT_FOUND, in scored documents."""
-    from harness.normalize import is_not_found
+    from migbench.normalize import is_not_found
 
     hall = opp = 0
     for r in rows:
@@ -438,7 +437,7 @@ def _unpriced(cost: Any) -> str | None:
 
 
 def cost_per_doc_gate(backend: str, cost: Any, th: Thresholds) -> Gate:
-    """cost: a harness.cost.RunCost. Missing usage on a priced backend fails; an unpriced GPU skips."""
+    """cost: a migbench.cost.RunCost. Missing usage on a priced backend fails; an unpriced GPU skips."""
     g = judge(backend, "cost_per_doc", "cost per document", cost.per_doc, th.cost.per_doc_usd, "<=",
               unit="USD", show_ci=False, skip_reason=_unpriced(cost),
               detail={"basis": cost.basis, "price_key": cost.price_key, "note": cost.note,
@@ -529,7 +528,7 @@ def non_inferiority_gate(backend: str, baseline_name: str, candidate: Sequence[M
 def audit_violations(entries: Iterable[Mapping[str, Any]], policy: Any, *, allow_loopback: bool) -> list[str]:
     """Audit rows that break residency: a sent request outside the allowed regions or hosts, or a
     refused request that nevertheless reports bytes sent or an HTTP status."""
-    from harness.residency import check_host, check_region
+    from migbench.residency import check_host, check_region
 
     out = []
     for e in entries:
@@ -559,7 +558,7 @@ def evaluate_run(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], th: 
                  pricing: Any = None, baseline: tuple[str, Sequence[Mapping[str, Any]]] | None = None,
                  gpu_hourly: float | None = None) -> list[Gate]:
     """Every gate the suites check, for one run, from its stored rows (in the suites' order)."""
-    from harness.cost import load_pricing, run_cost
+    from migbench.cost import load_pricing, run_cost
 
     backend = run["backend"]
     crit = critical_fields(th, schema)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.residency import (
+from migbench.residency import (
     ModelCatalog,
     ResidencyPolicy,
     check_model_id,
@@ -142,18 +142,18 @@ def write_policy(backend_names: Iterable[str], out_path: str | Path, *, account:
 
     SageMaker backends carry no endpoint name in the registry: pass them as `sagemaker_endpoints`.
     """
-    from adapters.base import SetupError
-    from harness.registry import entry
+    from migbench.contracts import SetupError
+    from migbench.registry import entry
 
     models: list[str] = []
     for name in backend_names:
         e = entry(name)
-        if e.target.startswith("adapters.bedrock:"):
+        if e.target.startswith("migbench.adapters.bedrock:"):
             key = e.defaults.get("catalog_model")
             if not key:
                 raise SetupError(f"backend {name!r} has no catalog_model: cannot derive its resources")
             models.append(key)
-        elif not e.target.startswith("adapters.sagemaker:"):
+        elif not e.target.startswith("migbench.adapters.sagemaker:"):
             raise SetupError(f"backend {name!r} does not call AWS: no IAM policy needed")
     try:
         doc = least_privilege_policy(models, regions, account, sagemaker_endpoints=sagemaker_endpoints)

@@ -10,6 +10,7 @@ import io
 import warnings
 from pathlib import Path
 
+from migbench.contracts import InputError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Above this many pixels per page we refuse instead of decoding: a decompression bomb
@@ -19,8 +20,6 @@ MAX_PDF_PAGES = 20
 PDF_DPI = 150
 
 
-class InputError(ValueError):
-    """The document cannot be read; the message is the cause recorded for it."""
 
 
 def sniff(data: bytes) -> str:

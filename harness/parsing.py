@@ -18,8 +18,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from harness.normalize import NOT_FOUND, is_not_found, parse_amount, parse_date
-from harness.schema import Schema, load_schema
+from migbench.normalize import NOT_FOUND, is_not_found, parse_amount, parse_date
+from migbench.schema import Schema, load_schema
 
 LIST_SEP = " | "
 

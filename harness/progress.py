@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from migbench.contracts import DocResult
+from migbench.runner import RunSummary
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,9 +17,6 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-
-from harness.records import DocResult
-from harness.runner import RunSummary
 
 
 class _RateColumn(ProgressColumn):

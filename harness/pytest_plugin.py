@@ -85,8 +85,8 @@ def live_refusal(backend: str, family: str, options: dict[str, Any], env: dict[s
     """Why this run needs --live (it would reach real AWS), or None."""
     from urllib.parse import urlsplit
 
-    from harness.gates import CLOUD_FAMILIES
-    from harness.residency import is_loopback, load_policy
+    from migbench.gates import CLOUD_FAMILIES
+    from migbench.residency import is_loopback, load_policy
 
     if live or family not in CLOUD_FAMILIES:
         return None
@@ -136,14 +136,14 @@ class State:
 
     @property
     def schema(self) -> Any:
-        from harness.schema import load_schema
+        from migbench.schema import load_schema
         return self._memo("schema", load_schema)
 
     @property
     def dataset(self) -> Any:
         def load() -> Any:
-            from harness.cli import default_dataset
-            from harness.datasets import DatasetError, load_dataset
+            from migbench.datasets import DatasetError, load_dataset
+            from migbench.fixtures import default_dataset
             try:
                 return load_dataset(self.dataset_dir or default_dataset())
             except DatasetError as exc:
@@ -153,8 +153,8 @@ class State:
     @property
     def thresholds(self) -> Any:
         def load() -> Any:
-            from harness.catalog import CatalogError
-            from harness.gates import load_thresholds
+            from migbench.catalog import CatalogError
+            from migbench.gates import load_thresholds
             try:
                 return load_thresholds(self.thresholds_ref, self.schema)
             except CatalogError as exc:
@@ -191,11 +191,11 @@ class State:
             return self._cache["run"]
         if self.failure:
             pytest.fail(self.failure, pytrace=False)
-        from adapters.base import SetupError
-        from harness.catalog import CatalogError
-        from harness.registry import create_backend, load_backend_class
-        from harness.runner import Runner, RunOptions
-        from harness.store import RunStore
+        from migbench.catalog import CatalogError
+        from migbench.contracts import SetupError
+        from migbench.registry import create_backend, load_backend_class
+        from migbench.runner import Runner, RunOptions
+        from migbench.store import RunStore
 
         try:
             family = load_backend_class(self.backend).family
@@ -231,7 +231,7 @@ class State:
         if self.baseline_ref is None:
             return None
         if "baseline" not in self._cache:
-            from harness.gates import resolve_run
+            from migbench.gates import resolve_run
             store, run, _ = self.ensure_run()
             try:
                 base = dict(resolve_run(store.runs(), self.baseline_ref, run["dataset_hash"], exclude=run["run_id"]))
@@ -264,7 +264,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "migbench_field" in wanted:
         metafunc.parametrize("migbench_field", st.units, ids=[f"{b}/{dt}/{f}" for dt, f in st.units])
     if "migbench_latency" in wanted:
-        from harness.gates import PERCENTILES
+        from migbench.gates import PERCENTILES
         pairs = [(dt, p) for dt in st.doc_types for p in PERCENTILES]
         metafunc.parametrize("migbench_latency", pairs, ids=[f"{b}/{dt}/{p}" for dt, p in pairs])
     if "migbench_volume" in wanted:
@@ -346,7 +346,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 
 def build_summary(st: State, exitstatus: int) -> dict[str, Any]:
-    from harness.gates import verdict
+    from migbench.gates import verdict
 
     gates = [{**g.to_dict(), "nodeid": nodeid, "outcome": st.outcomes.get(nodeid)} for nodeid, g in st.gates]
     out: dict[str, Any] = {
@@ -361,8 +361,8 @@ def build_summary(st: State, exitstatus: int) -> dict[str, Any]:
         th = st._cache["thresholds"]
         out["thresholds"].update(name=th.name, dry_run=th.dry_run, statistic=th.statistic)
     if "run" in st._cache:
-        from harness.gates import latency_percentiles
-        from harness.stats import aggregate
+        from migbench.gates import latency_percentiles
+        from migbench.stats import aggregate
 
         _, run, rows = st._cache["run"]
         out["run"] = {k: run.get(k) for k in ("run_id", "backend", "family", "model", "emulated", "dataset_path",

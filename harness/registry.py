@@ -10,10 +10,9 @@ import importlib
 import importlib.util
 from typing import Any
 
+from migbench.catalog import load_packaged
+from migbench.contracts import Backend, BackendConfig, SetupError
 from pydantic import BaseModel, Field
-
-from adapters.base import Backend, BackendConfig, SetupError
-from harness.catalog import load_packaged
 
 
 class BackendEntry(BaseModel):

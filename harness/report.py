@@ -1,6 +1,6 @@
 """`migbench report`: one self-contained HTML migration report rendered from stored runs only.
 
-The store is read, `harness.report_data.build_report` computes the view model, Jinja2 (autoescape
+The store is read, `migbench.report_data.build_report` computes the view model, Jinja2 (autoescape
 on, undefined names are errors) renders reports/templates/report.html.j2. The output carries its
 CSS inline and its charts as SVG: no script, font, image or request leaves the file.
 """
@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.catalog import CatalogError
-from harness.report_data import (
+from migbench.catalog import CatalogError
+from migbench.contracts import UsageError
+from migbench.report_data import (
     GateConfig,
     GateFn,
     ReportOptions,
@@ -27,12 +28,12 @@ from harness.report_data import (
     default_runs,
     grouped_gates,
 )
-from harness.store import DB_NAME, RunStore, StoreError
+from migbench.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     pass
 
 
@@ -62,7 +63,7 @@ def environment():
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.files("reports") / "templates")),
+        loader=jinja2.FileSystemLoader(str(resources.files("migbench.reports") / "templates")),
         autoescape=True,  # model output is data: it must render as text, never as markup
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=fmt_num, pct=fmt_pct, money=fmt_money, ci=fmt_ci)
@@ -72,23 +73,23 @@ def environment():
 def render_html(model: dict[str, Any]) -> str:
     from markupsafe import Markup
 
-    # Charts are built by harness.svg, which escapes every text it writes.
+    # Charts are built by migbench.svg, which escapes every text it writes.
     charts = {k: Markup(v) for k, v in model["charts"].items()}
     return environment().get_template("report.html.j2").render(m=model, charts=charts)
 
 
 # ---------------------------------------------------------------------------------- inputs
 def gate_setup(thresholds: str | None, pricing: Any, gpu_hourly: float | None = None) -> tuple[GateConfig, GateFn]:
-    """The thresholds and the gate function: harness.gates over thresholds.yaml when it is
+    """The thresholds and the gate function: migbench.gates over thresholds.yaml when it is
     installed (the same verdicts the pytest suites reach), else the built-in gates."""
-    from harness.schema import load_schema
+    from migbench.schema import load_schema
 
     schema = load_schema()
     try:
-        from harness import gates as hg
+        from migbench import gates as hg
     except ImportError:
         if thresholds:
-            raise ReportError("--thresholds needs harness.gates, which is not installed") from None
+            raise ReportError("--thresholds needs migbench.gates, which is not installed") from None
         cfg = GateConfig(critical_fields=tuple(schema.critical_fields))
         return cfg, builtin_gates(cfg)
     th = hg.load_thresholds(thresholds, schema)
@@ -108,7 +109,7 @@ def gate_setup(thresholds: str | None, pricing: Any, gpu_hourly: float | None = 
 
 
 def residency_judge() -> Callable[[dict[str, Any], bool], list[str]]:
-    from harness.residency import check_host, check_model_id, check_region, load_model_catalog, load_policy
+    from migbench.residency import check_host, check_model_id, check_region, load_model_catalog, load_policy
 
     policy = load_policy()
     base_regions = load_model_catalog().base_regions()
@@ -125,7 +126,7 @@ def residency_judge() -> Callable[[dict[str, Any], bool], list[str]]:
 
 def iam_builder() -> Callable[[list[str]], tuple[dict[str, Any], list[str]]] | None:
     try:
-        from harness.iam import least_privilege_policy, policy_regions
+        from migbench.iam import least_privilege_policy, policy_regions
     except ImportError:
         return None
 
@@ -159,7 +160,7 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
              redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
              top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None) -> dict[str, Any]:
     """Render the report to `out` (written atomically); returns the view model."""
-    from harness.cost import load_pricing
+    from migbench.cost import load_pricing
 
     results = Path(results)
     if not (results / DB_NAME).is_file():

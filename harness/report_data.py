@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import svg
-from harness.consistency import RULES, consistency_rates
-from harness.cost import Pricing, RunCost, break_even_docs_per_day, run_cost
-from harness.stats import Summary, aggregate, non_inferiority, paired_bootstrap, wilson_ci
+from migbench import svg
+from migbench.consistency import RULES, consistency_rates
+from migbench.cost import Pricing, RunCost, break_even_docs_per_day, run_cost
+from migbench.stats import Summary, aggregate, non_inferiority, paired_bootstrap, wilson_ci
 
 OFFLINE_FAMILIES = {"ocr", "local"}
 CLOUD_FAMILIES = {"bedrock", "sagemaker"}
@@ -291,7 +291,7 @@ def checklist(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None,
 
 
 # -------------------------------------------------------------------------------------- gates
-# A gate function: (view, rows, baseline (name, rows) or None) -> gates. harness.gates' verdicts come
+# A gate function: (view, rows, baseline (name, rows) or None) -> gates. migbench.gates' verdicts come
 # in through `grouped_gates`; `builtin_gates` is the stand-in when that module is absent.
 GateFn = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]], "tuple[str, Sequence[Mapping[str, Any]]] | None"],
                   list[Gate]]
@@ -319,7 +319,7 @@ def evidence_gates(view: Mapping[str, Any]) -> list[Gate]:
 
 
 def grouped_gates(raw: Iterable[Any]) -> list[Gate]:
-    """harness.gates.Gate objects (kind, status pass/fail/skip, message) -> one row per kind.
+    """migbench.gates.Gate objects (kind, status pass/fail/skip, message) -> one row per kind.
 
     A group fails if any member fails, passes if any passes and none fails, is n/a if all skipped.
     """
@@ -524,7 +524,7 @@ def _iam(views: Sequence[dict[str, Any]],
     if not models:
         return {"models": [], "policy_json": None, "regions": [], "error": "no Bedrock model was called"}
     if iam_policy is None:
-        return {"models": models, "policy_json": None, "regions": [], "error": "harness.iam not available"}
+        return {"models": models, "policy_json": None, "regions": [], "error": "migbench.iam not available"}
     try:
         policy, regions = iam_policy(models)
     except (ValueError, KeyError) as exc:

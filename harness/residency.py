@@ -24,11 +24,9 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from migbench.catalog import load_model, load_packaged
+from migbench.contracts import ResidencyError, SetupError
 from pydantic import BaseModel, Field
-
-from adapters.base import BackendError, SetupError
-from harness.catalog import load_model, load_packaged
-from harness.records import ErrorClass
 
 # ---------------------------------------------------------------- data files
 
@@ -98,14 +96,6 @@ def load_model_catalog(path: str | None = None) -> ModelCatalog:
 
 
 # ---------------------------------------------------------------- errors and decisions
-
-
-class ResidencyError(BackendError):
-    """A request refused because it could leave the allowed regions. Never retried."""
-
-    def __init__(self, message: str, *, reasons: list[str] | None = None):
-        super().__init__(message, ErrorClass.RESIDENCY)
-        self.reasons = reasons or [message]
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.base import Backend, BackendError
-from harness.ratelimit import RateLimiter
-from harness.records import RETRYABLE, ErrorClass, Request, Response
-from harness.redact import scrub
+from migbench.contracts import RETRYABLE, Backend, BackendError, ErrorClass, Request, Response
+from migbench.ratelimit import RateLimiter
+from migbench.redact import scrub
+from migbench.tokens import estimate_request_tokens
 
 
 class Interrupted(Exception):
@@ -42,7 +42,9 @@ def estimate_tokens(backend: Backend, request: Request) -> float:
     """
     if request.estimated_input_tokens is None:
         try:
-            request.estimated_input_tokens = backend.estimate_input_tokens(request)
+            estimate = backend.estimate_input_tokens(request)
+            request.estimated_input_tokens = (estimate if estimate is not None else
+                                              estimate_request_tokens(request.prompt, request.system, request.images))
         except Exception:  # noqa: BLE001 - an estimate must never fail a document; the call will say why
             request.estimated_input_tokens = 1000 * max(1, len(request.images))
     return request.estimated_input_tokens + request.params.max_tokens

@@ -15,20 +15,29 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import Backend, BackendError
-from harness.cost import Pricing, load_pricing, token_cost
-from harness.datasets import Dataset
-from harness.images import InputError, encode_image, load_pages, sniff
-from harness.parsing import parse_output
-from harness.prompts import Prompt, load_prompt
-from harness.provenance import git_commit, host, versions
-from harness.ratelimit import RateLimiter
-from harness.records import DocResult, Document, ErrorClass, GenParams, Request, Response
-from harness.redact import scrub
-from harness.retry import Interrupted, RetryPolicy, call_with_retry
-from harness.schema import Schema, load_schema
-from harness.scoring import document_f1, score_document
-from harness.store import RunMeta, RunStore
+from migbench.contracts import (
+    Backend,
+    BackendError,
+    DocResult,
+    Document,
+    ErrorClass,
+    GenParams,
+    InputError,
+    Request,
+    Response,
+)
+from migbench.cost import Pricing, load_pricing, token_cost
+from migbench.datasets import Dataset
+from migbench.images import encode_image, load_pages, sniff
+from migbench.parsing import parse_output
+from migbench.prompting import Prompt, load_prompt
+from migbench.provenance import git_commit, host, versions
+from migbench.ratelimit import RateLimiter
+from migbench.redact import scrub
+from migbench.retry import Interrupted, RetryPolicy, call_with_retry
+from migbench.schema import Schema, load_schema
+from migbench.scoring import document_f1, score_document
+from migbench.store import RunMeta, RunStore
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""The field schema (harness/data/fields.yaml): names, types, critical fields per document type."""
+"""The field schema (ground_truth/fields.yaml): names, types, critical fields per document type."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from migbench.catalog import load_model
+from migbench.ground_truth import schema_path
 from pydantic import BaseModel, model_validator
-
-from harness.catalog import load_model, load_packaged
 
 FieldType = Literal["monetary", "date", "boolean", "list", "id", "text"]
 
@@ -88,4 +88,4 @@ class Schema(BaseModel):
 def load_schema(path: str | None = None) -> Schema:
     if path:
         return load_model(Schema, path)
-    return load_packaged(Schema, "fields.yaml")
+    return load_model(Schema, schema_path())

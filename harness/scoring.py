@@ -23,7 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from harness.normalize import (
+from migbench.contracts import FieldScore
+from migbench.normalize import (
     NOT_FOUND,
     is_not_found,
     normalize_id,
@@ -33,8 +34,7 @@ from harness.normalize import (
     parse_date,
     parse_date_set,
 )
-from harness.records import FieldScore
-from harness.schema import Schema, load_schema
+from migbench.schema import Schema, load_schema
 
 MONEY_REL_TOL = Decimal("0.01")
 MONEY_ZERO_TOL = Decimal("0.01")

@@ -22,8 +22,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-
-from harness.normalize import is_not_found
+from migbench.normalize import is_not_found
 
 Interval = tuple[float | None, float | None, float | None]
 

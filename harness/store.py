@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.audit import AuditEntry, utc_now
-from harness.records import DocResult, FieldScore
+from migbench.contracts import AuditEntry, DocResult, FieldScore, UsageError, utc_now
 
 DB_NAME = "migbench.sqlite"
 
@@ -55,7 +54,7 @@ OPERATIONAL_OPTIONS = frozenset({
 })
 
 
-class StoreError(ValueError):
+class StoreError(UsageError):
     pass
 
 

@@ -8,8 +8,7 @@ Ids read `backend/doc_type/FIELD`; a failure reads
 from __future__ import annotations
 
 import pytest
-
-from harness import gates
+from migbench import gates
 
 pytestmark = pytest.mark.migbench
 

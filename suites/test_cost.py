@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from harness import gates
-from harness.cost import HOURS_PER_MONTH, break_even_docs_per_day, load_pricing, run_cost, token_cost
+from migbench import gates
+from migbench.cost import HOURS_PER_MONTH, break_even_docs_per_day, load_pricing, run_cost, token_cost
 
 pytestmark = pytest.mark.migbench
 

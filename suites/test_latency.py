@@ -5,10 +5,9 @@ pytest-benchmark in pedantic mode, so each runs exactly rounds x iterations time
 from __future__ import annotations
 
 import pytest
-
-from harness import gates
-from harness.parsing import parse_output
-from harness.scoring import score_document
+from migbench import gates
+from migbench.parsing import parse_output
+from migbench.scoring import score_document
 
 pytestmark = pytest.mark.migbench
 ROUNDS = 5

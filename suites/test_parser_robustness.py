@@ -12,9 +12,8 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from harness.normalize import NOT_FOUND, is_not_found
-from harness.parsing import (
+from migbench.normalize import NOT_FOUND, is_not_found
+from migbench.parsing import (
     canonical_key,
     clean_value,
     parse_output,
@@ -22,7 +21,7 @@ from harness.parsing import (
     render_kv,
     render_markdown_table,
 )
-from harness.schema import load_schema
+from migbench.schema import load_schema
 
 pytestmark = pytest.mark.migbench
 SCHEMA = load_schema()

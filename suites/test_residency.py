@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from harness import gates
+from migbench import gates
 
 pytestmark = pytest.mark.migbench
 
@@ -32,7 +31,7 @@ def cloud(migbench_run):
 
 
 def _policy():
-    from harness.residency import load_policy
+    from migbench.residency import load_policy
     return load_policy()
 
 
@@ -70,7 +69,7 @@ def test_audit_entries_in_allowed_regions_and_hosts(cloud, audit):
 
 def test_models_offered_in_region(cloud):
     """The run's model id / profile is offered in its region (catalog) and routes only to allowed regions."""
-    from harness.residency import check_model_id, load_model_catalog
+    from migbench.residency import check_model_id, load_model_catalog
 
     run = cloud
     if run["family"] != "bedrock":
@@ -87,7 +86,7 @@ def test_models_offered_in_region(cloud):
 
 
 def test_iam_policy_cannot_reach_other_regions(cloud):
-    from harness.iam import least_privilege_policy, policy_regions
+    from migbench.iam import least_privilege_policy, policy_regions
 
     run = cloud
     policy = _policy()

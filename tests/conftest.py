@@ -7,10 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from adapters.base import Backend, BackendConfig, BackendError
-from harness.parsing import render_kv
-from harness.records import ErrorClass, Request, Response
+from migbench.contracts import Backend, BackendConfig, BackendError, ErrorClass, Request, Response
+from migbench.parsing import render_kv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,15 +51,14 @@ def scripted_backend():
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """family -> directory of a tiny model of that family (fixtures.tiny_models), built on first use."""
+    """family -> directory of a tiny model of that family (migbench.fixtures.tiny_models), built on first use."""
     pytest.importorskip("torch", reason="the local backends need torch: pip install 'migbench[local]'")
     pytest.importorskip("transformers", reason="the local backends need transformers")
     pytest.importorskip("torchvision", reason="InternVL and Qwen2.5-VL processors need torchvision")
     import tempfile
 
     import torch
-
-    from fixtures.tiny_models import build_tiny_model
+    from migbench.fixtures.tiny_models import build_tiny_model
 
     # Tiny matmuls gain nothing from threads, and on a loaded 2-core machine OpenMP spin-waiting
     # makes each one ~100x slower; restored after the session.

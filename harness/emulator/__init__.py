@@ -3,7 +3,7 @@
     with run_emulator() as emu:
         client = boto3.client("bedrock-runtime", endpoint_url=emu.url, region_name="ap-southeast-2", ...)
 
-Names are imported lazily so `harness.emulator.protocol` (pure, no botocore) stays cheap to import.
+Names are imported lazily so `migbench.emulator.protocol` (pure, no botocore) stays cheap to import.
 """
 
 from __future__ import annotations
@@ -37,5 +37,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'harness.emulator' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"harness.emulator.{_EXPORTS[name]}"), name)
+        raise AttributeError(f"module 'migbench.emulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"migbench.emulator.{_EXPORTS[name]}"), name)

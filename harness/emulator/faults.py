@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from harness.emulator.protocol import ApiError
+from migbench.emulator.protocol import ApiError
 
 # fault kind -> (error code, message) for faults that answer with an error.
 ERROR_FAULTS: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from harness.tokens import estimate_image_tokens, estimate_text_tokens
+from migbench.tokens import estimate_image_tokens, estimate_text_tokens
 
 CORAL_BEDROCK = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 # Authentication failures are raised by the Coral front end, not by Bedrock itself.
@@ -159,7 +159,7 @@ def base_model_id(model_id: str, region: str) -> str:
 # --- token estimates --------------------------------------------------------------------------
 
 # estimate_image_tokens / estimate_text_tokens: one estimator for the emulator, the adapters and
-# the rate limiter, in harness.tokens.
+# the rate limiter, in migbench.tokens.
 
 def estimate_input_tokens(req: ParsedRequest) -> int:
     tokens = estimate_text_tokens(req.prompt) + estimate_text_tokens(req.system)

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.emulator.protocol import MSG_TOO_MANY_REQUESTS, MSG_TOO_MANY_TOKENS
+from migbench.emulator.protocol import MSG_TOO_MANY_REQUESTS, MSG_TOO_MANY_TOKENS
 
 
 @dataclass

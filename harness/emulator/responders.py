@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from harness.emulator.protocol import ParsedRequest
-from harness.images import InputError
-from harness.records import NOT_FOUND, Document
-from harness.schema import Schema, load_schema
+from migbench.contracts import NOT_FOUND, Document, InputError
+from migbench.emulator.protocol import ParsedRequest
+from migbench.schema import Schema, load_schema
 
 
 class Responder(Protocol):
@@ -55,8 +54,8 @@ class ScriptedResponder:
 
 def render_fields(fields: dict[str, str], style: str) -> str:
     """The incumbent's answer formats: `FIELD: value` lines, or a JSON object."""
-    try:  # harness.parsing owns the canonical renderers once it exists
-        from harness import parsing
+    try:  # migbench.parsing owns the canonical renderers once it exists
+        from migbench import parsing
 
         fn = getattr(parsing, "render_kv" if style == "kv" else "render_json", None)
         if fn is not None:
@@ -150,7 +149,7 @@ def open_image(data: bytes) -> Any:
 def document_pages(path: Any) -> list[Any]:
     from pathlib import Path
 
-    from harness.images import load_pages
+    from migbench.images import load_pages
 
     try:
         data = Path(path).read_bytes()
@@ -189,7 +188,7 @@ def swap_day_month(value: str) -> str:
 
 
 def perturb_amount(value: str, rng: random.Random) -> str:
-    from harness.normalize import parse_amount
+    from migbench.normalize import parse_amount
 
     amount = parse_amount(value)
     if amount is None or amount == 0:

@@ -25,14 +25,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
+from migbench.catalog import load_model, load_packaged
+from migbench.emulator import protocol as P
+from migbench.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
+from migbench.emulator.quota import QuotaBook
+from migbench.emulator.responders import NotFoundResponder, Responder
+from migbench.emulator.sigv4 import AuthPolicy, verify
 from pydantic import BaseModel, Field, model_validator
-
-from harness.catalog import load_model, load_packaged
-from harness.emulator import protocol as P
-from harness.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
-from harness.emulator.quota import QuotaBook
-from harness.emulator.responders import NotFoundResponder, Responder
-from harness.emulator.sigv4 import AuthPolicy, verify
 
 log = logging.getLogger(__name__)
 EMULATED_HEADER = "x-migbench-emulated"
@@ -433,12 +432,12 @@ def responder_from_spec(spec: str | None) -> Responder:
         return NotFoundResponder()
     kind, _, arg = spec.partition(":")
     if kind == "scripted" and arg:
-        from harness.emulator.responders import ScriptedResponder
+        from migbench.emulator.responders import ScriptedResponder
 
         return ScriptedResponder([arg.replace("\\n", "\n")])
     if kind == "ground-truth" and arg:
-        from harness.datasets import load_dataset
-        from harness.emulator.responders import GroundTruthResponder
+        from migbench.datasets import load_dataset
+        from migbench.emulator.responders import GroundTruthResponder
 
         root, *opts = arg.split(",")
         kw: dict[str, Any] = {}

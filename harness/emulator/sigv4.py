@@ -16,8 +16,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
-
-from harness.emulator.protocol import (
+from migbench.emulator.protocol import (
     MSG_BAD_SIGNATURE,
     MSG_EXPIRED,
     MSG_MISSING_TOKEN,

@@ -4,15 +4,20 @@ import io
 import json
 
 import pytest
+from migbench.adapters.bedrock import BedrockBackend
+from migbench.contracts import (
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    GenParams,
+    MemoryAudit,
+    Request,
+    SetupError,
+)
+from migbench.emulator.responders import ScriptedResponder
+from migbench.emulator.server import load_config, run_emulator
+from migbench.registry import create_backend
 from PIL import Image
-
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.bedrock import BedrockBackend
-from harness.audit import MemoryAudit
-from harness.emulator.responders import ScriptedResponder
-from harness.emulator.server import load_config, run_emulator
-from harness.records import ErrorClass, GenParams, Request
-from harness.registry import create_backend
 
 FAKE_KEY = "AKIAMIGBENCHLEAKTEST"
 FAKE_SECRET = "migbench/Leak+Secret/DoNotPrint0123456789"
@@ -240,7 +245,7 @@ def test_unknown_catalog_key_and_bad_options_are_setup_errors():
 
 
 def test_missing_credentials_stop_the_run_at_start_in_one_line(monkeypatch, tmp_path):
-    from harness.cli import main
+    from migbench.cli import main
 
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)
@@ -249,6 +254,6 @@ def test_missing_credentials_stop_the_run_at_start_in_one_line(monkeypatch, tmp_
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
     assert main(["run", "--backend", "nova-pro", "--results", str(tmp_path / "r"), "--limit", "2"]) == 2
-    from harness.store import RunStore
+    from migbench.store import RunStore
     store = RunStore(tmp_path / "r")
     assert store.documents(store.resolve("latest")) == []  # nothing recorded as failed: fix and rerun

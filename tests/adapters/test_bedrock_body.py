@@ -3,8 +3,8 @@
 import base64
 import json
 
-from adapters import bedrock_body as b
-from harness.records import GenParams
+from migbench.adapters import bedrock_body as b
+from migbench.contracts import GenParams
 
 PNG = b"\x89PNG\r\n\x1a\nfake-bytes"
 

@@ -2,11 +2,8 @@
 
 import pytest
 from botocore import exceptions as bx
-
-from adapters.aws_common import classify_aws_error, classify_client_error, retry_after_s
-from adapters.base import BackendError
-from harness.records import ErrorClass
-from harness.residency import ResidencyError
+from migbench.adapters.aws_common import classify_aws_error, classify_client_error, retry_after_s
+from migbench.contracts import BackendError, ErrorClass, ResidencyError
 
 
 def client_error(code, status, op="Converse", headers=None, **extra):

@@ -4,9 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from adapters.bedrock_images import (
+from migbench.adapters.bedrock_images import (
     ImagePrepError,
     estimate_image_tokens,
     image_limits,
@@ -14,6 +12,7 @@ from adapters.bedrock_images import (
     prepare_images,
     render_pdf_pages,
 )
+from PIL import Image
 
 
 def encode(img, fmt, **kw):

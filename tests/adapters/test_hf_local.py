@@ -11,10 +11,7 @@ import io
 import json
 
 import pytest
-from PIL import Image
-
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.hf_local import (
+from migbench.adapters.hf_local import (
     FAMILIES,
     HFLocalBackend,
     build_messages,
@@ -23,7 +20,16 @@ from adapters.hf_local import (
     next_image_side,
     resolve_model_source,
 )
-from harness.records import ErrorClass, GenParams, Request, Response
+from migbench.contracts import (
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    GenParams,
+    Request,
+    Response,
+    SetupError,
+)
+from PIL import Image
 
 FAMILY_LIST = list(FAMILIES)
 ENV = {"mllama": "MIGBENCH_LLAMA_PATH", "internvl": "MIGBENCH_INTERNVL3_PATH",
@@ -126,7 +132,7 @@ def test_cuda_requested_without_a_gpu_is_a_setup_error():
     ("qwen2.5-vl", "qwen2_5_vl", "qwen")])
 def test_registry_entries_build_this_backend_with_their_family(tmp_path, name, family, prompt_family):
     pytest.importorskip("torch")
-    from harness.registry import create_backend
+    from migbench.registry import create_backend
 
     b = create_backend(name, model=str(model_dir(tmp_path, "m", family)))
     assert isinstance(b, HFLocalBackend)
@@ -227,9 +233,9 @@ def test_same_input_gives_the_same_output(family_backend):
 
 
 def test_real_prompt_output_goes_through_the_parser(family_backend):
-    from harness.parsing import parse_output
-    from harness.prompts import load_prompt
-    from harness.schema import load_schema
+    from migbench.parsing import parse_output
+    from migbench.prompting import load_prompt
+    from migbench.schema import load_schema
 
     p = load_prompt(family_backend.config.get("prompt_family"), "receipt")
     r = family_backend.generate(request("real", p.user, system=p.system, max_tokens=12))

@@ -9,12 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.ocr_baseline import OCRBaseline, render_fields
-from harness.records import NOT_FOUND, ErrorClass, Request
-from harness.schema import load_schema
-from harness.scoring import score_document
+from migbench.adapters.ocr_baseline import OCRBaseline, render_fields
+from migbench.contracts import NOT_FOUND, BackendConfig, BackendError, ErrorClass, Request, SetupError
+from migbench.schema import load_schema
+from migbench.scoring import score_document
 
 SROIE = Path("/work/shared/datasets/sroie_dev")
 FONT_DIRS = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts"]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from adapters.ocr_layout import OcrLine, group_rows
-from adapters.ocr_rules import date_candidates, extract, find_total
-from harness.records import NOT_FOUND
-from harness.schema import load_schema
-from harness.scoring import score_document
+from migbench.adapters.ocr_layout import OcrLine, group_rows
+from migbench.adapters.ocr_rules import date_candidates, extract, find_total
+from migbench.contracts import NOT_FOUND
+from migbench.schema import load_schema
+from migbench.scoring import score_document
 
 SCHEMA = load_schema()
 ROW_H = 20
@@ -200,8 +199,8 @@ def test_signed_amount_column_negative_is_paid():
 
 
 def test_supplier_name_printed_beside_the_document_title_loses_the_title():
-    from adapters.ocr_layout import OcrLine
-    from adapters.ocr_rules import extract
+    from migbench.adapters.ocr_layout import OcrLine
+    from migbench.adapters.ocr_rules import extract
 
     lines = [OcrLine("Jacaranda Digital", (40, 40, 420, 80)), OcrLine("TAX INVOICE", (900, 42, 1180, 82)),
              OcrLine("16 Church Highway", (40, 100, 380, 130)), OcrLine("Hobart TAS 7000", (40, 140, 330, 170)),
@@ -212,12 +211,12 @@ def test_supplier_name_printed_beside_the_document_title_loses_the_title():
 
 
 def _l(text, x, y, w=300):
-    from adapters.ocr_layout import OcrLine
+    from migbench.adapters.ocr_layout import OcrLine
     return OcrLine(text, (x, y, x + w, y + 30))
 
 
 def test_address_ignores_the_right_hand_column_and_stops_at_the_phone_line():
-    from adapters.ocr_rules import extract
+    from migbench.adapters.ocr_rules import extract
 
     lines = [_l("Outback Office Supplies", 40, 40), _l("TAX INVOICE", 900, 40),
              _l("362 High Parade", 40, 90), _l("Box Hill VIC 3128", 40, 130), _l("Invoice No: INV-7561", 900, 130),
@@ -228,7 +227,7 @@ def test_address_ignores_the_right_hand_column_and_stops_at_the_phone_line():
 
 
 def test_the_issue_date_wins_over_the_due_date_printed_beside_other_labels():
-    from adapters.ocr_rules import extract
+    from migbench.adapters.ocr_rules import extract
 
     lines = [_l("ACME PTY LTD", 40, 40), _l("Phone (07) 6191 7974", 40, 90), _l("Date: 11-06-24", 800, 90),
              _l("ABN 51 824 753 556", 40, 130), _l("Due: 18-06-24", 800, 130), _l("TOTAL $10.00", 800, 900)]
@@ -236,13 +235,13 @@ def test_the_issue_date_wins_over_the_due_date_printed_beside_other_labels():
 
 
 def test_a_date_glued_to_its_label_is_read():
-    from adapters.ocr_rules import date_candidates
+    from migbench.adapters.ocr_rules import date_candidates
 
     assert date_candidates("Issued5July2023") == [((5, 7, 2023), False)]
 
 
 def test_line_items_with_the_quantity_first_and_thousands_separators():
-    from adapters.ocr_rules import extract
+    from migbench.adapters.ocr_rules import extract
 
     lines = [_l("ACME PTY LTD", 40, 40), _l("Qty", 40, 300, 60), _l("Description", 150, 300), _l("Rate", 700, 300, 80),
              _l("Line Total", 850, 300, 150),

@@ -6,18 +6,23 @@ import json
 import urllib.request
 
 import pytest
-from PIL import Image
-
-from adapters.base import BackendConfig, BackendError, SetupError
-from adapters.sagemaker import (
+from migbench.adapters.sagemaker import (
     SageMakerBackend,
     build_payload,
     load_payload_catalog,
     parse_payload_response,
     resolve_path,
 )
-from harness.audit import MemoryAudit
-from harness.records import ErrorClass, GenParams, Request
+from migbench.contracts import (
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    GenParams,
+    MemoryAudit,
+    Request,
+    SetupError,
+)
+from PIL import Image
 
 SCHEMAS = load_payload_catalog().schemas
 PNG = b"\x89PNG\r\n\x1a\nabc"
@@ -159,8 +164,8 @@ def test_loopback_moto_without_allow_is_refused_and_audited(moto_url, aws_env, m
 
 
 def test_cli_run_uses_the_standard_endpoint_variable_and_an_endpoint_name(moto_url, aws_env, monkeypatch, tmp_path):
-    from harness.cli import main
-    from harness.store import RunStore
+    from migbench.cli import main
+    from migbench.store import RunStore
 
     answer = {"choices": [{"message": {"content": "TOTAL_AMOUNT: $1.00"}}],
               "usage": {"prompt_tokens": 500, "completion_tokens": 9}}

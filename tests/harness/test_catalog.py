@@ -1,7 +1,6 @@
 import pytest
+from migbench.catalog import CatalogError, load_model
 from pydantic import BaseModel
-
-from harness.catalog import CatalogError, load_model
 
 
 class Thing(BaseModel):

@@ -5,12 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from migbench.cli import main
+from migbench.datasets import find_ground_truth, load_dataset
+from migbench.retry import RetryPolicy
+from migbench.runner import Runner, RunOptions
+from migbench.store import RunStore
 
-from harness.cli import main
-from harness.datasets import load_dataset
-from harness.retry import RetryPolicy
-from harness.runner import Runner, RunOptions
-from harness.store import RunStore
 from tests.conftest import SYNTH, ScriptedBackend
 
 
@@ -33,7 +33,7 @@ def test_parse_reads_stdin_and_prints_fields_as_json(monkeypatch, capsys):
 
 
 def test_parse_survives_binary_junk_on_stdin():
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "parse", "--doc-type", "invoice"],
+    p = subprocess.run([sys.executable, "-m", "migbench.cli", "parse", "--doc-type", "invoice"],
                        input=bytes(range(256)) * 50, capture_output=True, timeout=60, check=False)
     assert p.returncode == 0 and json.loads(p.stdout)["TOTAL_AMOUNT"] == "NOT_FOUND"
 
@@ -58,7 +58,7 @@ def test_export_writes_the_ground_truth_format_and_scores(results, tmp_path):
     out = tmp_path / "pred.csv"
     assert main(["export", "latest", "--results", str(results), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    with (SYNTH / "ground_truth.csv").open() as fh:
+    with find_ground_truth(SYNTH).open() as fh:
         header = next(csv.reader(fh))
     assert list(rows[0]) == [c for c in header if c != "TIER"]
     assert len(rows) == 6 and rows[0]["SUPPLIER_NAME"] == "<script>alert(1)</script>"
@@ -82,7 +82,7 @@ def test_backends_lists_every_registered_backend(capsys):
 
 
 def test_a_non_australian_region_is_refused_before_any_request(tmp_path, monkeypatch, capsys):
-    from harness.emulator import run_emulator
+    from migbench.emulator import run_emulator
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

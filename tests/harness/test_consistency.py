@@ -1,4 +1,4 @@
-from harness.consistency import check_fields, consistency_rates
+from migbench.consistency import check_fields, consistency_rates
 
 
 def test_valid_australian_invoice_output_passes_every_rule():

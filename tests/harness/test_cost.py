@@ -1,6 +1,5 @@
 import pytest
-
-from harness.cost import HOURS_PER_MONTH, break_even_docs_per_day, load_pricing, run_cost, token_cost
+from migbench.cost import HOURS_PER_MONTH, break_even_docs_per_day, load_pricing, run_cost, token_cost
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +67,8 @@ def test_break_even_between_per_token_and_an_always_on_instance(pricing):
 
 
 def test_gates_price_a_local_run_with_the_given_gpu_hourly(pricing):
-    from harness.gates import evaluate_run, load_thresholds
-    from harness.schema import load_schema
+    from migbench.gates import evaluate_run, load_thresholds
+    from migbench.schema import load_schema
 
     run = {"backend": "qwen2.5-vl", "family": "local", "config": {}, "wall_s": 100.0}
     rows = [{**d, "doc_id": str(i), "doc_type": "receipt", "scores": [], "doc_f1": 1.0, "latency_s": 1.0}

@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+from migbench.datasets import load_dataset
+from migbench.emulator import GroundTruthResponder, load_config, run_emulator
+from migbench.emulator.server import LatencyConfig
+from migbench.store import RunStore
 
-from harness.datasets import load_dataset
-from harness.emulator import GroundTruthResponder, load_config, run_emulator
-from harness.emulator.server import LatencyConfig
-from harness.store import RunStore
 from tests.conftest import ROOT, SYNTH
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def _stored(results) -> dict[str, str]:
 def test_sigkill_at_random_points_then_rerun_finishes_the_rest_exactly_once(tmp_path):
     ds = load_dataset(SYNTH)
     cfg = load_config(latency=LatencyConfig(distribution="uniform", min_s=0.3, max_s=0.7, seed=1))
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--backend", "nova-pro", "--dataset", str(SYNTH),
+    cmd = [sys.executable, "-m", "migbench.cli", "run", "--backend", "nova-pro", "--dataset", str(SYNTH),
            "--results", str(tmp_path), "--concurrency", "2"]
     rng = random.Random(1234)
     seen: dict[str, str] = {}

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
+from migbench.datasets import DatasetError, load_dataset
 
-from harness.datasets import DatasetError, load_dataset
 from tests.conftest import SROIE, SYNTH
 
 

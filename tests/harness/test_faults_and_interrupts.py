@@ -10,14 +10,14 @@ import sys
 import time
 
 import pytest
+from migbench.datasets import load_dataset
+from migbench.emulator import FaultPlan, GroundTruthResponder, load_config, run_emulator
+from migbench.emulator.server import LatencyConfig
+from migbench.registry import create_backend
+from migbench.retry import RetryPolicy
+from migbench.runner import Runner, RunOptions
+from migbench.store import RunStore
 
-from harness.datasets import load_dataset
-from harness.emulator import FaultPlan, GroundTruthResponder, load_config, run_emulator
-from harness.emulator.server import LatencyConfig
-from harness.registry import create_backend
-from harness.retry import RetryPolicy
-from harness.runner import Runner, RunOptions
-from harness.store import RunStore
 from tests.conftest import ROOT, SYNTH
 
 
@@ -60,7 +60,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
         env.update(AWS_ENDPOINT_URL_BEDROCK_RUNTIME=emu.url, AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing", MIGBENCH_ALLOW_LOOPBACK="1", PYTHONPATH=str(ROOT),
                    COLUMNS="200")
-        cmd = [sys.executable, "-m", "harness.cli", "run", "--backend", "nova-pro", "--dataset", str(SYNTH),
+        cmd = [sys.executable, "-m", "migbench.cli", "run", "--backend", "nova-pro", "--dataset", str(SYNTH),
                "--results", str(tmp_path), "--concurrency", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60

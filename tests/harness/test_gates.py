@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from harness import gates
-from harness.catalog import CatalogError
-from harness.cost import RunCost, load_pricing, run_cost
-from harness.records import FieldScore
-from harness.schema import load_schema
+from migbench import gates
+from migbench.catalog import CatalogError
+from migbench.contracts import FieldScore
+from migbench.cost import RunCost, load_pricing, run_cost
+from migbench.schema import load_schema
 
 SCHEMA = load_schema()
 
@@ -182,7 +181,7 @@ def test_non_inferiority_pairs_documents_and_fails_only_when_inferior():
 
 # residency -------------------------------------------------------------------------------------
 def test_audit_violations_flag_other_regions_hosts_and_leaky_refusals():
-    from harness.residency import load_policy
+    from migbench.residency import load_policy
 
     ok = {"id": 1, "allowed": True, "region": "ap-southeast-2", "service": "bedrock-runtime",
           "host": "bedrock-runtime.ap-southeast-2.amazonaws.com", "operation": "Converse", "doc_id": "a"}

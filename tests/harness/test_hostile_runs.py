@@ -4,14 +4,14 @@ with its cause, the run carries on, and nothing crashes the store."""
 from __future__ import annotations
 
 import pytest
+from migbench.datasets import load_dataset
+from migbench.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
+from migbench.fixtures.hostile import FILES, HOSTILE_DIR, HOSTILE_OUTPUTS
+from migbench.registry import create_backend
+from migbench.retry import RetryPolicy
+from migbench.runner import Runner, RunOptions
+from migbench.store import RunStore
 
-from fixtures.hostile import FILES, HOSTILE_DIR, HOSTILE_OUTPUTS
-from harness.datasets import load_dataset
-from harness.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
-from harness.registry import create_backend
-from harness.retry import RetryPolicy
-from harness.runner import Runner, RunOptions
-from harness.store import RunStore
 from tests.conftest import ScriptedBackend
 
 FAST = RunOptions(retry=RetryPolicy(max_attempts=2, base_s=0.001, cap_s=0.002))
@@ -54,8 +54,8 @@ def test_hostile_corpus_through_bedrock_against_the_emulator(tmp_path, aws_env):
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_OUTPUTS))
 def test_hostile_model_outputs_are_stored_parsed_and_rescorable(tmp_path, name):
-    from harness.datasets import Dataset
-    from harness.records import Document
+    from migbench.contracts import Document
+    from migbench.datasets import Dataset
 
     doc = Document("r.png", HOSTILE_DIR / "receipt.png", "receipt", {"TOTAL_AMOUNT": "$12.34"})
     ds = Dataset(HOSTILE_DIR, HOSTILE_DIR / "ground_truth.csv", [doc], hash="h")
@@ -89,7 +89,7 @@ def test_hostile_output_through_the_real_http_path(tmp_path, aws_env):
 def test_fake_credentials_never_reach_store_logs_exports_or_report(tmp_path, monkeypatch, caplog, capsys):
     import logging
 
-    from harness.cli import main as cli_main
+    from migbench.cli import main as cli_main
 
     key, secret = "AKIAMIGBENCHFAKE0001", "migbenchFAKEsecretDoNotLeak/0123456789abcd"
     token = "FAKEsessionTOKENmigbench0123456789"
@@ -140,7 +140,7 @@ def test_hostile_corpus_through_the_ocr_baseline(tmp_path):
 
 
 def test_an_emulated_dry_run_and_a_real_aws_run_never_share_a_run(tmp_path, aws_env):
-    from harness.cli import default_dataset
+    from migbench.fixtures import default_dataset
 
     ds = load_dataset(default_dataset())
     with run_emulator(responder=GroundTruthResponder(ds)) as emu:

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-from harness.iam import least_privilege_policy, policy_regions, write_policy
+from migbench.iam import least_privilege_policy, policy_regions, write_policy
 
 AU = {"ap-southeast-2", "ap-southeast-4"}
 

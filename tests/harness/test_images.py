@@ -1,9 +1,9 @@
 import io
 
 import pytest
+from migbench.contracts import InputError
+from migbench.images import encode_image, load_pages, load_pages_from_bytes
 from PIL import Image
-
-from harness.images import InputError, encode_image, load_pages, load_pages_from_bytes
 
 
 def _png(img: Image.Image, fmt="PNG", **kw) -> bytes:

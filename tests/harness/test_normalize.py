@@ -3,8 +3,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from harness.normalize import (
+from migbench.normalize import (
     format_amount,
     format_date,
     is_not_found,

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from harness.normalize import is_not_found
-from harness.parsing import (
+from migbench.normalize import is_not_found
+from migbench.parsing import (
     clean_value,
     find_json_object,
     parse_output,
@@ -16,8 +15,8 @@ from harness.parsing import (
     render_markdown_table,
     repair_json,
 )
-from harness.schema import load_schema
-from harness.scoring import document_f1, score_document
+from migbench.schema import load_schema
+from migbench.scoring import document_f1, score_document
 
 SCHEMA = load_schema()
 RECEIPT = SCHEMA.fields_for("receipt")
@@ -262,7 +261,7 @@ def test_real_sroie_ground_truth_round_trips_and_scores_perfectly(fmt):
 
 
 def test_aliases_from_the_schema_map_common_model_key_names():
-    from harness.parsing import parse_output
+    from migbench.parsing import parse_output
 
     out = parse_output('{"merchant": "Coles", "grand_total": "$12.50", "tax": 1.14, "gst_included": "yes"}', "receipt")
     assert (out["SUPPLIER_NAME"], out["TOTAL_AMOUNT"], out["GST_AMOUNT"], out["IS_GST_INCLUDED"]) == \

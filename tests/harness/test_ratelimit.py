@@ -1,4 +1,4 @@
-from harness.ratelimit import RateLimiter
+from migbench.ratelimit import RateLimiter
 
 
 class FakeClock:

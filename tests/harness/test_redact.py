@@ -1,6 +1,6 @@
 import logging
 
-from harness.redact import install_log_scrubber, scrub
+from migbench.redact import install_log_scrubber, scrub
 
 
 def test_access_keys_signatures_and_tokens_are_scrubbed():

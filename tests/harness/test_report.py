@@ -12,17 +12,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-from harness.audit import AuditEntry
-from harness.datasets import load_dataset
-from harness.parsing import parse_output, render_kv
-from harness.records import NOT_FOUND, DocResult, ErrorClass, Response
-from harness.report import main
-from harness.report_data import NO_NETWORK
-from harness.schema import load_schema
-from harness.scoring import document_f1, score_document
-from harness.stats import paired_bootstrap
-from harness.store import RunMeta, RunStore
+from migbench.contracts import NOT_FOUND, AuditEntry, DocResult, ErrorClass, Response
+from migbench.datasets import load_dataset
+from migbench.parsing import parse_output, render_kv
+from migbench.report import main
+from migbench.report_data import NO_NETWORK
+from migbench.schema import load_schema
+from migbench.scoring import document_f1, score_document
+from migbench.stats import paired_bootstrap
+from migbench.store import RunMeta, RunStore
 
 DATASET = Path(__file__).resolve().parents[2] / "fixtures" / "synthetic_small"
 SCRIPT = "<script>alert(1)</script>"
@@ -227,7 +225,7 @@ def test_recommends_the_cheapest_real_backend_passing_every_gate(tmp_path: Path)
 
 def test_paired_difference_is_the_bootstrap_of_per_document_scores(store_dir: tuple[Path, dict[str, str]],
                                                                    tmp_path: Path) -> None:
-    from harness.report import generate
+    from migbench.report import generate
 
     results, ids = store_dir
     model = generate(results, tmp_path / "r.html")
@@ -244,7 +242,7 @@ def test_paired_difference_is_the_bootstrap_of_per_document_scores(store_dir: tu
 
 def test_latency_section_counts_throttling_retries_and_throughput(store_dir: tuple[Path, dict[str, str]],
                                                                   tmp_path: Path) -> None:
-    from harness.report import generate
+    from migbench.report import generate
 
     model = generate(store_dir[0], tmp_path / "r.html")
     lat = next(v for v in model["runs"] if v["backend"] == "nova-pro")["latency"]
@@ -300,7 +298,7 @@ def test_unknown_run_is_a_clear_error(store_dir: tuple[Path, dict[str, str]], tm
 def test_accuracy_section_shows_validation_rule_rates(tmp_path):
     import re
 
-    from harness.report import main as report_main
+    from migbench.report import main as report_main
 
     results = tmp_path / "results"
     build_store(results)

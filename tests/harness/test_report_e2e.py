@@ -4,10 +4,10 @@ rendered by the CLI and opened in headless Chromium."""
 from __future__ import annotations
 
 import pytest
+from migbench.cli import main
+from migbench.emulator import ScriptedResponder, run_emulator
+from migbench.store import RunStore
 
-from harness.cli import main
-from harness.emulator import ScriptedResponder, run_emulator
-from harness.store import RunStore
 from tests.harness.test_report_browser import CHROMIUM, check_in_chromium
 
 pytestmark = pytest.mark.slow

@@ -2,10 +2,8 @@
 refusal before any byte is sent."""
 
 import pytest
-
-from adapters.base import SetupError
-from harness.records import ErrorClass
-from harness.residency import (
+from migbench.contracts import ErrorClass, SetupError
+from migbench.residency import (
     ResidencyError,
     ResidencyGuard,
     check_config,

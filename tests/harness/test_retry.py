@@ -1,8 +1,9 @@
 import random
 
-from harness.ratelimit import RateLimiter
-from harness.records import ErrorClass, Request
-from harness.retry import RetryPolicy, call_with_retry
+from migbench.contracts import ErrorClass, Request
+from migbench.ratelimit import RateLimiter
+from migbench.retry import RetryPolicy, call_with_retry
+
 from tests.conftest import ScriptedBackend
 
 FAST = RetryPolicy(max_attempts=4, max_timeouts=2, base_s=0.001, cap_s=0.002)

@@ -1,12 +1,12 @@
 import sqlite3
 
 import pytest
+from migbench.contracts import ErrorClass
+from migbench.datasets import load_dataset
+from migbench.retry import RetryPolicy
+from migbench.runner import Runner, RunOptions
+from migbench.store import RunStore
 
-from harness.datasets import load_dataset
-from harness.records import ErrorClass
-from harness.retry import RetryPolicy
-from harness.runner import Runner, RunOptions
-from harness.store import RunStore
 from tests.conftest import SYNTH, ScriptedBackend
 
 FAST = RetryPolicy(max_attempts=3, base_s=0.001, cap_s=0.002)
@@ -109,7 +109,7 @@ def test_a_different_prompt_style_is_a_different_run(tmp_path, dataset):
 
 
 def test_an_unforeseen_reader_failure_fails_that_document_only(tmp_path, dataset, monkeypatch):
-    import harness.runner as runner_mod
+    import migbench.runner as runner_mod
 
     real = runner_mod.load_pages
     victim = dataset.documents[2].doc_id

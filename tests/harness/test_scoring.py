@@ -1,8 +1,7 @@
 import pytest
-
-from harness.records import FieldScore
-from harness.schema import load_schema
-from harness.scoring import (
+from migbench.contracts import FieldScore
+from migbench.schema import load_schema
+from migbench.scoring import (
     anls,
     compare_field,
     document_f1,

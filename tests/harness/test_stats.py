@@ -1,9 +1,8 @@
 import math
 
 import pytest
-
-from harness.records import FieldScore
-from harness.stats import (
+from migbench.contracts import FieldScore
+from migbench.stats import (
     aggregate,
     mean_ci,
     non_inferiority,

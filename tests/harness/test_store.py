@@ -1,9 +1,8 @@
 import sqlite3
 
 import pytest
-
-from harness.records import DocResult, FieldScore, Response
-from harness.store import RunMeta, RunStore, StoreError
+from migbench.contracts import DocResult, FieldScore, Response
+from migbench.store import RunMeta, RunStore, StoreError
 
 
 def _meta(backend="b", prompt="p1"):

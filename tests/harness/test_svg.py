@@ -7,8 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-
-from harness import svg
+from migbench import svg
 
 NS = "{http://www.w3.org/2000/svg}"
 

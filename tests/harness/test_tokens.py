@@ -1,9 +1,8 @@
 import io
 
 import pytest
+from migbench.tokens import estimate_image_tokens, estimate_request_tokens
 from PIL import Image
-
-from harness.tokens import estimate_image_tokens, estimate_request_tokens
 
 
 @pytest.mark.parametrize("w,h,published", [(900, 450, 800), (900, 900, 1300), (1400, 900, 1800),

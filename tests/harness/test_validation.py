@@ -1,6 +1,5 @@
 import pytest
-
-from harness.validation import (
+from migbench.validation import (
     abn_check_digits,
     abn_digits,
     abn_is_valid,

@@ -122,9 +122,9 @@ def junit_outcomes(path: Path) -> dict[str, str]:
 def test_same_suites_gate_bedrock_against_the_emulator(tmp_path):
     """nova-pro through the real botocore path to the local emulator answering from ground truth."""
     pytest.importorskip("boto3")
-    from harness.cli import default_dataset
-    from harness.datasets import load_dataset
-    from harness.emulator import GroundTruthResponder, run_emulator
+    from migbench.datasets import load_dataset
+    from migbench.emulator import GroundTruthResponder, run_emulator
+    from migbench.fixtures import default_dataset
 
     responder = GroundTruthResponder(load_dataset(default_dataset()))
     with run_emulator(responder=responder) as emu:
@@ -161,7 +161,7 @@ def test_same_suites_gate_a_tiny_local_model(tmp_path):
     an empty audit log for an offline family, the parser checks over its raw outputs."""
     pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    from fixtures.tiny_models import build_tiny_model
+    from migbench.fixtures.tiny_models import build_tiny_model
 
     model = build_tiny_model("qwen2_5_vl", tmp_path / "models")
     budgets = {**LENIENT, "latency": {"default": {"p50_s": 3600, "p95_s": 3600, "p99_s": 3600}}}
@@ -238,9 +238,10 @@ def test_break_even_between_bedrock_tokens_and_a_sagemaker_instance(tmp_path, mo
     """A SageMaker run (moto, priced per instance-hour) and a Bedrock run (emulator, priced per
     token) in one store: the cost suite computes the daily volume at which they cost the same."""
     pytest.importorskip("moto")
-    from harness.cli import default_dataset, main
-    from harness.datasets import load_dataset
-    from harness.emulator import GroundTruthResponder, run_emulator
+    from migbench.cli import main
+    from migbench.datasets import load_dataset
+    from migbench.emulator import GroundTruthResponder, run_emulator
+    from migbench.fixtures import default_dataset
 
     results = tmp_path / "r"
     moto, _ = _moto_sagemaker(monkeypatch, 3)

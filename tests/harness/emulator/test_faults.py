@@ -1,8 +1,7 @@
 from collections import Counter
 
 import pytest
-
-from harness.emulator.faults import FaultInjector, FaultPlan, fault_error
+from migbench.emulator.faults import FaultInjector, FaultPlan, fault_error
 
 
 def test_script_is_consumed_once_in_order_before_the_rates():

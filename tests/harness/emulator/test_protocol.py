@@ -3,9 +3,8 @@ import io
 import json
 
 import pytest
+from migbench.emulator import protocol as P
 from PIL import Image
-
-from harness.emulator import protocol as P
 
 NOVA_TABLE = [(900, 450, 800), (900, 900, 1300), (1400, 900, 1800), (1800, 900, 2400), (1300, 1300, 2600)]
 

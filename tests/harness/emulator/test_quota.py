@@ -1,7 +1,6 @@
 import pytest
-
-from harness.emulator.protocol import MSG_TOO_MANY_REQUESTS, MSG_TOO_MANY_TOKENS
-from harness.emulator.quota import QuotaBook, SlidingWindowQuota
+from migbench.emulator.protocol import MSG_TOO_MANY_REQUESTS, MSG_TOO_MANY_TOKENS
+from migbench.emulator.quota import QuotaBook, SlidingWindowQuota
 
 
 class Clock:

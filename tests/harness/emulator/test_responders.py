@@ -7,20 +7,19 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from PIL import Image
-
-from harness.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
-from harness.emulator.protocol import ParsedRequest
-from harness.emulator.responders import (
+from migbench.contracts import NOT_FOUND, Document
+from migbench.emulator import GroundTruthResponder, ScriptedResponder, run_emulator
+from migbench.emulator.protocol import ParsedRequest
+from migbench.emulator.responders import (
     NotFoundResponder,
     doc_type_from_prompt,
     perturb_amount,
     swap_day_month,
     typo,
 )
-from harness.normalize import parse_amount
-from harness.records import NOT_FOUND, Document
-from harness.schema import load_schema
+from migbench.normalize import parse_amount
+from migbench.schema import load_schema
+from PIL import Image
 
 SROIE = Path("/work/shared/datasets/sroie_dev")
 # Pages that a 16x16 hash could not tell apart (A4 scans of small receipts) plus a spread of others.
@@ -36,7 +35,7 @@ def _req(prompt="", images=()):
 def sroie_docs():
     if not (SROIE / "ground_truth.csv").exists():
         pytest.skip("SROIE dev set not present")
-    from harness.datasets import load_dataset
+    from migbench.datasets import load_dataset
 
     docs = {d.doc_id: d for d in load_dataset(SROIE).documents}
     return [docs[name] for name in HARD if name in docs]
@@ -133,7 +132,7 @@ def test_an_image_far_from_every_page_gets_not_found_answers(tmp_path):
     other.paste(0, (32, 0, 64, 64))
     buf = io.BytesIO()
     other.save(buf, "PNG")
-    from harness.emulator.protocol import ImageInfo
+    from migbench.emulator.protocol import ImageInfo
 
     text = r(_req("Extract the receipt", [ImageInfo("png", 64, 64, len(buf.getvalue()), buf.getvalue())]))
     assert "TOTAL_AMOUNT: NOT_FOUND" in text and r.last_match.distance > 100

@@ -11,11 +11,10 @@ import botocore
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+from migbench.catalog import CatalogError
+from migbench.emulator import FaultPlan, ScriptedResponder, load_config, run_emulator
+from migbench.emulator.server import EMULATED_HEADER, EmulatorConfig, QuotaConfig
 from PIL import Image
-
-from harness.catalog import CatalogError
-from harness.emulator import FaultPlan, ScriptedResponder, load_config, run_emulator
-from harness.emulator.server import EMULATED_HEADER, EmulatorConfig, QuotaConfig
 
 NOVA = "amazon.nova-pro-v1:0"
 
@@ -287,8 +286,8 @@ def test_configured_latency_is_scaled_and_reported_in_metrics():
 
 
 def test_responder_specs_for_the_command_line(tmp_path):
-    from harness.emulator import responder_from_spec
-    from harness.emulator.responders import NotFoundResponder
+    from migbench.emulator import responder_from_spec
+    from migbench.emulator.responders import NotFoundResponder
 
     assert isinstance(responder_from_spec(None), NotFoundResponder)
     assert responder_from_spec("scripted:TOTAL_AMOUNT: 1\\nGST_AMOUNT: 2")(None) == "TOTAL_AMOUNT: 1\nGST_AMOUNT: 2"

@@ -4,9 +4,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-
-from harness.emulator.protocol import ApiError
-from harness.emulator.sigv4 import AuthPolicy, verify
+from migbench.emulator.protocol import ApiError
+from migbench.emulator.sigv4 import AuthPolicy, verify
 
 URL = "http://127.0.0.1:9/model/au.amazon.nova-pro-v1%3A0/converse"
 BODY = b'{"messages": []}'

@@ -2,7 +2,7 @@
 
 prompts/<family>.yaml holds templates for the `kv` (FIELD: value lines, the incumbent's format)
 and `json` styles. The field list, the answer skeleton and the descriptions come from
-harness/data/fields.yaml, so adding a field there reaches every prompt. A family file may
+ground_truth/fields.yaml, so adding a field there reaches every prompt. A family file may
 `extends:` another and override only some styles or notes. Files are validated at load: an
 unknown placeholder or a template that does not list the fields fails with the file and style.
 """
@@ -19,10 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from migbench.catalog import CatalogError, load_model
+from migbench.schema import Schema, load_schema
 from pydantic import BaseModel, ConfigDict, field_validator
-
-from harness.catalog import CatalogError, load_model
-from harness.schema import Schema, load_schema
 
 Style = Literal["kv", "json"]
 STYLES: tuple[str, ...] = ("kv", "json")
@@ -90,7 +89,7 @@ class Prompt:
 
 
 def prompts_dir() -> Path:
-    return Path(str(resources.files("prompts")))
+    return Path(str(resources.files("migbench.prompts")))
 
 
 @lru_cache(maxsize=64)

@@ -2,10 +2,9 @@ import re
 import shutil
 
 import pytest
-
-from harness.catalog import CatalogError
-from harness.prompts import Prompt, load_prompt, prompt_hash, prompts_dir
-from harness.schema import FieldSpec, load_schema
+from migbench.catalog import CatalogError
+from migbench.prompting import Prompt, load_prompt, prompt_hash, prompts_dir
+from migbench.schema import FieldSpec, load_schema
 
 SCHEMA = load_schema()
 FAMILIES = ["default", "nova", "claude", "llama", "internvl", "qwen"]

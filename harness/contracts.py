@@ -1,0 +1,311 @@
+"""The contracts every layer shares: records, audit entries, errors and the Backend base class.
+
+One typed record flows adapter -> parser -> scorer -> store -> analysis -> report:
+Document -> Request -> Response -> parsed fields -> FieldScore list -> DocResult.
+This module depends on no other migbench module, so the core (runner, retry, residency) and the
+adapters both point at it and never at each other. Everything here is plain data or an interface.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+NOT_FOUND = "NOT_FOUND"
+
+
+class ErrorClass(str, enum.Enum):
+    """How a failure is treated. Providers only classify; the shared retry loop acts."""
+
+    THROTTLING = "throttling"  # retry with backoff, tell the rate limiter
+    TRANSIENT = "transient"  # 5xx, resets, model not ready: retry with backoff
+    TIMEOUT = "timeout"  # read timeout / ModelTimeoutException: retry a bounded number of times
+    PERMANENT = "permanent"  # validation, access denied, bad input: fail the document now
+    RESIDENCY = "residency"  # refused before sending: fail the document, never retry
+    INPUT = "input"  # the document itself could not be read
+    PARSE = "parse"  # reserved: the parser never raises, but a backend may return nothing usable
+
+
+RETRYABLE = {ErrorClass.THROTTLING, ErrorClass.TRANSIENT, ErrorClass.TIMEOUT}
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str  # file name relative to the dataset root; unique within a dataset
+    path: Path
+    doc_type: str  # a key of the field schema: invoice | receipt | bank_statement
+    ground_truth: dict[str, str]  # only the fields the ground truth has, raw strings
+    tier: str = "unknown"  # degradation tier of synthetic documents (clean/light/moderate/heavy)
+    pages: int = 1
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Request:
+    doc_id: str
+    doc_type: str
+    prompt: str
+    system: str | None = None
+    images: list[bytes] = field(default_factory=list)  # encoded page images
+    image_format: str = "png"  # png | jpeg | webp | gif
+    params: GenParams = field(default_factory=GenParams)
+    pdf_bytes: bytes | None = None  # a PDF sent as a document block where the backend allows it
+    estimated_input_tokens: int | None = None  # for rate limiting before the call
+
+
+
+@dataclass
+class Response:
+    text: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_s: float | None = None  # client wall time of the successful attempt
+    server_latency_ms: float | None = None  # what the service says it spent (Bedrock metrics.latencyMs)
+    attempts: int = 1
+    region: str | None = None
+    endpoint: str | None = None
+    model_id: str | None = None
+    request_id: str | None = None
+    stop_reason: str | None = None
+    error_class: ErrorClass | None = None
+    error: str | None = None
+    retry_wait_s: float = 0.0
+    throttled: int = 0  # throttling answers seen across attempts
+    peak_memory_mb: float | None = None  # local GPU backends
+    cost_usd: float | None = None  # set by the cost model, not by adapters
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+
+@dataclass
+class FieldScore:
+    field: str
+    expected: str
+    predicted: str
+    f1: float
+    precision: float
+    recall: float
+    hallucinated: bool = False  # ground truth NOT_FOUND but a value predicted
+    missed: bool = False  # ground truth has a value, NOT_FOUND predicted
+
+
+@dataclass
+class DocResult:
+    doc_id: str
+    doc_type: str
+    tier: str
+    status: str  # "ok" | "failed"
+    response: Response
+    fields: dict[str, str] = field(default_factory=dict)
+    scores: list[FieldScore] = field(default_factory=list)
+    doc_f1: float | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.response.error_class is not None:
+            d["response"]["error_class"] = self.response.error_class.value
+        return d
+
+
+# ---------------------------------------------------------------- errors
+# One hierarchy; the CLI and the pytest plugin map it to exit codes in one place (EXIT_CODES).
+
+
+class MigbenchError(Exception):
+    """Every error migbench raises on purpose. Its message is one line meant for the user."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(MigbenchError, ValueError):
+    """A wrong option, file or name given by the user."""
+
+    exit_code = 2
+
+
+class SetupError(MigbenchError, RuntimeError):
+    """A backend cannot start: a missing extra, model path, credential or a residency refusal.
+
+    The message is one line that says what to install or set; the CLI prints it without a trace.
+    """
+
+    exit_code = 2
+
+
+class InputError(MigbenchError, ValueError):
+    """A document or dataset cannot be read (the document fails; a dataset refuses to load)."""
+
+    exit_code = 2
+
+
+class BackendError(MigbenchError):
+    """Raised by an adapter for a failed attempt, already classified."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, error_class: ErrorClass, *, retry_after_s: float | None = None,
+                 response: Response | None = None):
+        super().__init__(message)
+        self.error_class = error_class
+        self.retry_after_s = retry_after_s
+        self.response = response  # partial facts about the attempt (region, request id, latency)
+
+
+class ResidencyError(BackendError):
+    """A request refused because it could leave the allowed regions. Never retried."""
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None):
+        super().__init__(message, ErrorClass.RESIDENCY)
+        self.reasons = reasons or [message]
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The process exit code for an error migbench raised on purpose; None for a bug (re-raise)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, MigbenchError):
+        return exc.exit_code
+    return None
+
+
+# ---------------------------------------------------------------- audit
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class AuditEntry:
+    backend: str
+    service: str  # bedrock-runtime | sagemaker-runtime | bedrock
+    operation: str  # Converse | InvokeModel | InvokeEndpoint | GetInferenceProfile
+    region: str | None  # signing region
+    host: str | None
+    model_id: str | None  # model id, inference profile id or endpoint name
+    doc_id: str | None = None
+    request_id: str | None = None
+    status: int | None = None  # HTTP status; None when refused before sending
+    attempt: int = 1
+    bytes_sent: int = 0
+    allowed: bool = True
+    reason: str | None = None  # why a request was refused
+    ts: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuditSink(Protocol):
+    def record_audit(self, entry: AuditEntry) -> None: ...
+
+
+class MemoryAudit:
+    """An in-memory sink (tests, dry runs); the run store is the persistent one."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+        self._lock = threading.Lock()
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        with self._lock:
+            self.entries.append(entry)
+
+# ---------------------------------------------------------------- backends
+
+
+
+
+@dataclass
+class BackendConfig:
+    name: str  # registry name, e.g. nova-pro
+    model: str | None = None  # model id, profile id, endpoint name or model directory
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific settings from config/CLI
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+class Backend(ABC):
+    family: ClassVar[str] = "base"  # ocr | bedrock | sagemaker | local | emulated
+    # What the request needs: images as encoded bytes (cloud) or decoded pages (local/OCR).
+    wants_prompt: ClassVar[bool] = True
+    # Backends that batch (local GPUs) override generate_batch; others get a thread pool.
+    batches: ClassVar[bool] = False
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        self.audit: AuditSink | None = None  # set by the runner; cloud backends record every request
+
+    def attach_audit(self, sink: AuditSink) -> None:
+        self.audit = sink
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model or self.name
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded with the run (model id, region, endpoint, emulated or not)."""
+        return {"backend": self.name, "family": self.family, "model": self.model_id}
+
+    def endpoint_kind(self) -> str:
+        """Part of a run's identity: where requests go. A dry run against a local emulator and a
+        real run against AWS must never resume each other's documents."""
+        return "in-process"
+
+    def preflight(self) -> None:
+        """Checks before the first document (credentials, residency, model path). Raise SetupError."""
+
+    @abstractmethod
+    def generate(self, request: Request) -> Response:
+        """One attempt. Return a Response or raise BackendError (or any exception: see classify)."""
+
+    def generate_batch(self, requests: list[Request]) -> list[Response | BackendError]:
+        out: list[Response | BackendError] = []
+        for r in requests:
+            try:
+                out.append(self.generate(r))
+            except BackendError as exc:
+                out.append(exc)
+        return out
+
+    def classify(self, exc: BaseException) -> ErrorClass:
+        """Map an exception an attempt raised to an ErrorClass. Providers override this."""
+        if isinstance(exc, BackendError):
+            return exc.error_class
+        if isinstance(exc, (TimeoutError,)):
+            return ErrorClass.TIMEOUT
+        if isinstance(exc, (ConnectionError,)):
+            return ErrorClass.TRANSIENT
+        return ErrorClass.PERMANENT
+
+    def estimate_input_tokens(self, request: Request) -> int | None:
+        """Input tokens expected before the call (rate limiting), where the backend knows better
+        than the shared estimate (migbench.tokens); None uses the shared one."""
+        return None
+
+    def max_concurrency(self) -> int:
+        return int(self.config.get("concurrency", 1))
+
+    def close(self) -> None:
+        """Release clients, pools, models."""
