@@ -174,9 +174,17 @@ def _scalar(name: str, expected: str, predicted: str, score: float) -> FieldScor
 
 
 def compare_field(name: str, expected: object, predicted: object,
-                  schema: Schema | None = None) -> FieldScore:
-    """Score one field the incumbent's way. Never raises on odd strings."""
+                  schema: Schema | None = None, profile: str | None = None) -> FieldScore:
+    """Score one field the incumbent's way. Never raises on odd strings.
+
+    Without a profile: migbench's base comparators (above). With one (ground_truth/
+    scoring_profiles.yaml: 'incumbent', 'exact'), that profile's reading (migbench.scoring_profiles).
+    """
     schema = schema or load_schema()
+    if profile is not None:
+        from migbench.scoring_profiles import compare_field_profiled, get_profile
+
+        return compare_field_profiled(name, expected, predicted, schema, get_profile(profile))
     exp = NOT_FOUND if expected is None else str(expected)
     pred = NOT_FOUND if predicted is None else str(predicted)
     exp_nf, pred_nf = is_not_found(exp), is_not_found(pred)
@@ -214,9 +222,19 @@ def compare_field(name: str, expected: object, predicted: object,
 
 
 def score_document(ground_truth: Mapping[str, str], predicted: Mapping[str, str],
-                   schema: Schema | None = None) -> list[FieldScore]:
-    """Score the scored fields present in the ground truth; a field the prediction lacks is NOT_FOUND."""
+                   schema: Schema | None = None, profile: str | None = "incumbent", *,
+                   classified: bool = False) -> list[FieldScore]:
+    """Score the scored fields present in the ground truth; a field the prediction lacks is NOT_FOUND.
+
+    profile: a scoring profile (default 'incumbent', comparable with the team's history); None for
+    the base comparators alone. classified: the document type was predicted, not given (the
+    incumbent then scores DOCUMENT_TYPE too).
+    """
     schema = schema or load_schema()
+    if profile is not None:
+        from migbench.scoring_profiles import get_profile, score_document_profiled
+
+        return score_document_profiled(ground_truth, predicted, schema, get_profile(profile), classified)
     return [compare_field(name, exp, predicted.get(name, NOT_FOUND), schema)
             for name, exp in ground_truth.items() if schema.is_scored(name)]
 
