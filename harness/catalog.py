@@ -45,5 +45,12 @@ def load_model(model: type[M], path: str | Path) -> M:
 
 
 @cache
-def load_packaged(model: type[M], name: str) -> M:
+def _packaged(model: type[M], name: str) -> M:
     return load_model(model, data_path(name))
+
+
+def load_packaged(model: type[M], name: str) -> M:
+    """A packaged catalog, parsed and validated once per process. Each caller gets its own deep
+    copy: a caller that edits its catalog (a test, a --model override) cannot change what every
+    later caller reads."""
+    return _packaged(model, name).model_copy(deep=True)

@@ -1,55 +1,120 @@
 """Cost per document from recorded usage and the dated pricing catalog.
 
-Token-priced backends (Bedrock) cost what their tokens cost. Hour-priced backends (SageMaker,
-own GPUs) cost their instance time: per document at the throughput the run measured, and per
-month as instances kept running for the volume (they are paid while idle).
+Prices belong to what is billed, never to a backend's name: a token price to the model id that
+was called (an inference profile resolves to its model's price times the profile's uplift), an
+hourly price to the instance type. The runner stores each document's cost when it completes; a
+run's cost is the sum of those stored costs, so a report never reprices a run after the fact.
+Hour-priced backends (SageMaker, own GPUs) cost their instance time: per document at the
+throughput the run measured, and per month as instances kept running for the volume (they are
+paid while idle).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from migbench.catalog import load_model, load_packaged
-from pydantic import BaseModel
+from migbench.contracts import DocResult, RunRecord
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = 30.4
+_URL = re.compile(r"https?://\S+")
 
 
-class TokenPrice(BaseModel):
-    input_per_1k: float
-    output_per_1k: float
+class _Dated(BaseModel):
+    """Every price says when and where it was read and whether it was checked there."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
     region: str
-    as_of: str
-    source: str
-    verified: bool = False
+    as_of: _dt.date
+    source: str = Field(min_length=1)
+    verified: StrictBool
+
+    @model_validator(mode="after")
+    def _verified_cites_a_page(self) -> _Dated:
+        if self.verified and not _URL.search(self.source):
+            raise ValueError(f"verified: true needs a public page a user can follow in source, got {self.source!r}")
+        return self
 
 
-class HourlyPrice(BaseModel):
-    per_hour: float | None
-    region: str
-    as_of: str
-    source: str
-    verified: bool = False
+class TokenPrice(_Dated):
+    input_per_1k: float = Field(ge=0)
+    output_per_1k: float = Field(ge=0)
+
+
+class ProfilePrice(_Dated):
+    """A cross-region inference profile bills as its model, times a regional uplift."""
+
+    model: str
+    uplift: float = Field(default=1.0, gt=0)
+
+
+class HourlyPrice(_Dated):
+    per_hour: float | None = Field(ge=0)
 
 
 class PricingDefaults(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
     sagemaker_instance: str
     local_instance: str
     volumes_per_day: list[int]
 
 
 class Pricing(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
     currency: str
-    token: dict[str, TokenPrice]
-    hourly: dict[str, HourlyPrice]
+    token: dict[str, TokenPrice]  # keyed by model id
+    profiles: dict[str, ProfilePrice] = {}  # keyed by inference profile id
+    hourly: dict[str, HourlyPrice]  # keyed by instance type
     defaults: PricingDefaults
+
+    @model_validator(mode="after")
+    def _profiles_name_priced_models(self) -> Pricing:
+        for pid, p in self.profiles.items():
+            if p.model not in self.token:
+                raise ValueError(f"profiles.{pid}: model {p.model!r} has no entry under token")
+            if pid in self.token:
+                raise ValueError(f"{pid}: priced both as a model and as a profile")
+        return self
 
 
 def load_pricing(path: str | None = None) -> Pricing:
     return load_model(Pricing, path) if path else load_packaged(Pricing, "pricing.yaml")
+
+
+def _billed_id(model_id: str) -> str:
+    """The id Bedrock bills: a foundation-model or inference-profile ARN ends in that id."""
+    if model_id.startswith("arn:") and (":foundation-model/" in model_id or ":inference-profile/" in model_id):
+        return model_id.rsplit("/", 1)[1]
+    return model_id
+
+
+def token_price(pricing: Pricing, model_id: str | None) -> TokenPrice | None:
+    """The per-token price of a model id or inference profile id; None when the catalog does not
+    price it (never a guess from a similar name or the backend)."""
+    if not model_id:
+        return None
+    key = _billed_id(model_id)
+    if key in pricing.token:
+        return pricing.token[key]
+    prof = pricing.profiles.get(key)
+    if prof is None:
+        return None
+    base = pricing.token[prof.model]
+    return TokenPrice(input_per_1k=base.input_per_1k * prof.uplift, output_per_1k=base.output_per_1k * prof.uplift,
+                      region=prof.region, as_of=min(prof.as_of, base.as_of), verified=prof.verified and base.verified,
+                      source=f"{prof.source}; x{prof.uplift:g} of {prof.model}: {base.source}")
+
+
+def token_prices(pricing: Pricing) -> dict[str, TokenPrice]:
+    """Every per-token price the catalog resolves, models and profiles (for the report's table)."""
+    return {k: p for k in [*pricing.token, *pricing.profiles] if (p := token_price(pricing, k)) is not None}
 
 
 def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int | None) -> float | None:
@@ -61,7 +126,7 @@ def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int |
 @dataclass
 class RunCost:
     basis: str  # "token" | "hourly" | "none"
-    price_key: str | None
+    price_key: str | None  # the model / profile id or instance type priced; None when nothing is
     per_doc: float | None  # mean over documents that completed
     per_1000: float | None
     docs_per_hour: float | None  # measured throughput of the run (hourly basis)
@@ -80,49 +145,63 @@ class RunCost:
         return None
 
 
-def price_basis(run: dict[str, Any], pricing: Pricing, gpu_hourly: float | None = None) -> tuple[str, str | None]:
-    family = run.get("family")
-    if run["backend"] in pricing.token:
-        return "token", run["backend"]
+def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
+    """How a run is priced and by which catalog key: its model id, its instance type, or nothing."""
+    family, model = run.family, run.model
+    if token_price(pricing, model) is not None:
+        return "token", _billed_id(model)
     if family == "sagemaker":
-        inst = (run.get("config") or {}).get("instance_type") or pricing.defaults.sagemaker_instance
+        inst = (run.config or {}).get("instance_type") or pricing.defaults.sagemaker_instance
         return "hourly", inst
     if family == "local":
         return "hourly", pricing.defaults.local_instance
+    if family == "bedrock":
+        return "token", _billed_id(model) if model else None  # billed per token, but not in the catalog
     return "none", None
 
 
-def run_cost(run: dict[str, Any], docs: list[dict[str, Any]], pricing: Pricing,
+def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
              gpu_hourly: float | None = None) -> RunCost:
+    """Token-priced runs: the sum of the costs stored with each document (priced when it ran).
+    Hour-priced runs: the instance's hourly price over the run's measured throughput."""
     basis, key = price_basis(run, pricing)
-    ok = [d for d in docs if d["status"] == "ok"]
+    ok = [d for d in docs if d.status == "ok"]
     if basis == "token":
-        price = pricing.token[key]
-        costs = [token_cost(price, d["input_tokens"], d["output_tokens"]) for d in docs]
-        costs = [c for c in costs if c is not None]
+        price = token_price(pricing, key)
+        if price is None:
+            return RunCost(basis, key, None, None, None,
+                           f"not priced: model {key or '(none recorded)'} has no price in pricing.yaml "
+                           "(add it, or pass a pricing file)")
+        dumped = price.model_dump(mode="json")
+        costs = [d.response.cost_usd for d in docs if d.response.cost_usd is not None]
         if not costs:
-            return RunCost(basis, key, None, None, None, "no token usage recorded", price.model_dump())
+            return RunCost(basis, key, None, None, None, "no cost recorded (no token usage)", dumped)
+        unpriced = [d.doc_id for d in ok if d.response.cost_usd is None]
+        if unpriced:
+            return RunCost(basis, key, None, None, None,
+                           f"{len(unpriced)} of {len(ok)} completed documents have no stored cost "
+                           f"(no token usage recorded), e.g. {unpriced[0]}", dumped)
         # Failed attempts that consumed tokens are paid too, so divide by completed documents.
-        per_doc = sum(costs) / max(1, len(ok))
+        per_doc = math.fsum(costs) / max(1, len(ok))
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
-                       f"{price.source} (as of {price.as_of})", price.model_dump())
+                       f"{price.source} (as of {price.as_of})", dumped)
     if basis == "hourly":
         price = pricing.hourly.get(key)
-        per_hour = gpu_hourly if (gpu_hourly is not None and run.get("family") == "local") else (
+        per_hour = gpu_hourly if (gpu_hourly is not None and run.family == "local") else (
             price.per_hour if price else None)
-        wall = run.get("wall_s") or 0.0
+        wall = run.wall_s or 0.0
         if per_hour is None or not ok or wall <= 0:
             why = "no hourly price" if per_hour is None else "no completed documents or run time"
             return RunCost(basis, key, None, None, None, f"not measured: {why}",
-                           price.model_dump() if price else None)
+                           price.model_dump(mode="json") if price else None)
         docs_per_hour = len(ok) / (wall / 3600)
         per_doc = per_hour / docs_per_hour
-        p = price.model_dump() if price else {}
+        p = price.model_dump(mode="json") if price else {}
         p["per_hour"] = per_hour
         return RunCost(basis, key, per_doc, per_doc * 1000, docs_per_hour,
                        f"{per_hour:.2f}/h at the run's measured {docs_per_hour:.0f} docs/h", p)
-    return RunCost("none", None, 0.0 if run.get("family") == "ocr" else None, None, None,
-                   "runs on the machine you already have (CPU); no marginal price" if run.get("family") == "ocr"
+    return RunCost("none", None, 0.0 if run.family == "ocr" else None, None, None,
+                   "runs on the machine you already have (CPU); no marginal price" if run.family == "ocr"
                    else "no price for this backend")
 
 

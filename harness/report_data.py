@@ -18,7 +18,7 @@ from typing import Any
 
 from migbench import svg
 from migbench.consistency import RULES, consistency_rates
-from migbench.cost import Pricing, RunCost, break_even_docs_per_day, run_cost
+from migbench.cost import Pricing, RunCost, break_even_docs_per_day, run_cost, token_prices
 from migbench.stats import Summary, aggregate, non_inferiority, paired_bootstrap, wilson_ci
 
 OFFLINE_FAMILIES = {"ocr", "local"}
@@ -506,7 +506,7 @@ def price_rows(pricing: Pricing, views: Sequence[dict[str, Any]], gpu_hourly: fl
     used = {v["cost"].price_key for v in views if v["cost"].price_key}
     rows = [{"key": k, "kind": "per 1K tokens (in / out)", "price": f"{p.input_per_1k:g} / {p.output_per_1k:g}",
              "region": p.region, "as_of": p.as_of, "source": p.source, "verified": p.verified, "used": k in used}
-            for k, p in pricing.token.items()]
+            for k, p in token_prices(pricing).items()]  # models and the profiles that bill as them
     for k, p in pricing.hourly.items():
         price = f"{p.per_hour:g}/h" if p.per_hour is not None else None
         source = p.source

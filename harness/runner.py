@@ -26,7 +26,7 @@ from migbench.contracts import (
     Request,
     Response,
 )
-from migbench.cost import Pricing, load_pricing, token_cost
+from migbench.cost import Pricing, load_pricing, token_cost, token_price
 from migbench.datasets import Dataset
 from migbench.images import encode_image, load_pages, sniff
 from migbench.parsing import parse_output
@@ -155,7 +155,7 @@ class Runner:
         return self._complete(doc, resp)
 
     def _complete(self, doc: Document, resp: Response) -> DocResult:
-        price = self.pricing.token.get(self.backend.name)
+        price = token_price(self.pricing, self.backend.model_id)  # the model called sets the price, not the name
         if price is not None and resp.cost_usd is None:
             resp.cost_usd = token_cost(price, resp.input_tokens, resp.output_tokens)
         try:

@@ -8,7 +8,14 @@ import math
 
 import pytest
 from migbench import gates
-from migbench.cost import HOURS_PER_MONTH, break_even_docs_per_day, load_pricing, run_cost, token_cost
+from migbench.cost import (
+    HOURS_PER_MONTH,
+    break_even_docs_per_day,
+    load_pricing,
+    run_cost,
+    token_cost,
+    token_price,
+)
 
 pytestmark = pytest.mark.migbench
 
@@ -35,7 +42,8 @@ def test_usage_recorded_for_every_document(migbench_run, cost, pricing):
     _, run, rows = migbench_run
     ok = [r for r in rows if r["status"] == "ok"]
     if cost.basis == "token":
-        price = pricing.token[cost.price_key]
+        price = token_price(pricing, cost.price_key)
+        assert price is not None, f"{run['backend']}: {cost.note}"
         missing = [r["doc_id"] for r in ok if not r["input_tokens"] or r["output_tokens"] is None]
         assert not missing, f"{run['backend']}: no token usage recorded for {len(missing)} documents: {missing[:5]}"
         drift = [r["doc_id"] for r in ok if r["cost_usd"] is None or not math.isclose(

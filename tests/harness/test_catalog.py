@@ -26,3 +26,21 @@ def test_a_bad_file_names_the_file_and_the_problem(tmp_path, text, match):
 def test_a_missing_file_is_a_catalog_error(tmp_path):
     with pytest.raises(CatalogError, match="file not found"):
         load_model(Thing, tmp_path / "nope.yaml")
+
+
+def test_a_caller_that_edits_a_cached_catalog_changes_nothing_for_later_callers():
+    from migbench.cost import load_pricing
+    from migbench.residency import load_policy
+
+    first = load_pricing()
+    first.token.clear()  # nested containers are the caller's own copy
+    first.hourly["ml.g5.2xlarge"] = None
+    again = load_pricing()
+    assert "amazon.nova-pro-v1:0" in again.token and again.hourly["ml.g5.2xlarge"].per_hour == 1.52
+    policy = load_policy()
+    before = policy.model_dump()
+    for value in vars(policy).values():
+        if isinstance(value, (list, dict, set)):
+            value.clear()
+    assert load_policy().model_dump() == before
+    assert load_pricing() is not load_pricing()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from migbench import gates
 from migbench.catalog import CatalogError
-from migbench.contracts import FieldScore
-from migbench.cost import RunCost, load_pricing, run_cost
+from migbench.contracts import DocResult, FieldScore, Response, RunRecord
+from migbench.cost import RunCost, load_pricing, run_cost, token_cost, token_price
 from migbench.schema import load_schema
 
 SCHEMA = load_schema()
@@ -131,8 +131,11 @@ def test_latency_gate_against_doc_type_budget():
 # cost ------------------------------------------------------------------------------------------
 def test_cost_gates_from_recorded_tokens():
     pricing = load_pricing()
-    rows = [row(f"d{i}", input_tokens=2000, output_tokens=500) for i in range(4)]
-    cost = run_cost({"backend": "nova-pro", "family": "bedrock"}, rows, pricing)
+    price = token_price(pricing, "amazon.nova-pro-v1:0")
+    rows = [DocResult(f"d{i}", "invoice", "clean", "ok",
+                      Response(input_tokens=2000, output_tokens=500, cost_usd=token_cost(price, 2000, 500)))
+            for i in range(4)]
+    cost = run_cost(RunRecord("r", "nova-pro", "bedrock", "amazon.nova-pro-v1:0"), rows, pricing)
     expect = 2 * 0.00084 + 0.5 * 0.00336
     assert cost.per_doc == pytest.approx(expect)
     t = th(cost={"per_doc_usd": 0.001, "per_month_usd": 200.0, "volumes_per_day": [1000]})
@@ -143,7 +146,8 @@ def test_cost_gates_from_recorded_tokens():
 
 
 def test_cost_without_usage_fails_and_unpriced_gpu_skips():
-    none = run_cost({"backend": "nova-pro", "family": "bedrock"}, [row("a")], load_pricing())
+    none = run_cost(RunRecord("r", "nova-pro", "bedrock", "amazon.nova-pro-v1:0"),
+                    [DocResult("a", "invoice", "clean", "ok", Response())], load_pricing())
     assert gates.cost_per_doc_gate("nova-pro", none, th()).status == "fail"
     gpu = RunCost("hourly", "own-gpu", None, None, None, "not measured: no hourly price")
     assert gates.cost_per_doc_gate("llama", gpu, th()).status == "skip"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from migbench.contracts import NOT_FOUND, AuditEntry, DocResult, ErrorClass, Response
+from migbench.cost import load_pricing, token_cost, token_price
 from migbench.datasets import load_dataset
 from migbench.parsing import parse_output, render_kv
 from migbench.report import main
@@ -79,9 +80,12 @@ def build_store(results: Path, *, error_rates: dict[str, float] | None = None, f
                             attempts=3 if (cloud and i == 1) else 1, throttled=2 if (cloud and i == 1) else 0,
                             retry_wait_s=1.5 if (cloud and i == 1) else 0.0,
                             region="ap-southeast-2" if cloud else None, model_id=models[backend])
+            price = token_price(load_pricing(), models[backend])  # as the runner prices each document
+            resp.cost_usd = token_cost(price, resp.input_tokens, resp.output_tokens) if price else None
             if backend == "nova-pro" and i == 2 and fail_one:  # a document that failed after retries
                 resp = Response(attempts=3, error_class=ErrorClass.TIMEOUT, error="ModelTimeoutException: read timeout",
-                                input_tokens=1800, output_tokens=0, region="ap-southeast-2")
+                                input_tokens=1800, output_tokens=0, region="ap-southeast-2",
+                                cost_usd=token_cost(price, 1800, 0))
                 result = DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp, error_class="timeout",
                                    error=resp.error)
             else:
