@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_RESULTS = "results"
+PROFILES = ("incumbent", "exact")  # ground_truth/scoring_profiles.yaml (checked again when loaded)
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -49,7 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         val = getattr(args, key, None)
         if val is not None:
             options[key] = val
-    if args.allow_loopback:
+    from migbench.residency import loopback_allowed_by_env
+
+    if args.allow_loopback or loopback_allowed_by_env():
         options["allow_loopback"] = True
     backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
     dataset = load_dataset(args.dataset or default_dataset(), ground_truth=args.ground_truth, doc_type=args.doc_type,
@@ -67,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = runner.run()
     finally:
         backend.close()
+    _apply_scoring(args, summary.run_id)
     console.print(summary_table(summary, args.backend))
     print(summary.run_id)
     return 130 if summary.interrupted else 0
@@ -110,27 +114,28 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rescore(args: argparse.Namespace) -> int:
-    from migbench.parsing import parse_output
-    from migbench.schema import load_schema
-    from migbench.scoring import document_f1, score_document
+def _apply_scoring(args: argparse.Namespace, run_id: str) -> None:
+    """The runner scores with the default profile; another --scoring re-scores the stored run."""
+    from migbench.rescore import rescore_run
+    from migbench.scoring_profiles import DEFAULT_PROFILE
 
-    store, schema = _store(args), load_schema()
+    store = _store(args)
+    if args.scoring not in (None, DEFAULT_PROFILE):
+        rescore_run(store, run_id, args.scoring)
+    elif hasattr(store, "set_scoring"):
+        store.set_scoring(run_id, DEFAULT_PROFILE)
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from migbench.headline import headline_f1
+    from migbench.rescore import rescore_run
+
+    store = _store(args)
     run_id = store.resolve(args.run)
-    n = 0
-    f1s = []
-    for d in store.iter_documents(run_id):
-        if d["status"] != "ok":
-            continue
-        fields = parse_output(d["raw_text"] or "", d["doc_type"], schema)
-        scores = score_document(d["ground_truth"], fields, schema)
-        f1 = document_f1(scores)
-        store.update_scores(run_id, d["doc_id"], fields, scores, f1)
-        n += 1
-        if f1 is not None:
-            f1s.append(f1)
-    mean = sum(f1s) / len(f1s) if f1s else float("nan")
-    console.print(f"rescored {n} documents of {run_id} from stored raw responses; mean doc F1 {mean:.3f}")
+    profile, n, _ = rescore_run(store, run_id, args.scoring)
+    console.print(f"rescored {n} documents of {run_id} from stored raw responses ({profile} scoring)")
+    for line in headline_f1(store.documents(run_id), profile).lines():
+        console.print(line)
     return 0
 
 
@@ -139,6 +144,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     store = _store(args)
     run = store.run(args.run)
+    if args.format == "lmm-poc":  # the incumbent's artifact shapes (migbench.lmm_poc)
+        from migbench.lmm_poc import write_lmm_poc
+
+        raw, cleaned = write_lmm_poc(run, store.documents(run["run_id"]), Path(args.out))
+        console.print(f"wrote {raw} and {cleaned}")
+        return 0
     out, scores = export_run(run, store.documents(run["run_id"]), Path(args.out))
     console.print(f"wrote {out} and {scores}")
     return 0
@@ -150,6 +161,7 @@ PLUGGABLE = {
     "iam-policy": ("migbench.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
     "report": ("migbench.report", "main", "render the HTML migration report"),
     "generate": ("migbench.fixtures.generate", "main", "generate a synthetic corpus"),
+    "import": ("migbench.lmm_poc", "main", "store a run from the incumbent's artifacts or a predictions file"),
 }
 
 
@@ -180,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--endpoint-name", help="SageMaker endpoint name")
     r.add_argument("--instance-type", help="SageMaker instance type, for cost")
     r.add_argument("--api", choices=["converse", "invoke-nova", "invoke-anthropic"])
-    r.add_argument("--allow-loopback", action="store_true", default=os.environ.get("MIGBENCH_ALLOW_LOOPBACK") == "1",
+    r.add_argument("--allow-loopback", action="store_true",
                    help="allow a 127.0.0.1 endpoint (emulators); also MIGBENCH_ALLOW_LOOPBACK=1")
     r.add_argument("--concurrency", type=int)
     r.add_argument("--batch-size", type=int)
@@ -197,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="redo documents that failed last time")
     r.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. -o read_timeout=600")
+    r.add_argument("--scoring", choices=PROFILES, help="scoring profile (default: incumbent)")
     r.set_defaults(func=cmd_run)
 
     sub.add_parser("backends", help="list backends and whether their extra is installed").set_defaults(func=cmd_backends)
@@ -208,11 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = with_results(sub.add_parser("rescore", help="re-parse and re-score stored raw responses"))
     rs.add_argument("run", help="run id or 'latest'")
+    rs.add_argument("--scoring", choices=PROFILES,
+                    help="scoring profile (default: the run's own, else incumbent); no model is called")
     rs.set_defaults(func=cmd_rescore)
 
     ex = with_results(sub.add_parser("export", help="write predictions in the ground truth's format"))
     ex.add_argument("run", help="run id or 'latest'")
-    ex.add_argument("--out", required=True, help="output .csv or .jsonl (scores written beside)")
+    ex.add_argument("--out", required=True,
+                    help="output .csv or .jsonl (scores written beside); with --format lmm-poc, a folder")
+    ex.add_argument("--format", choices=["ground-truth", "lmm-poc"], default="ground-truth",
+                    help="lmm-poc: raw_extractions.jsonl + cleaned_extractions.jsonl for the incumbent's stages")
     ex.set_defaults(func=cmd_export)
 
     for name, (_, _, helptext) in PLUGGABLE.items():
