@@ -1,4 +1,5 @@
-"""The incumbent's per-field comparators and position-aware F1 (FACTS.md, "Scoring").
+"""The incumbent's per-field comparators and position-aware F1 (tmnestor/LMM_POC,
+`common/evaluation_metrics.py`).
 
 Per field, with the schema's field type:
 - NOT_FOUND rules first: both NOT_FOUND -> 1; GT NOT_FOUND but a value -> 0 (hallucinated);
@@ -35,6 +36,7 @@ from migbench.normalize import (
     parse_date_set,
 )
 from migbench.schema import Schema, load_schema
+from rapidfuzz.distance import Levenshtein
 
 MONEY_REL_TOL = Decimal("0.01")
 MONEY_ZERO_TOL = Decimal("0.01")
@@ -43,48 +45,18 @@ WORD_OVERLAP_THRESHOLD = 0.75
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute all cost 1); two-row DP, O(len(a) * len(b))."""
-    if a == b:
-        return 0
-    # common prefix and suffix cost nothing and are often most of the string
-    i = 0
-    n = min(len(a), len(b))
-    while i < n and a[i] == b[i]:
-        i += 1
-    a, b = a[i:], b[i:]
-    j = 0
-    n = min(len(a), len(b))
-    while j < n and a[-1 - j] == b[-1 - j]:
-        j += 1
-    if j:
-        a, b = a[:-j], b[:-j]
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
-    for ca in a:
-        cur = [prev[0] + 1]
-        for k, cb in enumerate(b):
-            cost = prev[k] + (ca != cb)
-            ins = cur[k] + 1
-            dele = prev[k + 1] + 1
-            cur.append(min(cost, ins, dele))
-        prev = cur
-    return prev[-1]
+    """Edit distance (insert, delete, substitute all cost 1), computed by rapidfuzz."""
+    return Levenshtein.distance(a, b)
 
 
 def anls(expected: str, predicted: str, threshold: float = ANLS_THRESHOLD) -> float:
-    """Normalised Levenshtein similarity, zeroed below the threshold (0.5 as the incumbent)."""
+    """Normalised Levenshtein similarity 1 - distance / longer length, zeroed below the threshold
+    (0.5 as the incumbent). rapidfuzz's normalized_similarity is exactly that ratio and its
+    score_cutoff returns 0 below the threshold."""
     e, p = normalize_text(expected), normalize_text(predicted)
-    longest = max(len(e), len(p))
-    if longest == 0:
+    if not e and not p:
         return 1.0
-    # lev >= length difference: skip the DP when the score cannot reach the threshold
-    if 1 - abs(len(e) - len(p)) / longest < threshold:
-        return 0.0
-    s = 1 - levenshtein(e, p) / longest
-    return s if s >= threshold else 0.0
+    return Levenshtein.normalized_similarity(e, p, score_cutoff=threshold)
 
 
 def money_match(expected: str, predicted: str) -> bool | None:

@@ -75,25 +75,16 @@ def t_cdf(t: float, df: float) -> float:
 
 @lru_cache(maxsize=1024)
 def t_quantile(p: float, df: float) -> float:
-    """Inverse Student-t CDF by bisection (monotone, exact to ~1e-10)."""
+    """Inverse Student-t CDF (scipy.stats.t.ppf; scipy comes with the report and suites extras)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {p}")
     if df <= 0:
         raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
-            break
-    return (lo + hi) / 2.0
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:
+        raise ImportError("Student-t intervals need scipy: pip install 'migbench[report]'") from None
+    return float(student_t.ppf(p, df))
 
 
 def _check_level(level: float) -> None:
