@@ -18,11 +18,10 @@ from decimal import Decimal
 
 from migbench.adapters.ocr_layout import OcrLine, group_rows, row_text
 from migbench.adapters.ocr_statement import extract_statement
-from migbench.normalize import format_amount, format_date, parse_amount, parse_date
+from migbench.contracts import NOT_FOUND
+from migbench.normalize import format_amount, format_date, month_number, parse_amount, parse_date
 from migbench.schema import Schema, load_schema
 from migbench.validation import abn_digits, abn_is_valid, format_abn, line_consistent
-
-NF = "NOT_FOUND"
 
 # A printed money amount: two decimals, optional currency and thousands groups. Integers are not
 # amounts here: on receipts they are quantities, item codes and phone numbers.
@@ -223,8 +222,6 @@ DATE_MON_FIRST = re.compile(
     r"(?<![A-Za-z])([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?\s{0,3}(\d{1,2})(?:st|nd|rd|th)?,?\s{0,3}(\d{4})(?!\d)")
 # Lax: a 4-digit-year date glued to what precedes it ("No.100007017/04/2018", "le30/03/2018").
 DATE_LAX = re.compile(r"(\d{2})([-/.])(\d{2})\2((?:19|20)\d{2})")
-MONTH_NAMES = frozenset(
-    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "SEPT", "OCT", "NOV", "DEC", "JANUARY", "FEBRUARY", "MARCH", "APRIL", "JUNE", "JULY", "AUGUST", "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER"])
 _OCR_LETTERS = str.maketrans("015862", "OISBGZ")
 
 
@@ -233,7 +230,7 @@ def _month_token(tok: str) -> str | None:
     fixed = tok.upper().translate(_OCR_LETTERS)
     if sum(c.isalpha() for c in tok) < 2 or not fixed.isalpha():
         return None
-    return fixed if fixed in MONTH_NAMES else None
+    return fixed if month_number(fixed) else None  # the scorer's own month table
 
 
 _LABEL_GLUE = re.compile(r"(?<=[A-Za-z]{3})(?=\d)")
@@ -565,7 +562,7 @@ def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decim
             desc = re.sub(r"^\d{6,}\s*", "", desc)  # a leading barcode is not a description
             if not re.search(r"[A-Za-z]{2}", desc):
                 desc = prev_text
-            items.append((desc or NF, q, p, tot))
+            items.append((desc or NOT_FOUND, q, p, tot))
             prev_text = ""
         else:
             header = len(ITEM_COLUMNS.findall(s)) >= 2  # a table header is never a description
@@ -584,7 +581,7 @@ def _num(d: Decimal) -> str:
 def extract(lines: Sequence[OcrLine], doc_type: str, schema: Schema | None = None) -> dict[str, str]:
     schema = schema or load_schema()
     names = schema.fields_for(doc_type)
-    out = {f: NF for f in names}
+    out = {f: NOT_FOUND for f in names}
     if "DOCUMENT_TYPE" in out:
         # the runner already knows the type (it chose the prompt/schema): report it in the label form
         out["DOCUMENT_TYPE"] = schema.document_types[doc_type].label

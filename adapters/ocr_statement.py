@@ -12,6 +12,7 @@ import re
 from decimal import Decimal
 
 from migbench.adapters.ocr_layout import OcrLine, row_text
+from migbench.contracts import NOT_FOUND
 from migbench.normalize import format_amount, format_date, parse_amount, parse_date, parse_date_set
 
 MONEY = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d{2}(?!\d)")
@@ -100,8 +101,8 @@ def extract_statement(rows: list[list[OcrLine]]) -> dict[str, str]:
         dm = re.match(r"\s*\S+(?:\s+[A-Za-z]{3,9}(?:\s+\d{2,4})?)?", rest)
         lead = rest[dm.end():].strip() if dm and parse_date(rest) is None else ""
         dates.append(format_date(d))
-        descs.append((lead + " " + desc).strip() or "NOT_FOUND")
-        amounts.append(format_amount(paid) if paid is not None else "NOT_FOUND")  # a credit: nothing paid
+        descs.append((lead + " " + desc).strip() or NOT_FOUND)
+        amounts.append(format_amount(paid) if paid is not None else NOT_FOUND)  # a credit: nothing paid
     if dates:
         out["TRANSACTION_DATES"] = " | ".join(dates)
         out["LINE_ITEM_DESCRIPTIONS"] = " | ".join(descs)

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migbench.contracts import DocResult, Document, ErrorClass, InputError, Response
+from migbench.contracts import NOT_FOUND, DocResult, Document, ErrorClass, InputError, Response
 from migbench.datasets import FILE_COLUMNS, Dataset, load_dataset
-from migbench.normalize import NOT_FOUND
 from migbench.parsing import parse_output
 from migbench.schema import Schema, load_schema
 from migbench.scoring import document_f1, score_document

@@ -11,8 +11,6 @@ import datetime as _dt
 import re
 from decimal import Decimal, InvalidOperation
 
-NOT_FOUND = "NOT_FOUND"
-
 # ---------------------------------------------------------------------------------------------
 # NOT_FOUND synonyms
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +146,6 @@ _MONTHS = {
     "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
     "nov": 11, "dec": 12,
 }
-MONTHS = _MONTHS  # public name: month word -> number (adapters read it)
 _MON = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _SEP = r"[\s\-/.,]{0,4}"
 _ISO = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d{2})")
@@ -161,6 +158,12 @@ _MON_D_Y = re.compile(
     rf"(?i)(?<![a-z])({_MON})(?![a-z])\.?{_SEP}(\d{{1,2}})(?:st|nd|rd|th)?(?!\d){_SEP}(\d{{4}}|\d{{2}})"
 )
 _COMPACT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+
+
+def month_number(word: str) -> int | None:
+    """'Mar' / 'MARCH' / 'sept' -> 3 / 3 / 9; None when the word is not a month name. The OCR rules
+    read month names through this, so one table serves every date reader."""
+    return _MONTHS.get(word.lower())
 
 
 def _year(text: str) -> int:

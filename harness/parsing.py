@@ -18,7 +18,8 @@ import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from migbench.normalize import NOT_FOUND, is_not_found, parse_amount, parse_date
+from migbench.contracts import NOT_FOUND
+from migbench.normalize import is_not_found, parse_amount, parse_date
 from migbench.schema import Schema, load_schema
 
 LIST_SEP = " | "

@@ -24,9 +24,8 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from migbench.contracts import FieldScore
+from migbench.contracts import NOT_FOUND, FieldScore
 from migbench.normalize import (
-    NOT_FOUND,
     is_not_found,
     normalize_id,
     normalize_text,

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Literal
 
 from migbench.catalog import load_model
-from migbench.contracts import FieldScore, UsageError
+from migbench.contracts import NOT_FOUND, FieldScore, UsageError
 from migbench.ground_truth import ground_truth_dir
 from migbench.normalize import (
-    NOT_FOUND,
     is_not_found,
     normalize_text,
     parse_amount,

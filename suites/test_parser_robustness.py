@@ -12,7 +12,8 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from migbench.normalize import NOT_FOUND, is_not_found
+from migbench.contracts import NOT_FOUND
+from migbench.normalize import is_not_found
 from migbench.parsing import (
     canonical_key,
     clean_value,

@@ -255,3 +255,11 @@ def test_line_items_with_the_quantity_first_and_thousands_separators():
     assert out["LINE_ITEM_QUANTITIES"] == "4 | 3"
     assert out["LINE_ITEM_PRICES"] == "$1176.25 | $1698.51"
     assert out["LINE_ITEM_TOTAL_PRICES"] == "$4705.00 | $5095.53"
+
+
+@pytest.mark.parametrize("text, date", [("Date: 5 0CT 2023", (5, 10, 2023)), ("Issued5July2023", (5, 7, 2023)),
+                                        ("SEPT 3, 2024", (3, 9, 2024)), ("12 Marc 2023", None)])
+def test_ocr_month_names_are_the_scorers_month_table_with_ocr_confusions(text, date):
+    """'0CT' is OCT misread; a word the scorer's table does not know is no month."""
+    got = [d for d, _ in date_candidates(text)]
+    assert (got[0] if got else None) == date

@@ -167,3 +167,25 @@ def test_normalisers_never_raise(text):
     parse_bool(text)
     is_not_found(text)
     assert normalize_text(normalize_text(text)) == normalize_text(text)
+
+
+@pytest.mark.parametrize("word, month", [("Mar", 3), ("MARCH", 3), ("sept", 9), ("Sep", 9), ("may", 5),
+                                         ("Dec", 12), ("Marc", None), ("", None), ("13", None)])
+def test_month_number_reads_month_names_of_any_case(word, month):
+    from migbench.normalize import month_number
+
+    assert month_number(word) == month
+
+
+def test_not_found_has_one_definition_every_layer_uses():
+    from migbench import normalize, parsing, scoring
+    from migbench.adapters import ocr_rules
+    from migbench.contracts import NOT_FOUND
+    from migbench.schema import Schema, load_schema
+
+    assert not hasattr(normalize, "NOT_FOUND") and not hasattr(ocr_rules, "NF")
+    assert scoring.NOT_FOUND is NOT_FOUND and parsing.NOT_FOUND is NOT_FOUND
+    schema = load_schema()
+    assert schema.not_found == NOT_FOUND
+    with pytest.raises(ValueError, match="NOT_FOUND"):  # a schema states the marker; it cannot change it
+        Schema.model_validate({**schema.model_dump(), "not_found": "N/A"})
