@@ -1,28 +1,146 @@
-"""What the Bedrock and SageMaker backends share: the boto3 client factory and error classification.
+"""The AWS base backend: client setup behind the residency guard, one bounded attempt, the
+classification of every failure, and the audit facts of each request. Bedrock and SageMaker
+only build their request and read their answer's shape (`_prepare_call`, `_send`, `_parse`).
 
 The harness owns retrying (harness/retry.py), so every client is built with botocore's own retries
 off (`total_max_attempts=1`: one call, no hidden second attempt) and timeouts sized for long
 generations. Credentials come from the standard chain (env, profile, SSO, container/instance role);
-nothing here reads, stores or prints them.
+their values are only registered with the scrubber (migbench.redact), never stored or printed.
 
 Classification goes by the error CODE in `err.response["Error"]["Code"]`, never by exception class:
 `from botocore.exceptions import ThrottlingException` does not exist (the migration guide's bug),
 the per-client classes are generated at runtime, and a streaming error arrives as EventStreamError
 with a lower-case code (`throttlingException`). Codes are compared case-insensitively.
+
+A 200 is an answer only when it is complete and has the API's shape: a body shorter than its
+Content-Length or empty is an incomplete answer (TRANSIENT: the next attempt may get all of it);
+a body that is not the API's JSON (an HTML page from a proxy, JSON without the answer's key) is
+a malformed answer (PERMANENT: the same request gets the same reply). Neither is ever stored as
+an empty success.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import email.utils
+import json
+import math
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from migbench.contracts import Backend, ErrorClass, SetupError
-from migbench.redact import install_log_scrubber
+from migbench.contracts import (
+    AuditEntry,
+    Backend,
+    BackendConfig,
+    BackendError,
+    BackendOptions,
+    ErrorClass,
+    Request,
+    Response,
+    SetupError,
+)
+from migbench.redact import install_log_scrubber, register_credentials, scrub
+from migbench.residency import (
+    Decision,
+    ResidencyGuard,
+    is_loopback,
+    load_model_catalog,
+    load_policy,
+    loopback_allowed_by_env,
+)
+from pydantic import Field
 
-# botocore's DEBUG logs print signed headers and security tokens; scrub before any handler sees them.
-install_log_scrubber()
+# Residency: requests go to Sydney unless the region option names another allowed region.
+DEFAULT_REGION = "ap-southeast-2"
+EMULATED_HEADER = "x-migbench-emulated"
+# Seconds an attempt may take beyond connect + read timeouts (sending the request, reading the body).
+ATTEMPT_SLACK_S = 60.0
+
+
+class AwsOptions(BackendOptions):
+    """Options every AWS backend takes."""
+
+    region: str = Field(DEFAULT_REGION, min_length=1, description=(
+        "signing region; AWS_REGION / AWS_DEFAULT_REGION are deliberately not used: a developer's shell "
+        "default must not move a residency run"))
+    endpoint_url: str | None = Field(None, description=(
+        "else botocore applies AWS_ENDPOINT_URL_<SERVICE>; the residency guard judges either"))
+    allow_loopback: bool = Field(False, description="allow 127.0.0.1/localhost/::1 (emulators); "
+                                                    "also MIGBENCH_ALLOW_LOOPBACK=1")
+    read_timeout: float = Field(300.0, gt=0, description="socket read timeout, seconds (long generations)")
+    connect_timeout: float = Field(10.0, gt=0)
+    attempt_timeout: float | None = Field(None, gt=0, description=(
+        "total seconds one attempt may take, answer read included (default: connect + read timeout + 60)"))
+    max_image_dim: int | None = Field(None, ge=1, description="downscale pages whose longer side exceeds this")
+    profile: str | None = Field(None, description="AWS named profile for the standard credential chain")
+
+
+class AnswerError(BackendError):
+    """The service answered 2xx, but not with a usable answer. Keeps the answer's status and request
+    id for the audit (the request was sent and answered)."""
+
+    status: int | None = None
+    request_id: str | None = None
+
+
+class IncompleteAnswer(AnswerError):
+    """A 2xx whose body is empty or shorter than its Content-Length: retried."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ErrorClass.TRANSIENT)
+
+
+class MalformedAnswer(AnswerError):
+    """A 2xx whose body is not the API's response shape (HTML, other JSON): not an answer."""
+
+    def __init__(self, message: str):
+        super().__init__(message, ErrorClass.PERMANENT)
+
+
+def check_answer_body(body: bytes, headers: dict[str, str], what: str) -> None:
+    """Refuse an incomplete 2xx body; shared by the botocore hook and the streamed bodies."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and len(body) < int(declared):
+        raise IncompleteAnswer(f"{what}: answer cut off after {len(body)} of {declared} bytes")
+    if not body.strip():
+        raise IncompleteAnswer(f"{what}: 200 with an empty body")
+
+
+def load_json_answer(body: bytes, headers: dict[str, str], what: str) -> Any:
+    """A complete JSON answer, or IncompleteAnswer / MalformedAnswer naming what arrived instead."""
+    check_answer_body(body, headers, what)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        kind = headers.get("content-type") or "unknown content type"
+        raise MalformedAnswer(f"{what}: answer is not JSON ({kind}, {len(body)} bytes: "
+                              f"{body[:60].decode('utf-8', 'replace')!r})") from None
+
+
+def _check_2xx_body(response_dict: dict[str, Any] | None = None, operation_model: Any = None, **_: Any) -> None:
+    """botocore `before-parse` hook: botocore parses an empty, cut-off or HTML 200 body as `{}`, so
+    a Converse answer would look like a success with no text. Streamed bodies are read (and checked)
+    by the backend itself."""
+    if not response_dict or not 200 <= int(response_dict.get("status_code") or 0) < 300:
+        return
+    body = response_dict.get("body")
+    if not isinstance(body, (bytes, bytearray)):
+        return
+    headers = {str(k).lower(): str(v) for k, v in (response_dict.get("headers") or {}).items()}
+    name = getattr(operation_model, "name", "answer")
+    if getattr(operation_model, "has_streaming_output", False):
+        return
+    try:
+        load_json_answer(bytes(body), headers, name)
+    except AnswerError as exc:
+        exc.status = int(response_dict["status_code"])
+        exc.request_id = headers.get("x-amzn-requestid")
+        raise
+
 
 # Decisions (documented in the report and pinned by tests/adapters/test_bedrock_errors.py):
 # - ServiceQuotaExceededException -> THROTTLING: Bedrock quotas are tokens/requests per minute, so
@@ -78,6 +196,8 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def http_status(exc: BaseException) -> int | None:
+    if isinstance(exc, AnswerError):
+        return exc.status
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
@@ -86,6 +206,8 @@ def http_status(exc: BaseException) -> int | None:
 
 
 def request_id(exc_or_response: Any) -> str | None:
+    if isinstance(exc_or_response, AnswerError):
+        return exc_or_response.request_id
     response = getattr(exc_or_response, "response", exc_or_response)
     if isinstance(response, dict):
         return (response.get("ResponseMetadata") or {}).get("RequestId") or None
@@ -97,14 +219,6 @@ def response_headers(exc_or_response: Any) -> dict[str, str]:
     if isinstance(response, dict):
         return dict((response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {})
     return {}
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    value = response_headers(exc).get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: leave the wait to the backoff
-        return None
 
 
 def _class_from_status(status: int | None) -> ErrorClass:
@@ -132,8 +246,6 @@ def classify_client_error(code: str | None, status: int | None, response: dict |
 
 def classify_aws_error(exc: BaseException) -> ErrorClass:
     """Map anything a boto3 call can raise to an ErrorClass (the residency error classifies itself)."""
-    from migbench.contracts import BackendError
-
     if isinstance(exc, BackendError):
         return exc.error_class
     try:
@@ -152,6 +264,9 @@ def classify_aws_error(exc: BaseException) -> ErrorClass:
             return ErrorClass.PERMANENT if "certificate verify failed" in str(exc) else ErrorClass.TRANSIENT
         if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError)):
             return ErrorClass.TRANSIENT
+        # A streamed body that ended before its Content-Length: the next attempt may get all of it.
+        if isinstance(exc, bx.IncompleteReadError):
+            return ErrorClass.TRANSIENT
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ParamValidationError,
                             bx.NoRegionError)):
             return ErrorClass.PERMANENT
@@ -160,6 +275,37 @@ def classify_aws_error(exc: BaseException) -> ErrorClass:
     if isinstance(exc, (ConnectionError, OSError)):
         return ErrorClass.TRANSIENT
     return ErrorClass.PERMANENT
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header as seconds to wait: delta-seconds or an HTTP date (RFC 9110 10.2.3).
+
+    Whatever a server sends stays a number the retry loop can cap: `inf`, `1e10` and far dates
+    come back as they are (the loop caps every hint), negative values and past dates as 0, and
+    `nan` or text as None (the loop's own backoff decides).
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    return parse_retry_after(response_headers(exc).get("retry-after"))
+
+
 
 
 def client_config(*, region: str, read_timeout: float = 300.0, connect_timeout: float = 10.0,
@@ -187,22 +333,34 @@ def make_session(profile: str | None = None) -> Any:
 def make_client(service: str, *, region: str, endpoint_url: str | None = None, read_timeout: float = 300.0,
                 connect_timeout: float = 10.0, concurrency: int = 1, session: Any = None) -> Any:
     """A boto3 client with the explicit Config. endpoint_url None lets botocore apply the standard
-    AWS_ENDPOINT_URL_<SERVICE> variable itself; the residency guard checks whatever results."""
+    AWS_ENDPOINT_URL_<SERVICE> variable itself; the residency guard checks whatever results.
+
+    Making a client is where AWS enters the process, so this is where botocore's DEBUG logs (signed
+    headers, tokens) start being scrubbed and the resolved credentials are registered as secrets.
+    """
+    install_log_scrubber()
     session = session or make_session()
-    return session.client(
+    register_credentials(_credentials(session))
+    client = session.client(
         service,
         region_name=region,
         endpoint_url=endpoint_url or None,
         config=client_config(region=region, read_timeout=read_timeout, connect_timeout=connect_timeout,
                              concurrency=concurrency),
     )
+    client.meta.events.register("before-parse", _check_2xx_body, unique_id="migbench-answer-check")
+    return client
+
+
+def _credentials(session: Any) -> Any:
+    try:
+        return session.get_credentials()
+    except Exception:  # noqa: BLE001 - a broken profile is "no credentials" (require_credentials says so)
+        return None
 
 
 def has_credentials(session: Any) -> bool:
-    try:
-        return session.get_credentials() is not None
-    except Exception:  # noqa: BLE001 - a broken profile is "no credentials" for the optional preflight
-        return False
+    return _credentials(session) is not None
 
 
 def require_credentials(session: Any, backend: str) -> None:
@@ -220,68 +378,82 @@ def host_of(url: str | None) -> str | None:
     return urlsplit(url).hostname
 
 
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def safe_message(exc: BaseException) -> str:
+    """One scrubbed line naming the error (a server may echo anything, credentials included)."""
+    code = error_code(exc)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return scrub(f"{code}: {text}" if code and code not in text else text) or type(exc).__name__
 
 
-def env_flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+# ---------------------------------------------------------------- the base backend
 
 
-def record_attempt(sink: Any, *, backend: str, service: str, operation: str, model_id: str | None,
-                   doc_id: str | None, decision: Any, region: str | None, host: str | None,
-                   status: int | None, request_id: str | None, attempt: int = 1,
-                   error_class: ErrorClass | None = None) -> None:
-    """One AuditEntry for an attempt, sent or refused. `decision` is the guard's (None if it never ran).
+@dataclass
+class Call:
+    """One prepared request: the operation, the boto3 keyword arguments, facts for Response.extra."""
 
-    Holds where the request went and what it was; never bodies, headers or credentials.
-    """
-    if sink is None:
-        return
-    from migbench.contracts import AuditEntry
-
-    refused = error_class is ErrorClass.RESIDENCY
-    allowed = decision.allowed if decision is not None else not refused
-    if decision is not None and not decision.allowed:
-        reason = decision.reason
-    elif refused:
-        reason = "refused before sending"
-    else:
-        reason = error_class.value if error_class else None
-    sink.record_audit(AuditEntry(
-        backend=backend, service=service, operation=operation,
-        region=decision.region if decision is not None else region,
-        host=decision.host if decision is not None else host,
-        model_id=model_id, doc_id=doc_id, request_id=request_id,
-        status=None if not allowed else status, attempt=attempt,
-        bytes_sent=decision.bytes_sent if decision is not None else 0,
-        allowed=allowed, reason=reason))
+    operation: str  # Converse | InvokeModel | InvokeEndpoint
+    kwargs: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-EMULATED_HEADER = "x-migbench-emulated"
+@dataclass
+class Answer:
+    """What came back: the response metadata and, for streamed operations, the body read in full."""
+
+    raw: dict[str, Any]
+    body: bytes | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return response_headers(self.raw)
+
+    @classmethod
+    def streamed(cls, raw: dict[str, Any], key: str, what: str) -> Answer:
+        """Read a streamed body in full. botocore checks it against Content-Length; a body that
+        breaks off is an incomplete answer of a 200 (a read timeout stays a timeout)."""
+        try:
+            return cls(raw, raw[key].read())
+        except Exception as exc:  # noqa: BLE001 - classified here or below, never swallowed
+            if classify_aws_error(exc) is ErrorClass.TIMEOUT:
+                raise
+            err = IncompleteAnswer(f"{what}: answer broke off: {safe_message(exc)}")
+            err.status, err.request_id = http_status(raw) or 200, request_id(raw)
+            raise err from exc
 
 
 class AwsBackend(Backend):
-    """What the AWS backends share: one lazily created client under a lock, AWS error classes."""
+    """What the AWS backends share: options, one lazily created guarded client, one bounded attempt
+    (`generate`), classification and the audit facts of every request, sent or refused."""
 
     service: str  # boto3 service name
-    _client: Any = None
-    _session: Any = None
-    _lock: threading.Lock
-    # set by the subclass: region, endpoint_url, read_timeout, connect_timeout, guard
+    Options = AwsOptions
+
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        self.opts: AwsOptions = config.settings  # type: ignore[assignment]
+        self.region: str = self.opts.region
+        self.endpoint_url: str | None = self.opts.endpoint_url
+        self.read_timeout = self.opts.read_timeout
+        self.connect_timeout = self.opts.connect_timeout
+        self.attempt_timeout = self.opts.attempt_timeout or (
+            self.connect_timeout + self.read_timeout + ATTEMPT_SLACK_S)
+        self.max_image_dim = self.opts.max_image_dim
+        self.allow_loopback = self.opts.allow_loopback or loopback_allowed_by_env()
+        self.policy = load_policy()
+        self.guard = ResidencyGuard(self.policy, allow_loopback=self.allow_loopback, catalog=load_model_catalog())
+        self.emulated: bool | None = None  # known after the first answered call
+        self._client: Any = None
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ client
 
     def _get_client(self) -> Any:
         """One client per backend, created on first use, with the residency guard attached."""
         with self._lock:
             if self._client is None:
-                self._session = make_session(self.config.get("profile"))
+                self._session = make_session(self.opts.profile)
                 client = make_client(
                     self.service, region=self.region, endpoint_url=self.endpoint_url,
                     read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
@@ -293,25 +465,155 @@ class AwsBackend(Backend):
         return classify_aws_error(exc)
 
     def endpoint_kind(self) -> str:
-        from migbench.residency import is_loopback, load_policy
-
         host = host_of(self._get_client().meta.endpoint_url)
-        return f"loopback:{host}" if is_loopback(host, load_policy()) else "aws"
+        return f"loopback:{host}" if is_loopback(host, self.policy) else "aws"
 
     def answered_by_emulator(self, headers: dict[str, str] | None) -> bool:
         """Our emulator says so in a header; any other server on loopback is not AWS either
         (moto, a local mock), so its answers are not evidence of a model."""
-        if headers and env_flag(headers.get(EMULATED_HEADER)):
+        if headers and (headers.get(EMULATED_HEADER) or "").strip() == "1":
             return True
         client = self._client
         if client is None:
             return False
-        from migbench.residency import is_loopback, load_policy
+        return is_loopback(host_of(client.meta.endpoint_url), self.policy)
 
-        return is_loopback(host_of(client.meta.endpoint_url), load_policy())
+    def _note_emulated(self, headers: dict[str, str]) -> bool:
+        emulated = self.answered_by_emulator(headers)
+        if headers:
+            self.emulated = emulated
+        return emulated
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    # ------------------------------------------------------------ what a backend supplies
+
+    def _prepare_call(self, request: Request) -> Call:
+        """Build the request (raise BackendError INPUT for a document that cannot be sent)."""
+        raise NotImplementedError
+
+    def _send(self, client: Any, call: Call) -> Answer:
+        """The boto3 call; runs on the attempt's thread and reads a streamed body in full."""
+        raise NotImplementedError
+
+    def _parse(self, call: Call, answer: Answer) -> Any:
+        """The answer's text and usage (a ParsedOutput); raise IncompleteAnswer/MalformedAnswer."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ one attempt
+
+    def generate(self, request: Request) -> Response:
+        """One bounded attempt: sent (or refused) once, classified, with its audit facts attached.
+
+        The attempt runs on its own thread so it ends at `attempt_timeout` even when a server
+        trickles its answer byte by byte (socket timeouts only bound the silence between bytes).
+        An abandoned call finishes or times out on its own; its result is discarded.
+        """
+        call = self._prepare_call(request)
+        client = self._get_client()
+        register_credentials(_credentials(self._session))  # role/SSO credentials rotate
+        decisions: list[Decision] = []
+        t0 = time.perf_counter()
+        try:
+            answer = self._bounded(lambda: self._send(client, call), decisions)
+            try:
+                parsed = self._parse(call, answer)
+            except AnswerError as exc:
+                exc.status, exc.request_id = http_status(answer.raw) or 200, request_id(answer.raw)
+                raise
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and raised as BackendError
+            self._fail(exc, call, decisions, time.perf_counter() - t0)
+        latency = time.perf_counter() - t0
+        rid = request_id(answer.raw)
+        emulated = self._note_emulated(answer.headers)
+        decision = decisions[-1] if decisions else None
+        return Response(
+            text=parsed.text, input_tokens=parsed.input_tokens, output_tokens=parsed.output_tokens,
+            latency_s=latency, server_latency_ms=parsed.server_latency_ms, region=self.region,
+            endpoint=decision.host if decision else host_of(client.meta.endpoint_url), model_id=self.model_id,
+            request_id=rid, stop_reason=parsed.stop_reason, extra={"emulated": emulated, **call.extra},
+            sent=self._facts(call.operation, decisions, status=http_status(answer.raw) or 200, request_id=rid))
+
+    def _bounded(self, send: Callable[[], Answer], decisions: list[Decision]) -> Answer:
+        result: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                with self.guard.recording(decisions):
+                    result["answer"] = send()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                result["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="migbench-attempt", daemon=True).start()
+        if not done.wait(self.attempt_timeout):
+            raise BackendError(f"no complete answer within attempt_timeout={self.attempt_timeout:g}s",
+                               ErrorClass.TIMEOUT)
+        if "error" in result:
+            raise result["error"]
+        return result["answer"]
+
+    def _fail(self, exc: Exception, call: Call, decisions: list[Decision], latency: float) -> None:
+        error_class = self.classify(exc)
+        self._note_emulated(response_headers(exc))
+        decision = decisions[-1] if decisions else None
+        partial = Response(
+            latency_s=latency, region=self.region, endpoint=decision.host if decision else None,
+            model_id=self.model_id, request_id=request_id(exc), error_class=error_class,
+            error=safe_message(exc), throttled=int(error_class is ErrorClass.THROTTLING),
+            sent=self._facts(call.operation, decisions, status=http_status(exc), request_id=request_id(exc),
+                             error_class=error_class))
+        if isinstance(exc, BackendError):
+            exc.response = partial
+            raise exc
+        raise BackendError(partial.error or type(exc).__name__, error_class, retry_after_s=retry_after_s(exc),
+                           response=partial) from exc
+
+    def _facts(self, operation: str, decisions: list[Decision], *, status: int | None, request_id: str | None,
+               error_class: ErrorClass | None = None, service: str | None = None) -> list[AuditEntry]:
+        """AuditEntries for what the guard judged during one call (refusals included). A call that
+        failed before the guard ran (no connection attempt) still leaves one entry."""
+        if not decisions:
+            if error_class is None:
+                return []
+            decisions = [None]  # type: ignore[list-item]
+        host = host_of(self._client.meta.endpoint_url) if self._client is not None else None
+        return [audit_entry(backend=self.name, service=service or self.service, operation=operation,
+                            model_id=self.model_id, decision=d, region=self.region, host=host,
+                            status=status, request_id=request_id, error_class=error_class)
+                for d in decisions]
+
+    def record_outside_loop(self, entries: list[AuditEntry]) -> None:
+        """Preflight requests are not attempts of a document: recorded straight to the sink."""
+        if self.audit is not None:
+            for entry in entries:
+                self.audit.record_audit(entry)
+
+
+def audit_entry(*, backend: str, service: str, operation: str, model_id: str | None, decision: Decision | None,
+                region: str | None, host: str | None, status: int | None, request_id: str | None,
+                error_class: ErrorClass | None = None) -> AuditEntry:
+    """One request as the audit keeps it: where it went and what it was; never bodies, headers or
+    credentials. Doc id and attempt number are the retry loop's to fill in."""
+    refused = error_class is ErrorClass.RESIDENCY
+    allowed = decision.allowed if decision is not None else not refused
+    if decision is not None and not decision.allowed:
+        reason = decision.reason
+    elif refused:
+        reason = "refused before sending"
+    else:
+        reason = error_class.value if error_class else None
+    return AuditEntry(
+        backend=backend, service=service, operation=operation,
+        region=decision.region if decision is not None else region,
+        host=decision.host if decision is not None else host,
+        model_id=model_id, request_id=request_id,
+        status=None if not allowed else status,
+        bytes_sent=decision.bytes_sent if decision is not None else 0,
+        allowed=allowed, reason=reason)

@@ -1,70 +1,80 @@
 """Amazon Bedrock backend: one Converse / InvokeModel attempt per `generate`, behind the residency guard.
 
-Options (BackendConfig.options, from backends.yaml defaults, config or CLI):
-  catalog_model   key of harness/data/bedrock_models.yaml (model id, vision, api, regions, facts)
-  region          signing region. Explicit option, else ap-southeast-2. AWS_REGION / AWS_DEFAULT_REGION
-                  are deliberately NOT used: a developer's shell default must not move a residency run.
-  api             converse | invoke-nova | invoke-anthropic (default: the catalog's api_default)
-  max_image_dim   downscale pages whose longer side exceeds this (default: the model limit, 8000)
-  concurrency     harness threads; also the client's connection pool size
-  read_timeout    seconds (default 300: long generations), connect_timeout (default 10)
-  endpoint_url    else botocore applies AWS_ENDPOINT_URL_BEDROCK_RUNTIME itself; the guard judges either
-  allow_loopback  allow 127.0.0.1/localhost/::1 endpoints (emulator); also MIGBENCH_ALLOW_LOOPBACK=1
-  preflight_profile  auto | always | never: read an inference profile's destinations at preflight
-  pdf_mode        document (Converse document block) | pages (render to images)
-  profile         AWS named profile for the standard credential chain
+Options are `BedrockOptions` (below, plus the AWS ones in aws_common.AwsOptions): backends.yaml
+defaults, then config or CLI (`-o KEY=VALUE`), validated when the backend is loaded.
+Client setup, the bounded attempt, classification and audit facts are the AWS base's
+(migbench.adapters.aws_common); this module builds the three request shapes and reads their answers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
-import time
-from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from migbench.adapters import aws_common as aws
 from migbench.adapters import bedrock_body as body
-from migbench.adapters.bedrock_images import (
-    ImagePrepError,
-    estimate_request_image_tokens,
-    prepare_images,
-    render_pdf_pages,
+from migbench.contracts import (
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    ImageBudget,
+    Request,
+    SetupError,
 )
-from migbench.contracts import BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
 from migbench.residency import (
     ModelEntry,
     ResidencyError,
-    ResidencyGuard,
     check_config,
     is_loopback,
     judge_inference_profile,
     load_model_catalog,
-    load_policy,
     parse_arn,
     profile_prefix,
 )
+from migbench.tokens import estimate_image_tokens
+from pydantic import Field, field_validator
 
 log = logging.getLogger("migbench.bedrock")
 
-DEFAULT_REGION = "ap-southeast-2"
-EMULATED_HEADER = aws.EMULATED_HEADER
 APIS = ("converse", "invoke-nova", "invoke-anthropic")
+Api = Literal["converse", "invoke-nova", "invoke-anthropic"]
+# Converse DocumentBlock: "Each document's size must be no more than 4.5 MB"
+# (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_DocumentBlock.html).
+MAX_DOCUMENT_BYTES = 4_500_000
 _OPERATION = {"converse": "Converse", "invoke-nova": "InvokeModel", "invoke-anthropic": "InvokeModel"}
+
+
+class BedrockOptions(aws.AwsOptions):
+    catalog_model: str | None = Field(None, description=(
+        "key of harness/data/bedrock_models.yaml (model id, vision, api, regions, facts)"))
+    api: Api | None = Field(None, description="default: the catalog's api_default, else converse")
+    preflight_profile: Literal["auto", "always", "never"] = Field(
+        "auto", description="read an inference profile's destinations at preflight")
+    pdf_mode: Literal["document", "pages"] = Field(
+        "document", description="document: the PDF as a document block where the API takes one; pages: images")
+    control_endpoint_url: str | None = Field(None, description="bedrock control plane (GetInferenceProfile)")
+
+    @field_validator("catalog_model")
+    @classmethod
+    def _catalogued(cls, key: str | None) -> str | None:
+        known = load_model_catalog().models
+        if key is not None and key not in known:
+            raise ValueError(f"not in bedrock_models.yaml; known: {', '.join(known)}")
+        return key
 
 
 class BedrockBackend(aws.AwsBackend):
     service = "bedrock-runtime"
     family = "bedrock"
+    Options = BedrockOptions
+    input_form = "pdf-or-encoded"  # the PDF itself as a document block where image_budget().takes_pdf
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
+        opts: BedrockOptions = self.opts  # type: ignore[assignment]
         catalog = load_model_catalog()
-        key = config.get("catalog_model")
-        if key is not None and key not in catalog.models:
-            raise SetupError(f"catalog_model {key!r} is not in bedrock_models.yaml; known: {', '.join(catalog.models)}")
+        key = opts.catalog_model
         entry: ModelEntry | None = catalog.models.get(key) if key else None
         if config.model and (entry is None or config.model != entry.model_id):
             entry = catalog.by_model_id(config.model)  # an explicit id wins; its facts only if catalogued
@@ -72,31 +82,12 @@ class BedrockBackend(aws.AwsBackend):
             raise SetupError(f"backend {config.name!r}: set catalog_model or a model id")
         self.entry = entry
         self._model_id: str = config.model or entry.model_id  # type: ignore[union-attr]
-        self.region: str = str(config.get("region") or DEFAULT_REGION)
-        self.api: str = str(config.get("api") or (entry.api_default if entry else "converse"))
-        if self.api not in APIS:
-            raise SetupError(f"api must be one of {', '.join(APIS)}, got {self.api!r}")
+        self.api: str = opts.api or (entry.api_default if entry else "converse")
         if entry is not None and self.api not in entry.apis:
             raise SetupError(f"{self._model_id} does not take api {self.api!r} (catalog: {', '.join(entry.apis)})")
-        self.max_image_dim = int(config.get("max_image_dim")) if config.get("max_image_dim") else None
-        self.read_timeout = float(config.get("read_timeout", 300))
-        self.connect_timeout = float(config.get("connect_timeout", 10))
-        self.endpoint_url: str | None = config.get("endpoint_url") or None
-        self.allow_loopback = bool(config.get("allow_loopback")) or aws.env_flag(os.environ.get("MIGBENCH_ALLOW_LOOPBACK"))
-        self.preflight_profile = str(config.get("preflight_profile", "auto"))
-        if self.preflight_profile not in ("auto", "always", "never"):
-            raise SetupError(f"preflight_profile must be auto, always or never, got {self.preflight_profile!r}")
-        self.pdf_mode = str(config.get("pdf_mode", "document"))
-        if self.pdf_mode not in ("document", "pages"):
-            raise SetupError(f"pdf_mode must be document or pages, got {self.pdf_mode!r}")
-        self.policy = load_policy()
-        self.guard = ResidencyGuard(self.policy, allow_loopback=self.allow_loopback, catalog=catalog)
-        self.emulated: bool | None = None  # known after the first answered call
+        self.preflight_profile = opts.preflight_profile
+        self.pdf_mode = opts.pdf_mode
         self.profile_check = "not run"
-        self._client: Any = None
-        self._session: Any = None
-        self._lock = threading.Lock()
-        self._attempts: Counter[str] = Counter()
         for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
             if os.environ.get(var) and os.environ[var] != self.region:
                 log.warning("%s=%s ignored: the bedrock region is %s (set the region option to change it)",
@@ -161,14 +152,16 @@ class BedrockBackend(aws.AwsBackend):
             log.warning("inference profile %s destinations not checked: %s", self.model_id, why_not)
             return
         ctl = self.guard.attach(aws.make_client(
-            "bedrock", region=self.region, endpoint_url=self.config.get("control_endpoint_url"),
+            "bedrock", region=self.region, endpoint_url=self.opts.control_endpoint_url,  # type: ignore[attr-defined]
             read_timeout=30, connect_timeout=self.connect_timeout, session=self._session))
+        decisions: list = []
         try:
-            resp = ctl.get_inference_profile(inferenceProfileIdentifier=self.model_id)
+            with self.guard.recording(decisions):
+                resp = ctl.get_inference_profile(inferenceProfileIdentifier=self.model_id)
         except Exception as exc:  # noqa: BLE001 - refused, denied or unreachable: stop only when required
-            decision = self.guard.take_last()
-            self._audit("bedrock", "GetInferenceProfile", None, decision, status=aws.http_status(exc),
-                        request_id=aws.request_id(exc), error_class=aws.classify_aws_error(exc))
+            self.record_outside_loop(self._facts(
+                "GetInferenceProfile", decisions, status=aws.http_status(exc), request_id=aws.request_id(exc),
+                error_class=aws.classify_aws_error(exc), service="bedrock"))
             if mode == "always" or isinstance(exc, ResidencyError):
                 raise SetupError(f"inference profile check failed: {aws.error_code(exc) or type(exc).__name__}: "
                                  f"{exc}") from None
@@ -177,8 +170,8 @@ class BedrockBackend(aws.AwsBackend):
             return
         finally:
             ctl.close()
-        self._audit("bedrock", "GetInferenceProfile", None, self.guard.take_last(),
-                    status=aws.http_status(resp) or 200, request_id=aws.request_id(resp))
+        self.record_outside_loop(self._facts("GetInferenceProfile", decisions, status=aws.http_status(resp) or 200,
+                                             request_id=aws.request_id(resp), service="bedrock"))
         verdict = judge_inference_profile(resp, self.policy)
         if not verdict.ok:
             raise SetupError(f"residency: inference profile {self.model_id} refused: {verdict.reason}")
@@ -186,19 +179,24 @@ class BedrockBackend(aws.AwsBackend):
 
     # ------------------------------------------------------------ one attempt
 
+    def image_budget(self) -> ImageBudget:
+        """The catalog's image limits, max_image_dim, and whether this API and model take the PDF itself."""
+        limits = load_model_catalog().image_limits
+        takes_pdf = self.pdf_mode == "document" and (
+            self.api == "invoke-anthropic" or self.api == "converse" and (self.entry is None or self.entry.documents))
+        side = min(limits.max_side_px, self.max_image_dim) if self.max_image_dim else limits.max_side_px
+        return ImageBudget(formats=tuple(limits.formats), max_side_px=side,
+                           max_request_bytes=limits.max_request_bytes, takes_pdf=takes_pdf,
+                           max_document_bytes=MAX_DOCUMENT_BYTES)
+
     def _prepare(self, request: Request) -> tuple[list, bytes | None]:
+        """The request as the runner prepared it (migbench.images): nothing is decoded here."""
         if self.entry is not None and not self.entry.vision and (request.images or request.pdf_bytes):
             raise BackendError(f"{self.model_id} is text-only: it cannot take images", ErrorClass.PERMANENT)
-        document = None
-        pages = list(request.images)
-        if request.pdf_bytes is not None:
-            if self.api == "converse" and self.pdf_mode == "document" and (self.entry is None or self.entry.documents) or self.api == "invoke-anthropic" and self.pdf_mode == "document":
-                document = request.pdf_bytes
-            else:
-                pages += render_pdf_pages(request.pdf_bytes)
-        reserve = len(request.prompt.encode()) + len((request.system or "").encode()) + \
-            (len(document) * 4 // 3 if document else 0) + 4096
-        return prepare_images(pages, max_dim=self.max_image_dim, reserve_bytes=reserve), document
+        if request.pdf_bytes is not None and not self.image_budget().takes_pdf:
+            raise BackendError(f"api {self.api} with pdf_mode={self.pdf_mode} takes no PDF document: "
+                               "prepare the request as pages", ErrorClass.INPUT)
+        return list(request.images), request.pdf_bytes
 
     def _build(self, request: Request, prepared: list, document: bytes | None) -> dict[str, Any]:
         parts = [(p.data, p.format) for p in prepared]
@@ -211,80 +209,25 @@ class BedrockBackend(aws.AwsBackend):
         return body.invoke_request(self.model_id, body.anthropic_invoke_body(
             request.prompt, parts, system=request.system, params=request.params, document=document))
 
-    def generate(self, request: Request) -> Response:
-        with self._lock:
-            self._attempts[request.doc_id] += 1
-            attempt = self._attempts[request.doc_id]
-        try:
-            prepared, document = self._prepare(request)
-        except ImagePrepError as exc:
-            raise BackendError(f"image preparation failed: {exc}", ErrorClass.INPUT) from None
-        kwargs = self._build(request, prepared, document)
-        client = self._get_client()
-        operation = _OPERATION[self.api]
-        self.guard.take_last()  # clear any stale decision on this thread
-        t0 = time.perf_counter()
-        try:
-            if self.api == "converse":
-                raw = client.converse(**kwargs)
-                parsed = body.parse_converse_response(raw)
-            else:
-                raw = client.invoke_model(**kwargs)
-                payload = json.loads(raw["body"].read())
-                headers = aws.response_headers(raw)
-                parsed = (body.parse_nova_invoke_response(payload, headers) if self.api == "invoke-nova"
-                          else body.parse_anthropic_invoke_response(payload, headers))
-        except Exception as exc:
-            latency = time.perf_counter() - t0
-            error_class = self.classify(exc)
-            decision = self.guard.take_last()
-            self._audit("bedrock-runtime", operation, request.doc_id, decision, status=aws.http_status(exc),
-                        request_id=aws.request_id(exc), attempt=attempt, error_class=error_class)
-            self._note_emulated(aws.response_headers(exc))
-            partial = Response(latency_s=latency, region=self.region, endpoint=decision.host if decision else None,
-                               model_id=self.model_id, request_id=aws.request_id(exc), error_class=error_class,
-                               error=_safe_message(exc), throttled=int(error_class is ErrorClass.THROTTLING))
-            if isinstance(exc, BackendError):
-                exc.response = partial
-                raise
-            raise BackendError(_safe_message(exc), error_class, retry_after_s=aws.retry_after_s(exc),
-                               response=partial) from exc
-        latency = time.perf_counter() - t0
-        decision = self.guard.take_last()
-        rid = aws.request_id(raw)
-        self._audit("bedrock-runtime", operation, request.doc_id, decision, status=aws.http_status(raw) or 200,
-                    request_id=rid, attempt=attempt)
-        emulated = self._note_emulated(aws.response_headers(raw))
-        return Response(
-            text=parsed.text, input_tokens=parsed.input_tokens, output_tokens=parsed.output_tokens,
-            latency_s=latency, server_latency_ms=parsed.server_latency_ms, region=self.region,
-            endpoint=decision.host if decision else aws.host_of(client.meta.endpoint_url), model_id=self.model_id,
-            request_id=rid, stop_reason=parsed.stop_reason,
-            extra={"emulated": emulated, "api": self.api,
-                   "images": [{"w": p.width, "h": p.height, "format": p.format, "converted": p.converted}
-                              for p in prepared],
-                   "document_block": document is not None,
-                   "estimated_image_tokens": estimate_request_image_tokens(prepared)})
+    def _prepare_call(self, request: Request) -> aws.Call:
+        prepared, document = self._prepare(request)
+        return aws.Call(_OPERATION[self.api], self._build(request, prepared, document), extra={
+            "api": self.api,
+            "images": [{"w": p.width, "h": p.height, "format": p.format, "converted": p.converted}
+                       for p in prepared],
+            "document_block": document is not None,
+            "estimated_image_tokens": sum(estimate_image_tokens(p.width, p.height) for p in prepared)})
 
-    # ------------------------------------------------------------ facts
+    def _send(self, client: Any, call: aws.Call) -> aws.Answer:
+        if self.api == "converse":
+            return aws.Answer(client.converse(**call.kwargs))
+        raw = client.invoke_model(**call.kwargs)
+        return aws.Answer.streamed(raw, "body", call.operation)
 
-    def _note_emulated(self, headers: dict[str, str]) -> bool:
-        emulated = self.answered_by_emulator(headers)
-        if headers:
-            self.emulated = emulated
-        return emulated
-
-    def _audit(self, service: str, operation: str, doc_id: str | None, decision: Any, *, status: int | None,
-               request_id: str | None, attempt: int = 1, error_class: ErrorClass | None = None) -> None:
-        aws.record_attempt(
-            self.audit, backend=self.name, service=service, operation=operation, model_id=self.model_id,
-            doc_id=doc_id, decision=decision, region=self.region,
-            host=aws.host_of(self._client.meta.endpoint_url) if self._client is not None else None,
-            status=status, request_id=request_id, attempt=attempt, error_class=error_class)
-
-
-def _safe_message(exc: BaseException) -> str:
-    """One line naming the error; boto3 messages carry the code and the service's text, never keys."""
-    code = aws.error_code(exc)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{code}: {text}" if code and code not in text else text
+    def _parse(self, call: aws.Call, answer: aws.Answer) -> body.ParsedOutput:
+        if self.api == "converse":
+            return body.parse_converse_response(answer.raw)
+        payload = aws.load_json_answer(answer.body or b"", answer.headers, call.operation)
+        if self.api == "invoke-nova":
+            return body.parse_nova_invoke_response(payload, answer.headers)
+        return body.parse_anthropic_invoke_response(payload, answer.headers)

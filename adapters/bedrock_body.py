@@ -6,7 +6,9 @@
 
 The usage keys differ by shape and that is the migration guide's cost bug: it reads
 `usage.input_tokens` from a Nova body, which only has `inputTokens`, so Nova cost was always zero.
-Each parser reads its own shape's keys and nothing else. No I/O here.
+Each parser reads its own shape's keys and nothing else, and refuses an answer without its shape's
+text (MalformedAnswer): an empty, HTML or keyless 200 is a failed attempt, never an empty success.
+No I/O here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from migbench.adapters.aws_common import MalformedAnswer
 from migbench.contracts import GenParams
 
 ImagePart = tuple[bytes, str]  # (encoded bytes, format: png | jpeg | gif | webp)
@@ -77,9 +80,20 @@ def converse_request(model_id: str, prompt: str, images: Sequence[ImagePart] = (
     return kwargs
 
 
+def _content(answer: Mapping[str, Any], path: tuple[str, ...], what: str) -> list[Any]:
+    """The answer's content list at `path`, or MalformedAnswer naming the keys that did arrive."""
+    node: Any = answer
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if not isinstance(node, list):
+        keys = sorted(k for k in answer if k != "ResponseMetadata") if isinstance(answer, Mapping) else []
+        raise MalformedAnswer(f"{what} answer has no {'.'.join(path)} list (keys: {', '.join(keys) or 'none'})")
+    return node
+
+
 def parse_converse_response(resp: Mapping[str, Any]) -> ParsedOutput:
-    message = ((resp.get("output") or {}).get("message") or {})
-    text = "".join(part.get("text", "") for part in message.get("content") or [] if isinstance(part, dict))
+    content = _content(resp, ("output", "message", "content"), "Converse")
+    text = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     usage = resp.get("usage") or {}
     metrics = resp.get("metrics") or {}
     return ParsedOutput(text=text, input_tokens=_int(usage.get("inputTokens")),
@@ -104,8 +118,8 @@ def nova_invoke_body(prompt: str, images: Sequence[ImagePart] = (), *, system: s
 
 
 def parse_nova_invoke_response(body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> ParsedOutput:
-    message = ((body.get("output") or {}).get("message") or {})
-    text = "".join(part.get("text", "") for part in message.get("content") or [] if isinstance(part, dict))
+    content = _content(body, ("output", "message", "content"), "Nova InvokeModel")
+    text = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     usage = body.get("usage") or {}
     h = headers or {}
     return ParsedOutput(
@@ -141,7 +155,7 @@ def anthropic_invoke_body(prompt: str, images: Sequence[ImagePart] = (), *, syst
 
 
 def parse_anthropic_invoke_response(body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> ParsedOutput:
-    text = "".join(part.get("text", "") for part in body.get("content") or []
+    text = "".join(part.get("text", "") for part in _content(body, ("content",), "Anthropic InvokeModel")
                    if isinstance(part, dict) and part.get("type") == "text")
     usage = body.get("usage") or {}
     h = headers or {}

@@ -24,7 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migbench.contracts import Backend, BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
+from migbench.contracts import (
+    Backend,
+    BackendConfig,
+    BackendError,
+    BackendOptions,
+    ErrorClass,
+    ImageBudget,
+    Request,
+    Response,
+    SetupError,
+)
+from migbench.images import fit_within
+from pydantic import Field, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +158,47 @@ def count_new_tokens(row: list[int], stop_ids: set[int]) -> tuple[int, bool]:
         if tok in stop_ids:
             return i + 1, True
     return len(row), False
+class HFLocalOptions(BackendOptions):
+    """Options of the local transformers backends, validated when the backend is loaded."""
+
+    family: str = Field(description="model family: " + ", ".join(FAMILIES))
+    model_env: str | None = Field(None, description="environment variable holding the model directory")
+    model_path: str | None = Field(None, description="model directory (else --model-path or model_env)")
+    dtype: str = Field("auto", description="auto, " + ", ".join(DTYPES))
+    quantization: str = Field("none", description=", ".join(QUANTIZATIONS))
+    device_map: str | dict[str, Any] | None = Field(None, description='"auto" spreads a model over GPUs')
+    device: str = "auto"
+    min_image_dim: int = Field(448, ge=1)
+    max_image_dim: int | None = Field(None, ge=1)
+    quant_skip_modules: list[str] | None = None
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            raise ValueError(f"must be one of {', '.join(FAMILIES)}")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value not in ("auto", *DTYPES):
+            raise ValueError(f"must be one of auto, {', '.join(DTYPES)}")
+        return value
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization(cls, value: str) -> str:
+        if value not in QUANTIZATIONS:
+            raise ValueError(f"must be one of {', '.join(QUANTIZATIONS)}")
+        return value
+
+
 
 
 def _first_line(exc: BaseException) -> str:
+    Options = HFLocalOptions
+    input_form = "pages"  # decoded by the runner, once per page; max_image_dim applied there
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -14,8 +14,18 @@ from typing import Any
 
 from migbench.adapters.ocr_layout import OcrLine
 from migbench.adapters.ocr_rules import extract
-from migbench.contracts import Backend, BackendConfig, BackendError, ErrorClass, Request, Response, SetupError
-from migbench.images import fit_within
+from migbench.contracts import (
+    Backend,
+    BackendConfig,
+    BackendError,
+    BackendOptions,
+    ErrorClass,
+    ImageBudget,
+    Request,
+    Response,
+    SetupError,
+)
+from pydantic import Field
 from migbench.schema import Schema, load_schema
 
 INSTALL_HINT = "the OCR baseline needs rapidocr-onnxruntime: pip install 'migbench[ocr]'"
@@ -34,6 +44,14 @@ def decode_page(data: bytes, index: int):
     """Encoded image bytes -> RGB PIL image; unreadable bytes are the document's fault (INPUT)."""
     from PIL import Image, UnidentifiedImageError
 
+class OCRBaselineOptions(BackendOptions):
+    """Options of the OCR baseline, validated when the backend is loaded."""
+
+    threads: int | None = Field(None, ge=1, description="OCR threads (default: the CPU count)")
+    max_side: int | None = Field(None, ge=1, description="downscale pages whose longer side exceeds this")
+    schema_: str | None = Field(None, alias="schema", description="field schema YAML (default: the shipped one)")
+
+
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -49,7 +67,8 @@ def ocr_result_to_lines(result: Any, page: int) -> list[OcrLine]:
 
 class OCRBaseline(Backend):
     family = "ocr"
-    wants_prompt = False
+    Options = OCRBaselineOptions
+    input_form = "pages"  # decoded by the runner, once per page
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)

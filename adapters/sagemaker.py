@@ -3,41 +3,33 @@
 Payload shapes are data (harness/data/sagemaker_payloads.yaml): `openai_chat` for Hugging Face TGI
 and LMI/vLLM containers, `guide_simple` for the migration guide's {image, prompt, max_new_tokens}.
 
-Options: endpoint_name (else BackendConfig.model), region (explicit, else ap-southeast-2; AWS_REGION
-is not used), payload (schema name, default openai_chat), instance_type (reported in describe() for
-the cost model: SageMaker is paid per instance-hour), endpoint_url (else botocore applies
-AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME), allow_loopback / MIGBENCH_ALLOW_LOOPBACK=1, max_image_dim,
-read_timeout (300), connect_timeout (10), concurrency, profile.
+Options are `SageMakerOptions` (below, plus the AWS ones in aws_common.AwsOptions), validated when
+the backend is loaded. Client setup, the bounded attempt, classification and audit facts are the
+AWS base's (migbench.adapters.aws_common); this module builds the payload and reads the answer.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from migbench.adapters import aws_common as aws
 from migbench.adapters.bedrock_body import MEDIA_TYPES, ParsedOutput
-from migbench.adapters.bedrock_images import ImagePrepError, prepare_images
 from migbench.catalog import load_model, load_packaged
 from migbench.contracts import (
     BackendConfig,
     BackendError,
     ErrorClass,
     GenParams,
+    ImageBudget,
     Request,
-    Response,
     SetupError,
 )
-from migbench.residency import ResidencyGuard, check_config, load_model_catalog, load_policy
-from pydantic import BaseModel, Field
+from migbench.residency import check_config, load_model_catalog
+from pydantic import BaseModel, Field, field_validator
 
-DEFAULT_REGION = "ap-southeast-2"
 _DEFAULT_PARAMS = GenParams()
 
 
@@ -158,36 +150,39 @@ def parse_payload_response(schema: PayloadSchema, raw: bytes) -> ParsedOutput:
 # ---------------------------------------------------------------- backend
 
 
+class SageMakerOptions(aws.AwsOptions):
+    endpoint_name: str | None = Field(None, description="SageMaker endpoint (else --model)")
+    payload: str = Field("openai_chat", description="payload schema in sagemaker_payloads.yaml")
+    instance_type: str | None = Field(None, description="reported for the cost model (paid per instance-hour)")
+    max_payload_bytes: int | None = Field(None, gt=0, description="default: the payload catalog's limit")
+
+    @field_validator("payload")
+    @classmethod
+    def _known_payload(cls, name: str) -> str:
+        known = load_payload_catalog().schemas
+        if name not in known:
+            raise ValueError(f"not in sagemaker_payloads.yaml; known: {', '.join(known)}")
+        return name
+
+
 class SageMakerBackend(aws.AwsBackend):
     service = "sagemaker-runtime"
     family = "sagemaker"
+    Options = SageMakerOptions
+    input_form = "encoded"  # page images within image_budget(), prepared once by the runner
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
-        self.endpoint_name: str | None = config.get("endpoint_name") or config.model
+        opts: SageMakerOptions = self.opts  # type: ignore[assignment]
+        self.endpoint_name: str | None = opts.endpoint_name or config.model
         if not self.endpoint_name:
             raise SetupError(f"backend {config.name!r}: set the endpoint_name option (or --model) to a "
                              "SageMaker endpoint in ap-southeast-2")
-        self.region = str(config.get("region") or DEFAULT_REGION)
         payloads = load_payload_catalog()
-        self.payload_name = str(config.get("payload", "openai_chat"))
-        if self.payload_name not in payloads.schemas:
-            raise SetupError(f"payload {self.payload_name!r} is not in sagemaker_payloads.yaml; "
-                             f"known: {', '.join(payloads.schemas)}")
+        self.payload_name = opts.payload
         self.schema = payloads.schemas[self.payload_name]
-        self.max_payload_bytes = int(config.get("max_payload_bytes") or payloads.max_payload_bytes)
-        self.instance_type: str | None = config.get("instance_type")
-        self.max_image_dim = int(config.get("max_image_dim")) if config.get("max_image_dim") else None
-        self.read_timeout = float(config.get("read_timeout", 300))
-        self.connect_timeout = float(config.get("connect_timeout", 10))
-        self.endpoint_url: str | None = config.get("endpoint_url") or None
-        self.allow_loopback = bool(config.get("allow_loopback")) or aws.env_flag(os.environ.get("MIGBENCH_ALLOW_LOOPBACK"))
-        self.policy = load_policy()
-        self.guard = ResidencyGuard(self.policy, allow_loopback=self.allow_loopback)
-        self.emulated: bool | None = None
-        self._client: Any = None
-        self._lock = threading.Lock()
-        self._attempts: Counter[str] = Counter()
+        self.max_payload_bytes = opts.max_payload_bytes or payloads.max_payload_bytes
+        self.instance_type: str | None = opts.instance_type
 
     @property
     def model_id(self) -> str:
@@ -201,77 +196,39 @@ class SageMakerBackend(aws.AwsBackend):
                   "emulated": self.emulated})
         return d
 
+    def image_budget(self) -> ImageBudget:
+        """The vision formats and side limit of the catalog, within the endpoint's payload limit."""
+        limits = load_model_catalog().image_limits
+        side = min(limits.max_side_px, self.max_image_dim) if self.max_image_dim else limits.max_side_px
+        return ImageBudget(formats=tuple(limits.formats), max_side_px=side,
+                           max_request_bytes=self.max_payload_bytes)
+
     def preflight(self) -> None:
         client = self._get_client()
         check_config(self.region, client.meta.endpoint_url, None, service="sagemaker-runtime",
                      policy=self.policy, allow_loopback=self.allow_loopback, catalog=load_model_catalog())
         aws.require_credentials(self._session, self.name)
 
-    def generate(self, request: Request) -> Response:
-        with self._lock:
-            self._attempts[request.doc_id] += 1
-            attempt = self._attempts[request.doc_id]
-        if request.pdf_bytes is not None and not request.images:
-            from migbench.adapters.bedrock_images import render_pdf_pages
-
-            pages = render_pdf_pages(request.pdf_bytes)
-        else:
-            pages = list(request.images)
+    def _prepare_call(self, request: Request) -> aws.Call:
         try:
-            limits = load_model_catalog().image_limits.model_copy(
-                update={"max_request_bytes": self.max_payload_bytes})
-            reserve = len(request.prompt.encode()) + len((request.system or "").encode()) + 4096
-            prepared = prepare_images(pages, limits=limits, max_dim=self.max_image_dim, reserve_bytes=reserve)
-            payload = build_payload(self.schema, request.prompt, [(p.data, p.format) for p in prepared],
+            payload = build_payload(self.schema, request.prompt, [(p.data, p.format) for p in request.images],
                                     system=request.system, params=request.params)
-        except (ImagePrepError, ValueError) as exc:
-            raise BackendError(f"request preparation failed: {exc}", ErrorClass.INPUT) from None
-        client = self._get_client()
-        self.guard.take_last()
-        t0 = time.perf_counter()
-        try:
-            raw = client.invoke_endpoint(EndpointName=self.endpoint_name, Body=json.dumps(payload).encode(),
-                                         ContentType=self.schema.content_type, Accept=self.schema.accept)
-            answer = raw["Body"].read()
-        except Exception as exc:
-            latency = time.perf_counter() - t0
-            error_class = self.classify(exc)
-            decision = self.guard.take_last()
-            self._audit(request.doc_id, decision, status=aws.http_status(exc), request_id=aws.request_id(exc),
-                        attempt=attempt, error_class=error_class)
-            partial = Response(latency_s=latency, region=self.region, endpoint=decision.host if decision else None,
-                               model_id=self.model_id, request_id=aws.request_id(exc), error_class=error_class,
-                               error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if isinstance(exc, BackendError):
-                exc.response = partial
-                raise
-            raise BackendError(partial.error or type(exc).__name__, error_class,
-                               retry_after_s=aws.retry_after_s(exc), response=partial) from exc
-        latency = time.perf_counter() - t0
-        decision = self.guard.take_last()
-        rid = aws.request_id(raw)
-        self._audit(request.doc_id, decision, status=aws.http_status(raw) or 200, request_id=rid, attempt=attempt)
-        headers = aws.response_headers(raw)
-        self.emulated = self.answered_by_emulator(headers)
-        try:
-            parsed = parse_payload_response(self.schema, answer)
         except ValueError as exc:
-            # The endpoint answered but not in the configured schema: the same request will not improve.
-            raise BackendError(f"payload {self.payload_name}: {exc}", ErrorClass.PERMANENT,
-                               response=Response(latency_s=latency, region=self.region, request_id=rid,
-                                                 model_id=self.model_id)) from None
-        return Response(text=parsed.text, input_tokens=parsed.input_tokens, output_tokens=parsed.output_tokens,
-                        latency_s=latency, region=self.region,
-                        endpoint=decision.host if decision else aws.host_of(client.meta.endpoint_url),
-                        model_id=self.model_id, request_id=rid, stop_reason=parsed.stop_reason,
-                        extra={"emulated": self.emulated, "payload": self.payload_name,
-                               "instance_type": self.instance_type,
-                               "variant": raw.get("InvokedProductionVariant")})
+            raise BackendError(f"request preparation failed: {exc}", ErrorClass.INPUT) from None
+        return aws.Call("InvokeEndpoint", {
+            "EndpointName": self.endpoint_name, "Body": json.dumps(payload).encode(),
+            "ContentType": self.schema.content_type, "Accept": self.schema.accept},
+            extra={"payload": self.payload_name, "instance_type": self.instance_type})
 
-    def _audit(self, doc_id: str, decision: Any, *, status: int | None, request_id: str | None, attempt: int,
-               error_class: ErrorClass | None = None) -> None:
-        aws.record_attempt(
-            self.audit, backend=self.name, service="sagemaker-runtime", operation="InvokeEndpoint",
-            model_id=self.endpoint_name, doc_id=doc_id, decision=decision, region=self.region,
-            host=aws.host_of(self._client.meta.endpoint_url) if self._client is not None else None,
-            status=status, request_id=request_id, attempt=attempt, error_class=error_class)
+    def _send(self, client: Any, call: aws.Call) -> aws.Answer:
+        raw = client.invoke_endpoint(**call.kwargs)
+        return aws.Answer.streamed(raw, "Body", call.operation)
+
+    def _parse(self, call: aws.Call, answer: aws.Answer) -> ParsedOutput:
+        call.extra["variant"] = answer.raw.get("InvokedProductionVariant")
+        aws.check_answer_body(answer.body or b"", answer.headers, "InvokeEndpoint")
+        try:
+            return parse_payload_response(self.schema, answer.body or b"")
+        except ValueError as exc:
+            # The endpoint answered, but not in the configured schema: the same request will not improve.
+            raise aws.MalformedAnswer(f"payload {self.payload_name}: {exc}") from None

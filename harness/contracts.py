@@ -14,7 +14,9 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 NOT_FOUND = "NOT_FOUND"
 
@@ -124,6 +126,9 @@ class DocResult:
         return d
 
 
+    # What this attempt sent or was refused (one AuditEntry per request, without doc id or attempt
+    # number); the retry loop stamps and records them in the audit sink and empties the list.
+    sent: list[AuditEntry] = field(default_factory=list, repr=False)
 # ---------------------------------------------------------------- errors
 # One hierarchy; the CLI and the pytest plugin map it to exit codes in one place (EXIT_CODES).
 
@@ -236,10 +241,17 @@ class MemoryAudit:
 class BackendConfig:
     name: str  # registry name, e.g. nova-pro
     model: str | None = None  # model id, profile id, endpoint name or model directory
-    options: dict[str, Any] = field(default_factory=dict)  # backend-specific settings from config/CLI
+    # The options as given (registry defaults, then config/CLI): recorded with the run, part of its identity.
+    options: dict[str, Any] = field(default_factory=dict)
+    settings: BackendOptions | None = None  # the same, validated and typed (set when the backend loads)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.options.get(key, default)
+        """A typed option when the backend declares it and it is set, else the given value, else default."""
+        declared = self.settings is not None and key in type(self.settings).model_fields
+        value = getattr(self.settings, key) if declared else None
+        if value is None:
+            value = self.options.get(key)
+        return default if value is None else value
 
 
 class Backend(ABC):
@@ -251,7 +263,9 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        self.audit: AuditSink | None = None  # set by the runner; cloud backends record every request
+        # Set by the runner. Requests made outside the retry loop (preflight checks) are recorded here;
+        # the loop records each attempt's `Response.sent` itself.
+        self.audit: AuditSink | None = None
 
     def attach_audit(self, sink: AuditSink) -> None:
         self.audit = sink
@@ -309,3 +323,45 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release clients, pools, models."""
+class BackendOptions(BaseModel):
+    """Options every backend takes; a backend's own `Options` subclass adds its keys.
+
+    Validated when the backend is loaded: an unknown key, a wrong type or a bad value is refused
+    with one line per mistake (`BackendOptions.parse`), never discovered mid-run.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    concurrency: int = Field(1, ge=1, description="requests in flight (threads)")
+    prompt_family: str | None = Field(None, description="prompt YAML family (default: the backend's)")
+    tokens_per_min: float | None = Field(None, gt=0, description="client-side token quota to stay under")
+    requests_per_min: float | None = Field(None, gt=0, description="client-side request quota to stay under")
+    batch_size: int | None = Field(None, ge=1, description="documents per generate_batch call")
+
+    @classmethod
+    def parse(cls, backend: str, raw: dict[str, Any]) -> BackendOptions:
+        """Validate `raw` (registry defaults, then config/CLI values; strings are coerced) or raise
+        UsageError naming every mistake on its own line."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise UsageError("\n".join(_option_errors(cls, backend, exc))) from None
+
+
+def _option_errors(model: type[BaseModel], backend: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(options)"
+        if err["type"] == "extra_forbidden":
+            known = sorted(f.alias or name for name, f in model.model_fields.items())
+            lines.append(f"{backend}: unknown option {key!r} (known: {', '.join(known)})")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{backend}: option {key}={err.get('input')!r}: {msg}")
+    return lines
+
+
+    # The backend's typed options; the registry validates a run's options against it when loading.
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+        if not isinstance(config.settings, type(self).Options):
+            config.settings = type(self).Options.parse(config.name, config.options)

@@ -1,7 +1,9 @@
 """Lazy backend registry: name -> "module:Class" from harness/data/backends.yaml.
 
 Nothing is imported until a backend is asked for, so listing backends or running the OCR
-default never imports boto3 or torch.
+default never imports boto3 or torch. Loading a backend validates its options (the registry's
+defaults, then the caller's) against the backend's typed `Options` model: an unknown key, a wrong
+type or a bad value stops here, one line per mistake, before anything is created.
 """
 
 from __future__ import annotations
@@ -43,10 +45,6 @@ def missing_modules(name: str) -> list[str]:
     return [m for m in entry(name).requires if importlib.util.find_spec(m) is None]
 
 
-def is_installed(name: str) -> bool:
-    return not missing_modules(name)
-
-
 def load_backend_class(name: str) -> type[Backend]:
     e = entry(name)
     missing = missing_modules(name)
@@ -60,7 +58,9 @@ def load_backend_class(name: str) -> type[Backend]:
 
 
 def create_backend(name: str, model: str | None = None, options: dict[str, Any] | None = None) -> Backend:
+    """Load, validate the options of (UsageError naming each mistake) and construct a backend."""
     e = entry(name)
     opts = {**e.defaults, **(options or {})}
     cls = load_backend_class(name)
-    return cls(BackendConfig(name=name, model=model, options=opts))
+    settings = cls.Options.parse(name, opts)
+    return cls(BackendConfig(name=name, model=model, options=opts, settings=settings))

@@ -15,10 +15,12 @@ other than the Authorization credential scope's region, so no key or signature i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -123,6 +125,15 @@ def check_region(region: str | None, policy: ResidencyPolicy) -> str | None:
     if region not in policy.allowed_regions:
         return f"region {region!r} is not an allowed region ({', '.join(policy.allowed_regions)})"
     return None
+
+
+LOOPBACK_ENV = "MIGBENCH_ALLOW_LOOPBACK"
+
+
+def loopback_allowed_by_env(env: Mapping[str, str] | None = None) -> bool:
+    """MIGBENCH_ALLOW_LOOPBACK read one way everywhere: 1/true/yes/on (any case) allows loopback."""
+    value = (os.environ if env is None else env).get(LOOPBACK_ENV, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def is_loopback(host: str | None, policy: ResidencyPolicy) -> bool:
@@ -333,7 +344,8 @@ def judge_inference_profile(response: Mapping[str, Any], policy: ResidencyPolicy
 class ResidencyGuard:
     """Attach to any boto3 client; refuses a request in `before-send` by raising ResidencyError.
 
-    The last decision is kept per thread so the backend can audit the attempt it just made.
+    Decisions are handed to whoever asked on the sending thread (`recording`), so the backend can
+    audit the attempt it just made, refused or sent.
     """
 
     def __init__(self, policy: ResidencyPolicy | None = None, *, allow_loopback: bool = False,
@@ -355,6 +367,9 @@ class ResidencyGuard:
                 headers=request.headers, client_region=region, body_len=body_len, policy=self.policy,
                 allow_loopback=self.allow_loopback, base_regions=self.base_regions)
             self._local.last = decision
+            into = getattr(self._local, "into", None)
+            if into is not None:
+                into.append(decision)
             if not decision.allowed:
                 raise ResidencyError(f"residency: refused {service} request to {decision.host}: {decision.reason}",
                                      reasons=list(decision.reasons))
@@ -369,6 +384,12 @@ class ResidencyGuard:
         self._local.last = None
         return decision
 
-
-def is_guarded(client: Any) -> bool:
-    return isinstance(getattr(client, "_migbench_residency_guard", None), ResidencyGuard)
+    @contextlib.contextmanager
+    def recording(self, into: list[Decision]) -> Iterator[list[Decision]]:
+        """Append every decision made on this thread inside the block to `into` (a list the caller
+        may read from another thread: an attempt abandoned at its deadline is still audited)."""
+        self._local.into = into
+        try:
+            yield into
+        finally:
+            self._local.into = None

@@ -151,7 +151,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - an unforeseen reader failure is this document's, not the run's
             return failed_input(doc, scrub(f"{doc.doc_id}: cannot read ({type(exc).__name__}: {exc})"))
         resp = call_with_retry(self.backend, request, self.opts.retry, limiter=self.limiter, stop=self.stop,
-                               rng=random.Random(self._rng.random()))
+                               rng=random.Random(self._rng.random()), audit=self.backend.audit)
         return self._complete(doc, resp)
 
     def _complete(self, doc: Document, resp: Response) -> DocResult:

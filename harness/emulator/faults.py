@@ -27,7 +27,13 @@ ERROR_FAULTS: dict[str, tuple[str, str]] = {
 }
 # Faults that act on the connection rather than answer: close without a reply / stall.
 CONNECTION_FAULTS = ("reset", "slow")
-FAULT_KINDS = ("ok", *ERROR_FAULTS, *CONNECTION_FAULTS)
+# A 200 that is not a complete answer (what proxies, gateways and broken connections produce):
+# no body, an HTML page, a body cut off before its Content-Length, JSON without the API's answer
+# key, and a correct body trickled one byte every `trickle_s` seconds.
+BODY_FAULTS = ("empty_body", "html_body", "truncated_body", "no_output", "trickle")
+# An error whose message echoes the request's session token (a hostile or careless server).
+ECHO_FAULTS = ("echo_token",)
+FAULT_KINDS = ("ok", *ERROR_FAULTS, *CONNECTION_FAULTS, *BODY_FAULTS, *ECHO_FAULTS)
 
 
 @dataclass
@@ -36,6 +42,8 @@ class FaultPlan:
     script: list[str] = field(default_factory=list)  # one-shot sequence consumed before the rates
     seed: int | None = 0
     slow_s: float = 5.0  # how long a "slow" request stalls before answering
+    trickle_s: float = 1.0  # seconds between the bytes of a "trickle" answer
+    retry_after: str | None = None  # Retry-After header value sent with error faults (any text)
 
     def __post_init__(self) -> None:
         unknown = sorted((set(self.rates) | set(self.script)) - set(FAULT_KINDS))
@@ -44,8 +52,8 @@ class FaultPlan:
         bad = {k: v for k, v in self.rates.items() if not 0 <= v <= 1}
         if bad or sum(self.rates.values()) > 1:
             raise ValueError(f"fault rates must each be in [0, 1] and sum to at most 1, got {self.rates}")
-        if self.slow_s < 0:
-            raise ValueError("slow_s must be >= 0")
+        if self.slow_s < 0 or self.trickle_s < 0:
+            raise ValueError("slow_s and trickle_s must be >= 0")
 
 
 class FaultInjector:

@@ -97,9 +97,12 @@ class FaultConfig(BaseModel):
     rates: dict[str, float] = {}
     seed: int | None = 0
     slow_s: float = Field(5.0, ge=0)
+    trickle_s: float = Field(1.0, ge=0)
+    retry_after: str | None = None
 
     def plan(self) -> FaultPlan:
-        return FaultPlan(rates=dict(self.rates), seed=self.seed, slow_s=self.slow_s)
+        return FaultPlan(rates=dict(self.rates), seed=self.seed, slow_s=self.slow_s, trickle_s=self.trickle_s,
+                         retry_after=self.retry_after)
 
 
 class EmulatorConfig(BaseModel):
@@ -241,6 +244,9 @@ class EmulatedBedrock:
             raise fault_error(fault)
         if fault == "reset":
             raise _Reset()
+        if fault == "echo_token":
+            token = headers.get("X-Amz-Security-Token") or "(no token)"
+            raise P.ApiError("InternalServerException", f"Request failed for security token {token}.")
         started = time.monotonic()
         if fault == "slow":
             self.stopping.wait(self.faults.plan.slow_s)
@@ -272,10 +278,14 @@ class EmulatedBedrock:
         hdrs = {"Content-Type": "application/json"}
         if op == "Converse":
             payload = P.converse_response(text, usage, latency_ms, stop)
+            if fault == "no_output":
+                payload.pop("output")
         else:
             rid = entry_out["request_id"]
             payload = (P.anthropic_invoke_response(text, usage, model_id, rid, stop) if req.body_kind == "anthropic"
                        else P.nova_invoke_response(text, usage, stop))
+            if fault == "no_output":
+                payload.pop("content" if req.body_kind == "anthropic" else "output")
             hdrs.update({"X-Amzn-Bedrock-Input-Token-Count": str(usage.input_tokens),
                          "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
                          "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
@@ -296,14 +306,37 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
+    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str,
+              fault: str | None = None) -> None:
+        if fault == "empty_body":
+            body = b""
+        elif fault == "html_body":
+            headers = {**headers, "Content-Type": "text/html"}
+            body = b"<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("x-amzn-RequestId", request_id)
         self.send_header(EMULATED_HEADER, "1")
         self.send_header("Content-Length", str(len(body)))
+        if fault in ERROR_FAULTS and self.service.faults.plan.retry_after is not None:
+            self.send_header("Retry-After", self.service.faults.plan.retry_after)
         self.end_headers()
+        if fault == "truncated_body":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            # The rest never comes: an orderly close (FIN, not the "reset" fault's RST) after fewer
+            # bytes than Content-Length promised.
+            self.close_connection = True
+            return
+        if fault == "trickle":
+            self.wfile.flush()
+            for i in range(len(body)):
+                if self.service.stopping.wait(self.service.faults.plan.trickle_s):
+                    break
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+            return
         self.wfile.write(body)
 
     def _dispatch(self) -> None:
@@ -323,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
                 entry.update(error=err.code, message=err.message)
             entry["status"] = status
             self.service.stats.record(entry)
-            self._send(status, headers, out, request_id)
+            fault = entry.get("fault")
+            self._send(status, headers, out, request_id, fault if status == 200 or fault in ERROR_FAULTS else None)
         except _Reset:
             entry.update(status=0, error="ConnectionReset")
             self.service.stats.record(entry)

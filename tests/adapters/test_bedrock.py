@@ -12,11 +12,15 @@ from migbench.contracts import (
     GenParams,
     MemoryAudit,
     Request,
+    Response,
     SetupError,
+    UsageError,
 )
 from migbench.emulator.responders import ScriptedResponder
 from migbench.emulator.server import load_config, run_emulator
+from migbench.images import encoded
 from migbench.registry import create_backend
+from migbench.retry import RetryPolicy, call_with_retry
 from PIL import Image
 
 FAKE_KEY = "AKIAMIGBENCHLEAKTEST"
@@ -47,14 +51,19 @@ def page(fmt="PNG", size=(320, 240), mode="RGB"):
 
 
 def backend(name="nova-pro", **options):
-    b = create_backend(name, options=options)
-    b.attach_audit(MemoryAudit())
-    return b
+    return create_backend(name, options=options)
+
+
+def sent(outcome):
+    """The audit facts one attempt reports (a Response, or the partial one of a BackendError)."""
+    return outcome.sent if isinstance(outcome, Response) else outcome.response.sent
 
 
 def request(doc_id="inv-001.png", images=None):
+    """A request as the runner prepares it for a cloud backend: encoded pages."""
     return Request(doc_id, "invoice", "Extract the fields.", system="Answer as KEY: value lines.",
-                   images=[page()] if images is None else images, params=GenParams(max_tokens=256))
+                   images=[encoded(p) for p in ([page()] if images is None else images)],
+                   params=GenParams(max_tokens=256))
 
 
 # ---------------------------------------------------------------- answered calls
@@ -75,14 +84,15 @@ def test_one_attempt_records_usage_latency_request_id_and_emulated_flag(emu, nam
         assert r.server_latency_ms is not None
     assert r.extra["emulated"] is True and b.describe()["emulated"] is True
     assert emu.stats.requests == 1
-    [entry] = b.audit.entries
+    [entry] = sent(r)
     assert entry.allowed and entry.status == 200 and entry.request_id == r.request_id
-    assert entry.bytes_sent > 0 and entry.doc_id == "inv-001.png" and entry.model_id == b.model_id
+    assert entry.bytes_sent > 0 and entry.model_id == b.model_id and entry.operation == (
+        "Converse" if api == "converse" else "InvokeModel")
 
 
 def test_the_emulator_sees_the_image_the_prompt_and_the_inference_config(emu):
     b = backend(endpoint_url=emu.url, allow_loopback=True)
-    b.generate(request(images=[page("TIFF", (900, 450))]))  # converted to PNG before sending
+    b.generate(request(images=[page("JPEG", (900, 450))]))
     seen = emu.stats.last
     assert seen["status"] == 200
     text = json.dumps(seen)
@@ -123,18 +133,19 @@ def test_faults_become_classified_backend_errors_after_exactly_one_request(emu, 
         b.generate(request())
     assert info.value.error_class is expected
     assert emu.stats.requests == 1  # botocore did not retry behind the harness's back
-    [entry] = b.audit.entries
+    [entry] = sent(info.value)
     assert entry.allowed and entry.status == status and entry.reason == expected.value
     assert info.value.response is not None and info.value.response.error_class is expected
 
 
-def test_attempts_are_counted_per_document(emu):
+def test_the_retry_loop_records_each_attempt_with_its_document_and_number(emu):
     emu.set_faults(script=["throttle"])
     b = backend(endpoint_url=emu.url, allow_loopback=True)
-    with pytest.raises(BackendError):
-        b.generate(request())
-    b.generate(request())
-    assert [e.attempt for e in b.audit.entries] == [1, 2]
+    audit = MemoryAudit()
+    r = call_with_retry(b, request(), RetryPolicy(base_s=0.001, cap_s=0.002), audit=audit)
+    assert r.ok and r.attempts == 2 and r.sent == []
+    assert [(e.doc_id, e.attempt, e.status) for e in audit.entries] == [("inv-001.png", 1, 429),
+                                                                         ("inv-001.png", 2, 200)]
 
 
 def test_validation_errors_are_permanent(emu):
@@ -162,15 +173,13 @@ def test_validation_errors_are_permanent(emu):
 def test_non_au_region_or_profile_sends_zero_requests(emu, options, model):
     b = BedrockBackend(BackendConfig("nova-pro", model=model, options={
         "catalog_model": "nova-pro", "endpoint_url": emu.url, "allow_loopback": True, **options}))
-    audit = MemoryAudit()
-    b.attach_audit(audit)
     with pytest.raises(SetupError, match="residency"):
         b.preflight()
     with pytest.raises(BackendError) as info:
         b.generate(request())
     assert info.value.error_class is ErrorClass.RESIDENCY
     assert emu.stats.requests == 0
-    [entry] = audit.entries
+    [entry] = sent(info.value)
     assert not entry.allowed and entry.bytes_sent == 0 and entry.status is None and entry.reason
 
 
@@ -181,7 +190,7 @@ def test_non_au_endpoint_is_refused_without_connecting(aws_env):
     with pytest.raises(BackendError) as info:
         b.generate(request())
     assert info.value.error_class is ErrorClass.RESIDENCY
-    assert b.audit.entries[0].host == "bedrock-runtime.us-west-2.amazonaws.com"
+    assert sent(info.value)[0].host == "bedrock-runtime.us-west-2.amazonaws.com"
 
 
 def test_profile_preflight_is_skipped_against_the_emulator_unless_required(emu):
@@ -213,14 +222,15 @@ def test_credentials_never_appear_in_audit_errors_or_describe(monkeypatch):
     texts = []
     with run_emulator(cfg, ScriptedResponder([ANSWER])) as e:
         ok = backend(endpoint_url=e.url, allow_loopback=True)
-        texts.append(repr(ok.generate(request())))
+        r = ok.generate(request())
+        texts += [repr(r)] + [json.dumps(x.to_dict()) for x in r.sent]
         e.set_faults(script=["throttle"])
         for b in (ok, backend(endpoint_url=e.url), backend(region="us-east-1", endpoint_url=e.url, allow_loopback=True)):
             try:
                 b.generate(request())
             except BackendError as exc:
-                texts += [str(exc), repr(exc.response)]
-            texts += [json.dumps(x.to_dict()) for x in b.audit.entries] + [json.dumps(b.describe(), default=str)]
+                texts += [str(exc), repr(exc.response)] + [json.dumps(x.to_dict()) for x in exc.response.sent]
+            texts += [json.dumps(b.describe(), default=str)]
         assert e.stats.requests == 2
     # A wrong secret must also fail without echoing either value.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET + "x")
@@ -229,13 +239,13 @@ def test_credentials_never_appear_in_audit_errors_or_describe(monkeypatch):
         with pytest.raises(BackendError) as info:
             b.generate(request())
         assert info.value.error_class is ErrorClass.PERMANENT
-        texts += [str(info.value)] + [json.dumps(x.to_dict()) for x in b.audit.entries]
+        texts += [str(info.value)] + [json.dumps(x.to_dict()) for x in sent(info.value)]
     blob = "\n".join(texts)
     assert FAKE_KEY not in blob and FAKE_SECRET not in blob and "DoNotPrint" not in blob
 
 
-def test_unknown_catalog_key_and_bad_options_are_setup_errors():
-    with pytest.raises(SetupError, match="catalog_model"):
+def test_unknown_catalog_key_and_bad_options_are_refused_at_load():
+    with pytest.raises(UsageError, match="catalog_model"):
         BedrockBackend(BackendConfig("x", options={"catalog_model": "nope"}))
     with pytest.raises(SetupError, match="api"):
         BedrockBackend(BackendConfig("x", options={"catalog_model": "nova-pro", "api": "invoke-anthropic"}))

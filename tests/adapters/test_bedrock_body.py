@@ -3,8 +3,10 @@
 import base64
 import json
 
+import pytest
 from migbench.adapters import bedrock_body as b
-from migbench.contracts import GenParams
+from migbench.adapters.aws_common import MalformedAnswer
+from migbench.contracts import ErrorClass, GenParams
 
 PNG = b"\x89PNG\r\n\x1a\nfake-bytes"
 
@@ -92,6 +94,20 @@ def test_invoke_request_carries_json_bytes():
     assert kw["contentType"] == "application/json"
 
 
-def test_parsers_survive_empty_or_filtered_answers():
-    p = b.parse_converse_response({"stopReason": "content_filtered"})
+def test_a_filtered_answer_keeps_its_shape_and_parses_as_empty_text():
+    p = b.parse_converse_response({"output": {"message": {"role": "assistant", "content": []}},
+                                   "stopReason": "content_filtered"})
     assert p.text == "" and p.input_tokens is None and p.stop_reason == "content_filtered"
+
+
+@pytest.mark.parametrize("parse,answer", [
+    (b.parse_converse_response, {"stopReason": "end_turn", "usage": {"inputTokens": 3}}),
+    (b.parse_converse_response, {}),
+    (b.parse_converse_response, {"output": {"message": {"content": "not a list"}}}),
+    (b.parse_nova_invoke_response, {"stopReason": "end_turn"}),
+    (b.parse_anthropic_invoke_response, {"type": "message", "stop_reason": "end_turn"}),
+])
+def test_an_answer_without_its_shapes_content_is_malformed_never_empty_text(parse, answer):
+    with pytest.raises(MalformedAnswer, match="no .*content") as info:
+        parse(answer)
+    assert info.value.error_class is ErrorClass.PERMANENT

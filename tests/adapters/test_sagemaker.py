@@ -18,10 +18,11 @@ from migbench.contracts import (
     BackendError,
     ErrorClass,
     GenParams,
-    MemoryAudit,
     Request,
     SetupError,
+    UsageError,
 )
+from migbench.images import encoded
 from PIL import Image
 
 SCHEMAS = load_payload_catalog().schemas
@@ -76,7 +77,7 @@ def test_resolve_path():
 def test_endpoint_name_is_required_and_payload_must_exist():
     with pytest.raises(SetupError, match="endpoint_name"):
         SageMakerBackend(BackendConfig("sagemaker"))
-    with pytest.raises(SetupError, match="payload"):
+    with pytest.raises(UsageError, match="option payload='nope': not in sagemaker_payloads.yaml"):
         SageMakerBackend(BackendConfig("sagemaker", options={"endpoint_name": "e", "payload": "nope"}))
 
 
@@ -118,9 +119,10 @@ def queue_results(url, bodies, region="ap-southeast-2"):
 
 
 def page(color):
+    """A page as the runner prepares it for a cloud backend (encoded)."""
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), color).save(buf, format="PNG")
-    return buf.getvalue()
+    return encoded(buf.getvalue())
 
 
 def test_invoke_endpoint_through_moto_records_usage_and_audit(moto_url, aws_env):
@@ -130,16 +132,14 @@ def test_invoke_endpoint_through_moto_records_usage_and_audit(moto_url, aws_env)
     b = SageMakerBackend(BackendConfig("sagemaker", options={
         "endpoint_name": "qwen25vl-sydney", "endpoint_url": moto_url, "allow_loopback": True,
         "instance_type": "ml.g5.2xlarge"}))
-    audit = MemoryAudit()
-    b.attach_audit(audit)
     b.preflight()
     r = b.generate(Request("r1.png", "receipt", "Extract", images=[page("red")]))
     assert r.text == "SUPPLIER_NAME: ACME" and (r.input_tokens, r.output_tokens) == (321, 7)
     assert r.region == "ap-southeast-2" and r.endpoint == "127.0.0.1" and r.request_id
     assert b.describe()["instance_type"] == "ml.g5.2xlarge"
-    [entry] = audit.entries
+    [entry] = r.sent
     assert entry.allowed and entry.status == 200 and entry.model_id == "qwen25vl-sydney"
-    assert entry.operation == "InvokeEndpoint" and entry.bytes_sent > 0 and entry.doc_id == "r1.png"
+    assert entry.operation == "InvokeEndpoint" and entry.bytes_sent > 0 and entry.service == "sagemaker-runtime"
 
 
 def test_answer_in_the_wrong_schema_is_a_permanent_error(moto_url, aws_env):
@@ -154,12 +154,10 @@ def test_answer_in_the_wrong_schema_is_a_permanent_error(moto_url, aws_env):
 def test_loopback_moto_without_allow_is_refused_and_audited(moto_url, aws_env, monkeypatch):
     monkeypatch.delenv("MIGBENCH_ALLOW_LOOPBACK", raising=False)
     b = SageMakerBackend(BackendConfig("sagemaker", options={"endpoint_name": "e3", "endpoint_url": moto_url}))
-    audit = MemoryAudit()
-    b.attach_audit(audit)
     with pytest.raises(BackendError) as info:
         b.generate(Request("r3.png", "receipt", "Extract", images=[page("green")]))
     assert info.value.error_class is ErrorClass.RESIDENCY
-    [entry] = audit.entries
+    [entry] = info.value.response.sent
     assert not entry.allowed and entry.bytes_sent == 0 and entry.status is None and "loopback" in entry.reason
 
 
