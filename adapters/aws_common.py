@@ -414,7 +414,7 @@ class Answer:
         breaks off is an incomplete answer of a 200 (a read timeout stays a timeout)."""
         try:
             return cls(raw, raw[key].read())
-        except Exception as exc:  # noqa: BLE001 - classified here or below, never swallowed
+        except Exception as exc:  # classified here or below, never swallowed
             if classify_aws_error(exc) is ErrorClass.TIMEOUT:
                 raise
             err = IncompleteAnswer(f"{what}: answer broke off: {safe_message(exc)}")

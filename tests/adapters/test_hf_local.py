@@ -28,6 +28,7 @@ from migbench.contracts import (
     Request,
     Response,
     SetupError,
+    UsageError,
 )
 from PIL import Image
 
@@ -106,18 +107,21 @@ def test_model_of_another_family_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"family": "llava"}, "family must be one of"),
-    ({"family": "mllama", "dtype": "fp8"}, "dtype=fp8"),
-    ({"family": "mllama", "quantization": "3bit"}, "quantization=3bit"),
-    ({"family": "mllama", "batch_size": 0}, "batch_size"),
-    ({"family": "mllama", "min_image_dim": "big"}, "min_image_dim"),
+    ({"family": "llava"}, "option family='llava': must be one of"),
+    ({"family": "mllama", "dtype": "fp8"}, "option dtype='fp8': must be one of"),
+    ({"family": "mllama", "quantization": "3bit"}, "option quantization='3bit': must be one of"),
+    ({"family": "mllama", "batch_size": 0}, "option batch_size=0"),
+    ({"family": "mllama", "min_image_dim": "big"}, "option min_image_dim='big'"),
+    ({"family": "mllama", "dtyp": "bf16"}, "unknown option 'dtyp'"),
 ])
-def test_bad_options_are_one_line_setup_errors(options, message):
-    with pytest.raises(SetupError, match=message):
+def test_bad_options_are_one_line_usage_errors(options, message):
+    # Validated against HFLocalOptions when the backend loads (migbench.contracts.BackendOptions).
+    with pytest.raises(UsageError, match=message) as info:
         HFLocalBackend(BackendConfig("llama-3.2-vision", None, dict(options)))
 
 
 def test_cuda_requested_without_a_gpu_is_a_setup_error():
+    assert len(str(info.value).splitlines()) == 1
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")

@@ -179,3 +179,107 @@ def test_cli_run_uses_the_standard_endpoint_variable_and_an_endpoint_name(moto_u
     assert run["emulated"]  # moto on loopback is not AWS: never evidence of a model
     assert all(d["status"] == "ok" and d["input_tokens"] == 500 for d in docs)
     assert {a["model_id"] for a in store.audit(run["run_id"])} == {"qwen25vl-sydney"}
+
+
+# ---------------------------------------------------------------- answers that are not answers (tiny server)
+
+
+class _Endpoint:
+    """A minimal InvokeEndpoint server on loopback: each request gets the next scripted answer."""
+
+    def __init__(self, answers):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        script = list(answers)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                kind, body = script.pop(0) if script else ("ok", OK_ANSWER)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html" if kind == "html" else "application/json")
+                self.send_header("x-amzn-RequestId", "req-1")
+                self.send_header("x-Amzn-Invoked-Production-Variant", "AllTraffic")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if kind == "truncated":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                elif kind == "trickle":
+                    import time
+                    for i in range(len(body)):
+                        time.sleep(0.3)
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                else:
+                    self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+OK_ANSWER = json.dumps({"choices": [{"message": {"content": "TOTAL_AMOUNT: $3.00"}}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 4}}).encode()
+
+
+def _backend(url, **options):
+    return SageMakerBackend(BackendConfig("sagemaker", options={
+        "endpoint_name": "e", "endpoint_url": url, "allow_loopback": True, **options}))
+
+
+@pytest.mark.parametrize("kind,body,expected", [
+    ("empty", b"", ErrorClass.TRANSIENT), ("truncated", OK_ANSWER, ErrorClass.TRANSIENT),
+    ("html", b"<html><body>502 Bad Gateway</body></html>", ErrorClass.PERMANENT),
+    ("json", b'{"generated": "other shape"}', ErrorClass.PERMANENT)])
+def test_an_endpoint_200_that_is_not_a_complete_answer_fails_the_attempt(aws_env, kind, body, expected):
+    from migbench.retry import RetryPolicy, call_with_retry
+
+    server = _Endpoint([(kind, body)])
+    try:
+        b = _backend(server.url)
+        with pytest.raises(BackendError) as info:
+            b.generate(Request("r.png", "receipt", "Extract", images=[page("red")]))
+        assert info.value.error_class is expected
+        [entry] = info.value.response.sent
+        assert entry.status == 200 and entry.request_id == "req-1"
+        # Through the retry loop: an incomplete answer is retried and ends with the full one;
+        # a malformed one ends failed, never ok with empty text.
+        server2 = _Endpoint([(kind, body)])
+        resp = call_with_retry(_backend(server2.url), Request("r.png", "receipt", "Extract", images=[page("red")]),
+                               RetryPolicy(max_attempts=2, base_s=0.001, cap_s=0.002))
+        server2.close()
+        if expected is ErrorClass.TRANSIENT:
+            assert resp.ok and resp.text == "TOTAL_AMOUNT: $3.00" and resp.attempts == 2
+        else:
+            assert not resp.ok and resp.error_class is ErrorClass.PERMANENT and resp.attempts == 1
+    finally:
+        server.close()
+
+
+def test_a_trickling_endpoint_cannot_hold_an_attempt_past_its_deadline(aws_env):
+    import time
+
+    server = _Endpoint([("trickle", OK_ANSWER)])
+    try:
+        b = _backend(server.url, read_timeout=5, attempt_timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            b.generate(Request("r.png", "receipt", "Extract", images=[page("red")]))
+        assert info.value.error_class is ErrorClass.TIMEOUT and time.monotonic() - t0 < 2.5
+    finally:
+        server.close()

@@ -27,3 +27,38 @@ def test_log_records_are_scrubbed_whichever_logger_emits_them(caplog):
     caplog.set_level(logging.DEBUG)
     logging.getLogger("botocore.endpoint").debug("headers %s", {"Authorization": "Credential=AKIAIOSFODNN7EXAMPLE/x"})
     assert "AKIAIOSFODNN7EXAMPLE" not in caplog.text and "[REDACTED]" in caplog.text
+
+
+def test_registered_credential_values_are_scrubbed_whatever_their_shape():
+    from migbench.redact import register_credentials, register_secret
+
+    class Frozen:
+        access_key, secret_key, token = "plainaccessvalue", "plain-secret-from-a-profile", "tokenFromSSO~with.dots"
+
+    class Creds:
+        def get_frozen_credentials(self):
+            return Frozen()
+
+    register_credentials(Creds())
+    register_secret("short")  # too short to be a secret worth false positives
+    out = scrub("denied for plainaccessvalue / plain-secret-from-a-profile / tokenFromSSO~with.dots short")
+    assert out == "denied for [REDACTED] / [REDACTED] / [REDACTED] short"
+    register_credentials(None)  # no credentials: nothing to do, never an error
+
+
+def test_importing_the_aws_adapters_installs_no_process_wide_state():
+    import subprocess
+    import sys
+
+    code = ("import logging; before = logging.getLogRecordFactory(); "
+            "import migbench.adapters.aws_common, migbench.adapters.bedrock, migbench.adapters.sagemaker; "
+            "assert logging.getLogRecordFactory() is before, 'import changed the log record factory'; "
+            "from migbench.adapters.aws_common import make_client; "
+            "make_client('bedrock-runtime', region='ap-southeast-2'); after = logging.getLogRecordFactory(); "
+            "make_client('bedrock-runtime', region='ap-southeast-2'); "
+            "assert after is not before and logging.getLogRecordFactory() is after, 'not installed once'")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true",
+           "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -176,3 +176,25 @@ def test_guard_refuses_inside_botocore_before_send(monkeypatch):
     assert info.value.error_class is ErrorClass.RESIDENCY and sent == []
     decision = guard.take_last()
     assert decision is not None and not decision.allowed and decision.bytes_sent == 0
+
+
+@pytest.mark.parametrize("value,allowed", [("1", True), ("true", True), ("YES", True), (" on ", True),
+                                           ("0", False), ("", False), ("false", False), ("2", False)])
+def test_the_loopback_variable_is_read_one_way(value, allowed):
+    from migbench.residency import loopback_allowed_by_env
+
+    assert loopback_allowed_by_env({"MIGBENCH_ALLOW_LOOPBACK": value}) is allowed
+    assert loopback_allowed_by_env({}) is False
+
+
+def test_the_guard_hands_its_decisions_to_a_recording_list():
+    import boto3
+
+    guard = ResidencyGuard(POLICY)
+    client = guard.attach(boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="testing",
+                                       aws_secret_access_key="testing"))
+    decisions = []
+    with guard.recording(decisions), pytest.raises(ResidencyError):
+        client.converse(modelId="amazon.nova-pro-v1:0", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    [decision] = decisions
+    assert not decision.allowed and decision.region == "us-east-1" and decision.bytes_sent == 0

@@ -74,3 +74,33 @@ def test_a_failing_token_estimate_never_fails_the_document():
     lim = RateLimiter(tokens_per_min=1e9)
     resp = call_with_retry(BadEstimate({"d1": {"TOTAL_AMOUNT": "$1"}}), _req(), FAST, limiter=lim)
     assert resp.ok
+
+
+def test_the_loop_records_what_each_attempt_sent_stamped_with_document_and_attempt():
+    from migbench.contracts import AuditEntry, BackendError, MemoryAudit, Response
+
+    class Reporting(ScriptedBackend):
+        def generate(self, request):
+            fact = AuditEntry("scripted", "svc", "Op", "ap-southeast-2", "h", "m", status=200)
+            if len(self.calls) == 0:
+                self.calls.append(request.doc_id)
+                raise BackendError("busy", ErrorClass.THROTTLING,
+                                   response=Response(sent=[AuditEntry("scripted", "svc", "Op", "ap-southeast-2",
+                                                                      "h", "m", status=429)]))
+            self.calls.append(request.doc_id)
+            return Response(text="ok", sent=[fact])
+
+    audit = MemoryAudit()
+    resp = call_with_retry(Reporting(), _req("doc-7"), FAST, audit=audit)
+    assert resp.ok and resp.sent == []  # moved to the sink, never stored with the result
+    assert [(e.doc_id, e.attempt, e.status) for e in audit.entries] == [("doc-7", 1, 429), ("doc-7", 2, 200)]
+
+
+def test_a_retry_policy_refuses_unbounded_values():
+    import math
+
+    import pytest
+
+    for bad in ({"document_deadline_s": math.inf}, {"max_retry_after_s": -1}, {"max_attempts": 0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)

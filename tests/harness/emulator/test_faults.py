@@ -29,3 +29,13 @@ def test_fault_errors_carry_the_service_status():
     assert (fault_error("model_timeout").code, fault_error("model_timeout").status) == ("ModelTimeoutException", 408)
     assert fault_error("model_not_ready").status == 429
     assert fault_error("unavailable").status == 503
+
+
+def test_body_and_echo_faults_are_known_kinds_and_trickle_must_be_non_negative():
+    from migbench.emulator.faults import FAULT_KINDS
+
+    for kind in ("empty_body", "html_body", "truncated_body", "no_output", "trickle", "echo_token"):
+        assert kind in FAULT_KINDS
+        FaultPlan(script=[kind])
+    with pytest.raises(ValueError):
+        FaultPlan(trickle_s=-1)
