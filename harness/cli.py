@@ -7,29 +7,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from migbench.contracts import MigbenchError, UsageError, exit_code_for
-from migbench.fixtures import default_dataset
+from migbench.contracts import MigbenchError, exit_code_for
 from rich.console import Console
 from rich.table import Table
 
 DEFAULT_RESULTS = "results"
 PROFILES = ("incumbent", "exact")  # ground_truth/scoring_profiles.yaml (checked again when loaded)
 console = Console(stderr=True, soft_wrap=True)
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--option expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
 
 
 def _store(args: argparse.Namespace):
@@ -39,24 +24,23 @@ def _store(args: argparse.Namespace):
 
 # run -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from migbench.datasets import load_dataset
+    from migbench.options import backend_options, check_limit, resolve_dataset
     from migbench.progress import RunProgress, summary_table
     from migbench.registry import create_backend
     from migbench.runner import Runner, RunOptions
 
-    options = _options(args.option)
-    for key in ("region", "endpoint_url", "concurrency", "batch_size", "endpoint_name", "instance_type",
-                "api", "max_image_dim"):
-        val = getattr(args, key, None)
-        if val is not None:
-            options[key] = val
+    # The same option handling as `pytest suites` (migbench.options): one meaning, one error line.
+    options = backend_options(args.option, "--option", **{
+        key: getattr(args, key, None) for key in ("region", "endpoint_url", "concurrency", "batch_size",
+                                                  "endpoint_name", "instance_type", "api", "max_image_dim")})
+    check_limit(args.limit)
     from migbench.residency import loopback_allowed_by_env
 
     if args.allow_loopback or loopback_allowed_by_env():
         options["allow_loopback"] = True
     backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
-    dataset = load_dataset(args.dataset or default_dataset(), ground_truth=args.ground_truth, doc_type=args.doc_type,
-                           encoding=args.gt_encoding)
+    dataset = resolve_dataset(args.dataset, ground_truth=args.ground_truth, doc_type=args.doc_type,
+                              encoding=args.gt_encoding)
     if dataset.problems:
         console.print(f"[yellow]{len(dataset.problems)} dataset problem(s): each is recorded as a failed "
                       f"document[/] (first: {dataset.problems[0].message})")

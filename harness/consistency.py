@@ -8,8 +8,8 @@ document for review, so the report shows how often each backend's output passes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
+from migbench.contracts import DocResult
 from migbench.normalize import is_not_found, parse_amount, parse_bool
 from migbench.validation import abn_digits, abn_is_valid, gst_consistent, line_consistent
 
@@ -44,13 +44,13 @@ def check_fields(fields: Mapping[str, str]) -> dict[str, bool | None]:
     return out
 
 
-def consistency_rates(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+def consistency_rates(rows: Iterable[DocResult]) -> dict[str, tuple[int, int]]:
     """rule -> (passed, checked) over the documents that completed."""
     counts = {r: [0, 0] for r in RULES}
     for row in rows:
-        if row.get("status") != "ok":
+        if row.status != "ok":
             continue
-        for rule, ok in check_fields(row.get("fields") or {}).items():
+        for rule, ok in check_fields(row.fields).items():
             if ok is not None:
                 counts[rule][1] += 1
                 counts[rule][0] += bool(ok)

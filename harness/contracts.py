@@ -118,6 +118,8 @@ class DocResult:
     doc_f1: float | None = None
     error_class: str | None = None
     error: str | None = None
+    ground_truth: dict[str, str] = field(default_factory=dict)  # what the document holds (raw strings)
+    completed_at: str | None = None  # set when the store wrote the row
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,10 +127,44 @@ class DocResult:
             d["response"]["error_class"] = self.response.error_class.value
         return d
 
+    @property
+    def ok(self) -> bool:
+        """Scored: completed and given a document F1. Every other document counts as failed."""
+        return self.status == "ok" and self.doc_f1 is not None
 
-    # What this attempt sent or was refused (one AuditEntry per request, without doc id or attempt
-    # number); the retry loop stamps and records them in the audit sink and empties the list.
-    sent: list[AuditEntry] = field(default_factory=list, repr=False)
+
+@dataclass
+class RunRecord:
+    """One stored run: what determined its results, where it ran, how it ended, how it was gated."""
+
+    run_id: str
+    backend: str
+    family: str | None = None
+    model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset_path: str | None = None
+    dataset_hash: str | None = None
+    n_documents: int | None = None
+    prompt_hash: str | None = None
+    prompt_style: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    host: str | None = None
+    describe: dict[str, Any] = field(default_factory=dict)
+    emulated: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    status: str | None = None  # running | complete | partial | interrupted
+    wall_s: float = 0.0
+    # The suites' verdict and the thresholds it was judged with (file, sha256, values); None when the
+    # run was never gated by `pytest suites`.
+    gating: dict[str, Any] | None = None
+
+    @property
+    def is_emulated(self) -> bool:
+        return bool(self.emulated) or self.family == "emulated"
+
+
 # ---------------------------------------------------------------- errors
 # One hierarchy; the CLI and the pytest plugin map it to exit codes in one place (EXIT_CODES).
 

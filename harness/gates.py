@@ -1,7 +1,8 @@
-"""Gates: thresholds (harness/data/thresholds.yaml) evaluated over stored run rows.
+"""Gates: thresholds (harness/data/thresholds*.yaml) judged against one run's figures.
 
-Pure functions over the rows `RunStore.documents()` / `RunStore.runs()` / `RunStore.audit()` return,
-so the pytest suites and the HTML report reach the same verdict from the same numbers.
+Pure functions over the typed rows `RunStore.documents()` returns (DocResult) and the figures of
+`migbench.stats`. They are called in one place, `migbench.analysis.analyse`, whose result the
+pytest suites, the console, the JSON summary and the HTML report all render.
 
 Choices:
 - A failed document counts as F1 0 for its document type and for every field its ground truth
@@ -15,19 +16,28 @@ Choices:
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from migbench.catalog import CatalogError, data_path, load_model
-from migbench.stats import mean_ci, non_inferiority, paired_bootstrap, wilson_ci
+from migbench.contracts import DocResult, RunRecord
+from migbench.stats import (
+    PERCENTILES,
+    Paired,
+    doc_f1_values,
+    field_f1_values,
+    hallucination_counts,
+    latency_stats,
+    mean_ci,
+    paired_comparison,
+    wilson_ci,
+)
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 Score = Field(default=None, ge=0.0, le=1.0)
-VERDICTS = ("superior", "non-inferior", "inconclusive", "inferior")
-PERCENTILES = ("p50", "p95", "p99")
 OFFLINE_FAMILIES = frozenset({"ocr", "local"})
 CLOUD_FAMILIES = frozenset({"bedrock", "sagemaker"})
 # Named threshold files shipped with the package: `--thresholds dry-run`.
@@ -152,6 +162,49 @@ def load_thresholds(ref: str | Path | None = None, schema: Any = None) -> Thresh
     return th
 
 
+@dataclass(frozen=True)
+class ThresholdSet:
+    """Thresholds with where they came from: what a verdict names ("gated with ...")."""
+
+    thresholds: Thresholds
+    ref: str  # what was asked for: a packaged name (offline-floor) or a path
+    path: str
+    sha256: str  # of the file's bytes, or of the stored values when rebuilt from a record
+    stored: bool = False  # rebuilt from the values stored with a run, not read from the file
+
+    @property
+    def name(self) -> str:
+        return self.thresholds.name
+
+    @property
+    def file(self) -> str:
+        return Path(self.path).name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.file}, sha256 {self.sha256[:12]})"
+
+    def record(self) -> dict[str, Any]:
+        """What is stored with a gated run: enough to judge it again with exactly these values."""
+        return {"ref": self.ref, "file": self.file, "path": self.path, "sha256": self.sha256, "name": self.name,
+                "dry_run": self.thresholds.dry_run, "values": self.thresholds.model_dump(mode="json")}
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any], schema: Any = None) -> ThresholdSet:
+        th = Thresholds.model_validate(rec["values"])
+        if schema is not None:
+            th.check_schema(schema)
+        return cls(th, str(rec.get("ref") or rec.get("file")), str(rec.get("path") or rec.get("file")),
+                   str(rec.get("sha256") or ""), stored=True)
+
+
+def load_threshold_set(ref: str | Path | None = None, schema: Any = None) -> ThresholdSet:
+    path = thresholds_path(ref)
+    th = load_thresholds(ref, schema)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return ThresholdSet(th, str(ref) if ref is not None else "incumbent", str(path), digest)
+
+
 def critical_fields(th: Thresholds, schema: Any) -> list[str]:
     return list(th.accuracy.critical_fields if th.accuracy.critical_fields is not None else schema.critical_fields)
 
@@ -254,46 +307,6 @@ def judge(gate_id: str, kind: str, metric: str, value: float | None, threshold: 
 # accuracy
 # ---------------------------------------------------------------------------------------------
 
-def _is_ok(row: Mapping[str, Any]) -> bool:
-    return row.get("status") == "ok" and row.get("doc_f1") is not None
-
-
-def _score_get(s: Any, key: str, default: Any = None) -> Any:
-    return s.get(key, default) if isinstance(s, Mapping) else getattr(s, key, default)
-
-
-def doc_f1_values(rows: Iterable[Mapping[str, Any]], doc_type: str | None = None,
-                  failed_as_zero: bool = True) -> list[float]:
-    out = []
-    for r in rows:
-        if doc_type is not None and r.get("doc_type") != doc_type:
-            continue
-        if _is_ok(r):
-            out.append(float(r["doc_f1"]))
-        elif failed_as_zero:
-            out.append(0.0)
-    return out
-
-
-def field_f1_values(rows: Iterable[Mapping[str, Any]], doc_type: str, name: str,
-                    failed_as_zero: bool = True) -> list[float]:
-    """F1 of one field over the documents of a type whose ground truth has it."""
-    out = []
-    for r in rows:
-        if r.get("doc_type") != doc_type or name not in (r.get("ground_truth") or {}):
-            continue
-        if _is_ok(r):
-            for s in r.get("scores") or ():
-                if _score_get(s, "field") == name:
-                    out.append(float(_score_get(s, "f1", 0.0)))
-                    break
-            else:
-                out.append(0.0)  # scored document without this field's score: count it missed
-        elif failed_as_zero:
-            out.append(0.0)
-    return out
-
-
 def f1_gate(gate_id: str, kind: str, values: Sequence[float], threshold: float | None, th: Thresholds,
             skip_reason: str | None = None) -> Gate:
     mean, lo, hi = mean_ci(values, th.confidence, clip=(0.0, 1.0))
@@ -303,16 +316,16 @@ def f1_gate(gate_id: str, kind: str, values: Sequence[float], threshold: float |
                  level=th.confidence, statistic=th.statistic, skip_reason=skip_reason)
 
 
-def overall_gate(backend: str, rows: Sequence[Mapping[str, Any]], th: Thresholds) -> Gate:
+def overall_gate(backend: str, rows: Sequence[DocResult], th: Thresholds) -> Gate:
     return f1_gate(backend, "overall_f1", doc_f1_values(rows, None, th.failed_as_zero), th.accuracy.overall, th)
 
 
-def doc_type_gate(backend: str, rows: Sequence[Mapping[str, Any]], doc_type: str, th: Thresholds) -> Gate:
+def doc_type_gate(backend: str, rows: Sequence[DocResult], doc_type: str, th: Thresholds) -> Gate:
     vals = doc_f1_values(rows, doc_type, th.failed_as_zero)
     return f1_gate(f"{backend}/{doc_type}", "doc_type_f1", vals, doc_type_threshold(th, doc_type), th)
 
 
-def field_gate(backend: str, rows: Sequence[Mapping[str, Any]], doc_type: str, name: str, th: Thresholds,
+def field_gate(backend: str, rows: Sequence[DocResult], doc_type: str, name: str, th: Thresholds,
                critical: Iterable[str]) -> Gate:
     critical = list(critical)
     vals = field_f1_values(rows, doc_type, name, th.failed_as_zero)
@@ -322,22 +335,7 @@ def field_gate(backend: str, rows: Sequence[Mapping[str, Any]], doc_type: str, n
     return g
 
 
-def hallucination_counts(rows: Iterable[Mapping[str, Any]], doc_type: str | None = None) -> tuple[int, int]:
-    """(hallucinated, opportunities): fields whose ground truth is NOT_FOUND, in scored documents."""
-    from migbench.normalize import is_not_found
-
-    hall = opp = 0
-    for r in rows:
-        if (doc_type is not None and r.get("doc_type") != doc_type) or not _is_ok(r):
-            continue
-        for s in r.get("scores") or ():
-            if is_not_found(_score_get(s, "expected")):
-                opp += 1
-                hall += bool(_score_get(s, "hallucinated", False))
-    return hall, opp
-
-
-def hallucination_gate(gate_id: str, rows: Sequence[Mapping[str, Any]], th: Thresholds,
+def hallucination_gate(gate_id: str, rows: Sequence[DocResult], th: Thresholds,
                        doc_type: str | None = None) -> Gate:
     hall, opp = hallucination_counts(rows, doc_type)
     rate, lo, hi = wilson_ci(hall, opp, th.confidence)
@@ -352,77 +350,43 @@ def _flip(statistic: str) -> str:
     return {"ci_low": "ci_high", "ci_high": "ci_low"}.get(statistic, statistic)
 
 
-def failure_gate(backend: str, rows: Sequence[Mapping[str, Any]], th: Thresholds) -> Gate:
+def failure_gate(backend: str, rows: Sequence[DocResult], th: Thresholds) -> Gate:
     n = len(rows)
-    failed = sum(1 for r in rows if not _is_ok(r))
-    rate, lo, hi = wilson_ci(failed, n, th.confidence)
+    failed = [r for r in rows if not r.ok]
+    rate, lo, hi = wilson_ci(len(failed), n, th.confidence)
     causes: dict[str, int] = {}
-    for r in rows:
-        if not _is_ok(r):
-            key = r.get("error_class") or "unknown"
-            causes[key] = causes.get(key, 0) + 1
+    for r in failed:
+        key = r.error_class or "unknown"
+        causes[key] = causes.get(key, 0) + 1
     return judge(backend, "failure_rate", "failure rate", rate, th.failures.max_rate, "<=", lo=lo, hi=hi, n=n,
                  level=th.confidence, statistic=_flip(th.statistic),
-                 skip_reason=None if n else "no documents", detail={"failed": failed, "causes": causes})
+                 skip_reason=None if n else "no documents", detail={"failed": len(failed), "causes": causes})
 
 
-def accuracy_units(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(doc_type, field) pairs present in the rows' ground truth, in a stable order."""
-    seen: dict[tuple[str, str], None] = {}
-    for r in rows:
-        for name in r.get("ground_truth") or {}:
-            seen[(str(r.get("doc_type")), name)] = None
-    return sorted(seen)
+def accuracy_units(rows: Iterable[DocResult], schema: Any) -> list[tuple[str, str]]:
+    """(doc_type, field) pairs the rows' ground truth has and the scorer scores, in a stable order.
+
+    A field the schema marks `scored: false` (DOCUMENT_TYPE) is never a gate: nothing scores it.
+    """
+    return sorted({(str(r.doc_type), name) for r in rows for name in r.ground_truth
+                   if r.doc_type in schema.document_types and schema.is_scored(name)})
 
 
 # ---------------------------------------------------------------------------------------------
 # latency
 # ---------------------------------------------------------------------------------------------
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no values."""
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {q}")
-    xs = sorted(float(v) for v in values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def latencies(rows: Iterable[Mapping[str, Any]], doc_type: str | None = None) -> tuple[list[float], int]:
-    """(recorded latencies of completed documents, completed documents missing one)."""
-    vals, missing = [], 0
-    for r in rows:
-        if (doc_type is not None and r.get("doc_type") != doc_type) or r.get("status") != "ok":
-            continue
-        if r.get("latency_s") is None:
-            missing += 1
-        else:
-            vals.append(float(r["latency_s"]))
-    return vals, missing
-
-
-def latency_percentiles(rows: Iterable[Mapping[str, Any]], doc_type: str | None = None) -> dict[str, Any]:
-    vals, missing = latencies(rows, doc_type)
-    out: dict[str, Any] = {p: percentile(vals, float(p[1:])) for p in PERCENTILES}
-    out.update(n=len(vals), missing=missing, mean=sum(vals) / len(vals) if vals else None)
-    return out
-
-
-def latency_gate(backend: str, rows: Sequence[Mapping[str, Any]], doc_type: str, pct: str, th: Thresholds) -> Gate:
+def latency_gate(backend: str, rows: Sequence[DocResult], doc_type: str, pct: str, th: Thresholds) -> Gate:
     if pct not in PERCENTILES:
         raise ValueError(f"percentile must be one of {PERCENTILES}, got {pct!r}")
-    vals, missing = latencies(rows, doc_type)
+    lat = latency_stats(rows, doc_type)
     gid = f"{backend}/{doc_type}/{pct}"
     budget = th.latency.for_doc_type(doc_type).budget(pct)
-    if missing:
+    if lat.missing:
         return Gate(gid, "latency", f"{pct} latency", None, budget, "<=", "fail",
-                    f"{gid}: latency not recorded for {missing} completed document(s)", n=len(vals), unit="s")
-    return judge(gid, "latency", f"{pct} latency", percentile(vals, float(pct[1:])), budget, "<=", n=len(vals),
-                 unit="s", show_ci=False, skip_reason=None if vals else f"no completed {doc_type} documents")
+                    f"{gid}: latency not recorded for {lat.missing} completed document(s)", n=lat.n, unit="s")
+    return judge(gid, "latency", f"{pct} latency", lat.get(pct), budget, "<=", n=lat.n,
+                 unit="s", show_ci=False, skip_reason=None if lat.n else f"no completed {doc_type} documents")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,60 +428,51 @@ def monthly_cost_gate(backend: str, cost: Any, docs_per_day: int, th: Thresholds
 # baseline comparison
 # ---------------------------------------------------------------------------------------------
 
-def resolve_run(runs: Sequence[Mapping[str, Any]], ref: str, dataset_hash: str | None = None,
-                exclude: str | None = None) -> Mapping[str, Any]:
+def resolve_run(runs: Sequence[RunRecord], ref: str, dataset_hash: str | None = None,
+                exclude: str | None = None) -> RunRecord:
     """A run by id, unique id prefix, or backend name (its latest run on the same dataset)."""
-    candidates = [r for r in runs if r["run_id"] != exclude]
-    exact = [r for r in candidates if r["run_id"] == ref]
+    candidates = [r for r in runs if r.run_id != exclude]
+    exact = [r for r in candidates if r.run_id == ref]
     if exact:
         return exact[0]
-    by_backend = [r for r in candidates if r["backend"] == ref]
+    by_backend = [r for r in candidates if r.backend == ref]
     if by_backend:
-        same = [r for r in by_backend if dataset_hash is None or r.get("dataset_hash") == dataset_hash]
+        same = [r for r in by_backend if dataset_hash is None or r.dataset_hash == dataset_hash]
         if not same:
             raise LookupError(f"baseline {ref!r}: its runs used another dataset "
-                              f"({', '.join(r['run_id'] for r in by_backend)}); run it on this dataset first")
-        return max(same, key=lambda r: (r.get("started_at") or "", r["run_id"]))
-    prefixed = [r for r in candidates if r["run_id"].startswith(ref)]
+                              f"({', '.join(r.run_id for r in by_backend)}); run it on this dataset first")
+        return max(same, key=lambda r: (r.started_at or "", r.run_id))
+    prefixed = [r for r in candidates if r.run_id.startswith(ref)]
     if len(prefixed) == 1:
         return prefixed[0]
-    known = ", ".join(sorted({r["run_id"] for r in candidates})) or "none"
+    known = ", ".join(sorted({r.run_id for r in candidates})) or "none"
     if prefixed:
-        raise LookupError(f"baseline {ref!r} is ambiguous: {', '.join(r['run_id'] for r in prefixed)}")
+        raise LookupError(f"baseline {ref!r} is ambiguous: {', '.join(r.run_id for r in prefixed)}")
     raise LookupError(f"baseline {ref!r}: no run id or backend of that name in the store (runs: {known})")
 
 
-def paired_f1(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[Mapping[str, Any]],
-              doc_type: str | None = None, failed_as_zero: bool = True) -> tuple[list[str], list[float], list[float]]:
-    """Document F1 of both runs on the documents both have, in doc_id order."""
-    def by_id(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for r in rows:
-            if doc_type is not None and r.get("doc_type") != doc_type:
-                continue
-            out[r["doc_id"]] = float(r["doc_f1"]) if _is_ok(r) else (0.0 if failed_as_zero else None)
-        return out
-    a, b = by_id(candidate), by_id(baseline)
-    ids = sorted(k for k in a.keys() & b.keys() if a[k] is not None and b[k] is not None)
-    return ids, [a[k] for k in ids], [b[k] for k in ids]  # type: ignore[misc]
+def paired(candidate: Sequence[DocResult], baseline: Sequence[DocResult], baseline_name: str,
+           doc_type: str | None, th: Thresholds) -> Paired:
+    """The paired comparison with the thresholds' margin, resamples, seed and confidence."""
+    ni = th.non_inferiority
+    return paired_comparison(candidate, baseline, baseline_name, margin=ni.margin, doc_type=doc_type,
+                             failed_as_zero=th.failed_as_zero, n_boot=ni.n_boot, seed=ni.seed, level=th.confidence)
 
 
-def non_inferiority_gate(backend: str, baseline_name: str, candidate: Sequence[Mapping[str, Any]],
-                         baseline: Sequence[Mapping[str, Any]], doc_type: str | None, th: Thresholds) -> Gate:
+def non_inferiority_gate(backend: str, baseline_name: str, candidate: Sequence[DocResult],
+                         baseline: Sequence[DocResult], doc_type: str | None, th: Thresholds) -> Gate:
     ni = th.non_inferiority
     gid = backend if doc_type is None else f"{backend}/{doc_type}"
-    ids, a, b = paired_f1(candidate, baseline, doc_type, th.failed_as_zero)
-    detail: dict[str, Any] = {"baseline": baseline_name, "margin": ni.margin, "paired_documents": len(ids)}
-    if not ids:
+    p = paired(candidate, baseline, baseline_name, doc_type, th)
+    detail: dict[str, Any] = {"baseline": baseline_name, "margin": ni.margin, "paired_documents": p.n}
+    if not p.n:
         return Gate(gid, "non_inferiority", "F1 difference", None, -ni.margin, ">=", "fail",
                     f"{gid}: no documents in common with baseline {baseline_name}: nothing to compare", detail=detail)
-    diff, lo, hi = paired_bootstrap(a, b, n_boot=ni.n_boot, seed=ni.seed, level=th.confidence)
-    verdict = non_inferiority(lo, ni.margin, hi)
-    detail.update(verdict=verdict, candidate_mean=sum(a) / len(a), baseline_mean=sum(b) / len(b))
-    text = (f"{gid}: F1 difference vs {baseline_name} {diff:+.3f} {_ci_text(lo, hi, th.confidence)}, "
-            f"margin {ni.margin:.2f}, n={len(ids)} paired documents: {verdict}")
-    status = "fail" if verdict in ni.fail_on else "pass"
-    return Gate(gid, "non_inferiority", "F1 difference", diff, -ni.margin, ">=", status, text, lo, hi, len(ids),
+    detail.update(verdict=p.verdict, candidate_mean=p.candidate_mean, baseline_mean=p.baseline_mean)
+    text = (f"{gid}: F1 difference vs {baseline_name} {p.diff:+.3f} {_ci_text(p.lo, p.hi, th.confidence)}, "
+            f"margin {ni.margin:.2f}, n={p.n} paired documents: {p.verdict}")
+    status = "fail" if p.verdict in ni.fail_on else "pass"
+    return Gate(gid, "non_inferiority", "F1 difference", p.diff, -ni.margin, ">=", status, text, p.lo, p.hi, p.n,
                 detail=detail)
 
 
@@ -544,39 +499,10 @@ def audit_violations(entries: Iterable[Mapping[str, Any]], policy: Any, *, allow
     return out
 
 
-def unaudited_documents(rows: Iterable[Mapping[str, Any]], entries: Iterable[Mapping[str, Any]]) -> list[str]:
+def unaudited_documents(rows: Iterable[DocResult], entries: Iterable[Mapping[str, Any]]) -> list[str]:
     """Completed documents with no allowed audit entry: traffic the audit log does not account for."""
     audited = {e.get("doc_id") for e in entries if e.get("allowed")}
-    return sorted(r["doc_id"] for r in rows if r.get("status") == "ok" and r["doc_id"] not in audited)
-
-
-# ---------------------------------------------------------------------------------------------
-# everything at once (the report)
-# ---------------------------------------------------------------------------------------------
-
-def evaluate_run(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], th: Thresholds, schema: Any,
-                 pricing: Any = None, baseline: tuple[str, Sequence[Mapping[str, Any]]] | None = None,
-                 gpu_hourly: float | None = None) -> list[Gate]:
-    """Every gate the suites check, for one run, from its stored rows (in the suites' order)."""
-    from migbench.cost import load_pricing, run_cost
-
-    backend = run["backend"]
-    crit = critical_fields(th, schema)
-    doc_types = sorted({str(r.get("doc_type")) for r in rows if r.get("doc_type") in schema.document_types})
-    gates = [overall_gate(backend, rows, th), failure_gate(backend, rows, th),
-             hallucination_gate(backend, rows, th)]
-    gates += [doc_type_gate(backend, rows, dt, th) for dt in doc_types]
-    gates += [hallucination_gate(f"{backend}/{dt}", rows, th, dt) for dt in doc_types]
-    gates += [field_gate(backend, rows, dt, f, th, crit) for dt, f in accuracy_units(rows)
-              if dt in schema.document_types]
-    gates += [latency_gate(backend, rows, dt, p, th) for dt in doc_types for p in PERCENTILES]
-    cost = run_cost(dict(run), list(rows), pricing or load_pricing(), gpu_hourly)
-    gates.append(cost_per_doc_gate(backend, cost, th))
-    gates += [monthly_cost_gate(backend, cost, v, th) for v in th.cost.volumes_per_day]
-    if baseline is not None:
-        name, base_rows = baseline
-        gates += [non_inferiority_gate(backend, name, rows, base_rows, dt, th) for dt in doc_types]
-    return gates
+    return sorted(r.doc_id for r in rows if r.status == "ok" and r.doc_id not in audited)
 
 
 def verdict(gates: Iterable[Gate]) -> str:

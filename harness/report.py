@@ -1,8 +1,11 @@
 """`migbench report`: one self-contained HTML migration report rendered from stored runs only.
 
-The store is read, `migbench.report_data.build_report` computes the view model, Jinja2 (autoescape
-on, undefined names are errors) renders reports/templates/report.html.j2. The output carries its
-CSS inline and its charts as SVG: no script, font, image or request leaves the file.
+The store is read; per backend and model the latest complete run is chosen (`--run` picks
+explicitly; what is left out is listed with the reason); `migbench.analysis.analyse` judges each
+run with the thresholds the suites stored with it (else `--thresholds` or the incumbent's), so the
+report shows the verdict the suites printed; `migbench.report_data.build_report` makes the view
+model and Jinja2 (autoescape on, undefined names are errors) renders reports/templates/report.html.j2.
+The output carries its CSS inline and its charts as SVG: no script, font, image or request leaves it.
 """
 
 from __future__ import annotations
@@ -17,17 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from migbench.catalog import CatalogError
-from migbench.contracts import UsageError
-from migbench.report_data import (
-    GateConfig,
-    GateFn,
-    ReportOptions,
-    build_report,
-    builtin_gates,
-    default_baseline,
-    default_runs,
-    grouped_gates,
-)
+from migbench.contracts import RunRecord, UsageError
+from migbench.report_data import LeftOut, ReportOptions, build_report, default_baseline, select_runs
 from migbench.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
@@ -79,33 +73,105 @@ def render_html(model: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def gate_setup(thresholds: str | None, pricing: Any, gpu_hourly: float | None = None) -> tuple[GateConfig, GateFn]:
-    """The thresholds and the gate function: migbench.gates over thresholds.yaml when it is
-    installed (the same verdicts the pytest suites reach), else the built-in gates."""
+STORED = "stored with the run by `pytest suites`"
+
+
+def thresholds_for(run: RunRecord, given: Any, default: Any, schema: Any) -> tuple[Any, str, Any]:
+    """(threshold set, where it came from, second set or None) for one run.
+
+    The thresholds the suites stored with a run judge it, so the report repeats their verdict; a
+    `--thresholds` file that differs is shown beside it as a second, labelled threshold set. A run
+    the suites never gated is judged with `--thresholds`, else the incumbent's.
+    """
+    from migbench.gates import ThresholdSet
+
+    stored = (run.gating or {}).get("thresholds")
+    if stored:
+        ts = ThresholdSet.from_record(stored, schema)
+        gating = run.gating or {}
+        origin = f"{STORED} (verdict {gating.get('verdict')}, {gating.get('at')})"
+        second = given if given is not None and given.sha256 != ts.sha256 else None
+        return ts, origin, second
+    if given is not None:
+        return given, "given to the report (--thresholds); the suites never gated this run", None
+    return default, "the report's default (incumbent); the suites never gated this run", None
+
+
+def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
+                ) -> tuple[list[RunRecord], dict[str, list], dict[str, list], str | None, list[LeftOut]]:
+    all_runs = store.runs()
+    if not all_runs:
+        raise ReportError(f"no runs in {store.path}: run `migbench run` first")
+    if refs:
+        ids = [store.resolve(r) for r in refs]
+        left = [LeftOut(r.run_id, r.backend, r.model, r.status, "not selected (--run given)")
+                for r in all_runs if r.run_id not in ids]
+    else:
+        chosen, left = select_runs(all_runs, {r.run_id: store.counts(r.run_id) for r in all_runs})
+        if not chosen:
+            why = "; ".join(f"{x.run_id}: {x.reason}" for x in left[:5])
+            raise ReportError(f"no complete run in {store.path} ({why}); "
+                              "pass --run ID to report on one anyway")
+        ids = [r.run_id for r in chosen]
+    base_id = store.resolve(baseline) if baseline else None
+    if base_id and base_id not in ids:
+        ids.append(base_id)
+        left = [x for x in left if x.run_id != base_id]
+    ids = list(dict.fromkeys(ids))
+    by_id = {r.run_id: r for r in all_runs}
+    runs = [by_id[i] for i in ids]
+    if base_id is None:
+        base_id = default_baseline(runs)
+    docs = {i: store.documents(i) for i in ids}
+    audits = {i: store.audit(i) for i in ids}
+    return runs, docs, audits, base_id, left
+
+
+def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
+             redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
+             top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None) -> dict[str, Any]:
+    """Render the report to `out` (written atomically); returns the view model."""
+    from migbench.analysis import analyse
+    from migbench.cost import load_pricing
+    from migbench.options import resolve_thresholds
     from migbench.schema import load_schema
 
+    results = Path(results)
+    if not (results / DB_NAME).is_file():
+        raise ReportError(f"no run store at {results / DB_NAME}: pass --results DIR (or set MIGBENCH_RESULTS)")
     schema = load_schema()
+    given = resolve_thresholds(thresholds, schema) if thresholds else None
+    default = given or resolve_thresholds(None, schema)
+    store = RunStore(results)
     try:
-        from migbench import gates as hg
-    except ImportError:
-        if thresholds:
-            raise ReportError("--thresholds needs migbench.gates, which is not installed") from None
-        cfg = GateConfig(critical_fields=tuple(schema.critical_fields))
-        return cfg, builtin_gates(cfg)
-    th = hg.load_thresholds(thresholds, schema)
-    cfg = GateConfig(
-        overall_f1=th.accuracy.overall if th.accuracy.overall is not None else float("nan"),
-        critical_f1=th.accuracy.critical if th.accuracy.critical is not None else float("nan"),
-        critical_fields=tuple(hg.critical_fields(th, schema)),
-        noninferiority_margin=th.non_inferiority.margin,
-        max_failure_rate=th.failures.max_rate if th.failures.max_rate is not None else float("nan"),
-        source=f"{hg.thresholds_path(thresholds)} ({th.name}{', dry run' if th.dry_run else ''}),"
-               f" statistic {th.statistic}, failed documents count as 0: {th.failed_as_zero}")
-
-    def evaluate(view: Any, rows: Any, baseline: Any) -> list:
-        return grouped_gates(hg.evaluate_run(view["run"], rows, th, schema, pricing, baseline, gpu_hourly))
-
-    return cfg, evaluate
+        run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline)
+    finally:
+        store.close()
+    pricing = load_pricing(pricing_path)
+    by_id = {r.run_id: r for r in run_rows}
+    base = (by_id[base_id], docs[base_id]) if base_id in by_id else None
+    analyses, origins, second = [], {}, {}
+    for run in run_rows:
+        ts, origins[run.run_id], alt = thresholds_for(run, given, default, schema)
+        pair = None if base is None or run.run_id == base_id else base
+        analyses.append(analyse(run, docs[run.run_id], ts, schema, pricing=pricing, baseline=pair,
+                                gpu_hourly=gpu_hourly))
+        if alt is not None:
+            second[run.run_id] = analyse(run, docs[run.run_id], alt, schema, pricing=pricing, baseline=pair,
+                                         gpu_hourly=gpu_hourly)
+    opts = ReportOptions(volumes=volumes, gpu_hourly=gpu_hourly, redact=redact, top_n=top_n,
+                         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         results_dir=str(results))
+    model = build_report(analyses, audits, baseline_id=base_id, pricing=pricing, opts=opts,
+                         judge=residency_judge(), iam_policy=iam_builder(), origins=origins, second=second,
+                         left_out=left_out, reference=default)
+    html = render_html(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return model
 
 
 def residency_judge() -> Callable[[dict[str, Any], bool], list[str]]:
@@ -137,55 +203,6 @@ def iam_builder() -> Callable[[list[str]], tuple[dict[str, Any], list[str]]] | N
     return build
 
 
-def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
-                ) -> tuple[list[dict[str, Any]], dict[str, list], dict[str, list], str | None]:
-    all_runs = store.runs()
-    if not all_runs:
-        raise ReportError(f"no runs in {store.path}: run `migbench run` first")
-    ids = [store.resolve(r) for r in refs] if refs else default_runs(all_runs)
-    base_id = store.resolve(baseline) if baseline else None
-    if base_id and base_id not in ids:
-        ids.append(base_id)
-    ids = list(dict.fromkeys(ids))
-    by_id = {r["run_id"]: r for r in all_runs}
-    runs = [by_id[i] for i in ids]
-    if base_id is None:
-        base_id = default_baseline(runs)
-    docs = {i: store.documents(i) for i in ids}
-    audits = {i: store.audit(i) for i in ids}
-    return runs, docs, audits, base_id
-
-
-def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
-             redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
-             top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None) -> dict[str, Any]:
-    """Render the report to `out` (written atomically); returns the view model."""
-    from migbench.cost import load_pricing
-
-    results = Path(results)
-    if not (results / DB_NAME).is_file():
-        raise ReportError(f"no run store at {results / DB_NAME}: pass --results DIR (or set MIGBENCH_RESULTS)")
-    store = RunStore(results)
-    try:
-        run_rows, docs, audits, base_id = load_inputs(store, runs, baseline)
-    finally:
-        store.close()
-    pricing = load_pricing(pricing_path)
-    cfg, gate_fn = gate_setup(thresholds, pricing, gpu_hourly)
-    opts = ReportOptions(volumes=volumes, gpu_hourly=gpu_hourly, redact=redact, top_n=top_n,
-                         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         results_dir=str(results), gates=cfg)
-    model = build_report(run_rows, docs, audits, baseline_id=base_id, pricing=pricing, opts=opts,
-                         judge=residency_judge(), iam_policy=iam_builder(), gates=gate_fn)
-    html = render_html(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return model
-
-
 # ------------------------------------------------------------------------------------- CLI
 def _volumes(text: str) -> tuple[int, ...]:
     try:
@@ -211,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migbench report", description="Render the HTML migration report from stored runs.")
     p.add_argument("--results", default=os.environ.get("MIGBENCH_RESULTS", DEFAULT_RESULTS),
                    help="results directory holding the run store (default: ./results or $MIGBENCH_RESULTS)")
-    p.add_argument("--runs", nargs="+", metavar="RUN", help="run ids or prefixes (default: the latest run per backend)")
+    p.add_argument("--runs", "--run", nargs="+", action="extend", metavar="RUN", dest="runs",
+                   help="run ids or prefixes, repeatable (default: per backend and model, the latest complete run "
+                        "on the dataset; the report lists what it left out and why)")
     p.add_argument("--baseline", metavar="RUN", help="the incumbent run (default: a local run, else the OCR baseline)")
     p.add_argument("--redact", action="store_true", help="hide expected/extracted values and raw responses")
     p.add_argument("--out", default="report.html", help="output HTML file (default: report.html)")
@@ -219,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-hourly", type=_positive, help="cost of one own GPU per hour (prices the local backends)")
     p.add_argument("--top-n", type=int, default=15, help="worst documents drilled down per backend (default 15)")
     p.add_argument("--pricing", help="pricing YAML overriding harness/data/pricing.yaml")
-    p.add_argument("--thresholds", help="thresholds YAML or packaged name (default: harness/data/thresholds.yaml)")
+    p.add_argument("--thresholds", help="thresholds YAML or packaged name for runs the suites never gated (default: "
+                                        "the incumbent's); a run gated by `pytest suites` keeps the thresholds "
+                                        "stored with it and shows these beside them as a second set")
     return p
 
 
@@ -229,7 +250,7 @@ def main(argv: list[str]) -> int:
         model = generate(args.results, args.out, runs=args.runs, baseline=args.baseline, redact=args.redact,
                          volumes=args.volumes, gpu_hourly=args.gpu_hourly, top_n=max(0, args.top_n),
                          pricing_path=args.pricing, thresholds=args.thresholds)
-    except (ReportError, StoreError, CatalogError) as exc:
+    except (UsageError, StoreError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = Path(args.out).stat().st_size

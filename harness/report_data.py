@@ -1,8 +1,10 @@
-"""The migration report's view model, built from stored rows only (pure: no I/O, no clock).
+"""The migration report's view model, built from analysed runs only (pure: no I/O, no clock).
 
-`build_report(runs, docs, audits, ...)` turns run-store rows into plain dicts/dataclasses that the
-Jinja2 templates only format. Every number here is computed from a stored row; where a row has no
-data the value is None and the template says "not measured".
+`build_report(analyses, audits, ...)` turns `migbench.analysis.RunAnalysis` results (figures and
+gates computed once, the same the suites check) into plain dicts/dataclasses that the Jinja2
+templates only format. Where a run has no data the value is None and the template says "not
+measured". `select_runs` decides which stored runs the report compares and says why it left the
+others out.
 
 Emulated runs (runs.emulated, or family "emulated") are carried everywhere with their flag, are
 never a recommendation and fail the evidence gate: an emulator's answers say nothing about a model.
@@ -13,16 +15,17 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migbench import svg
+from migbench.analysis import RunAnalysis
 from migbench.consistency import RULES, consistency_rates
-from migbench.cost import Pricing, RunCost, break_even_docs_per_day, run_cost, token_prices
-from migbench.stats import Summary, aggregate, non_inferiority, paired_bootstrap, wilson_ci
+from migbench.contracts import DocResult, RunRecord
+from migbench.cost import Pricing, RunCost, break_even_docs_per_day, token_prices
+from migbench.gates import CLOUD_FAMILIES
+from migbench.stats import Summary, percentile
 
-OFFLINE_FAMILIES = {"ocr", "local"}
-CLOUD_FAMILIES = {"bedrock", "sagemaker"}
 NO_NETWORK = "no network requests (audit log empty)"
 NOT_EVIDENCE = "emulated: not evidence"
 
@@ -38,19 +41,6 @@ GUIDE_CHECKLIST = (
 
 # ------------------------------------------------------------------------------------ options
 @dataclass
-class GateConfig:
-    """Thresholds the gates apply. The fallback values are the incumbent's (FACTS.md: 0.85 overall,
-    0.95 critical); margin and failure rate are policy knobs that thresholds.yaml overrides."""
-
-    overall_f1: float = 0.85
-    critical_f1: float = 0.95
-    critical_fields: tuple[str, ...] = ("BUSINESS_ABN", "GST_AMOUNT", "TOTAL_AMOUNT", "SUPPLIER_NAME")
-    noninferiority_margin: float = 0.02
-    max_failure_rate: float = 0.02
-    source: str = "built-in defaults (FACTS.md thresholds; margin and failure rate are policy choices)"
-
-
-@dataclass
 class ReportOptions:
     volumes: tuple[int, ...] = (10, 1000, 10000)
     gpu_hourly: float | None = None
@@ -60,13 +50,15 @@ class ReportOptions:
     failed_examples: int = 8
     generated_at: str = ""
     results_dir: str = ""
-    gates: GateConfig = field(default_factory=GateConfig)
 
 
 @dataclass
-class Gate:
+class GateRow:
+    """One row of the report's gate table: the analysis' gates of one kind, grouped (a view, not
+    a second engine), or one of the report's evidence gates."""
+
     name: str
-    passed: bool | None  # None: not applicable (e.g. the baseline against itself)
+    passed: bool | None  # None: not applicable (nothing measured, no threshold)
     value: str
     threshold: str
     detail: str = ""
@@ -74,78 +66,105 @@ class Gate:
 
 
 # ------------------------------------------------------------------------------ run selection
-def is_emulated(run: Mapping[str, Any]) -> bool:
-    return bool(run.get("emulated")) or run.get("family") == "emulated"
+def is_emulated(run: RunRecord) -> bool:
+    return run.is_emulated
 
 
-def default_runs(all_runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The latest run per backend (runs are ordered by start time in the store)."""
-    latest: dict[str, str] = {}
-    for r in sorted(all_runs, key=lambda r: (r.get("started_at") or "", r["run_id"])):
-        latest[r["backend"]] = r["run_id"]
-    return list(latest.values())
+@dataclass
+class LeftOut:
+    run_id: str
+    backend: str
+    model: str | None
+    status: str | None
+    reason: str
 
 
-def default_baseline(runs: Sequence[Mapping[str, Any]]) -> str | None:
+def select_runs(runs: Sequence[RunRecord], counts: Mapping[str, Mapping[str, int]]
+                ) -> tuple[list[RunRecord], list[LeftOut]]:
+    """Per backend and model, the latest COMPLETE run on the dataset (the dataset of the latest
+    complete run); every other run is left out, with the reason.
+
+    A run that is not complete (partial, interrupted, running: e.g. refused before any request)
+    is never a candidate: it would hide the complete run of the same backend. Among complete runs
+    one in which some document completed is preferred; one with none is used only when it is the
+    backend's only evidence (then the report shows its failures).
+    """
+    left: list[LeftOut] = []
+    complete = []
+    for r in sorted(runs, key=lambda r: (r.started_at or "", r.run_id)):
+        c = counts.get(r.run_id, {})
+        ok, stored = c.get("ok", 0), sum(c.values())
+        if r.status == "complete":
+            complete.append(r)
+            continue
+        why = f"{r.status or 'unknown'}: {stored} of {r.n_documents} documents stored, {ok} ok"
+        if not ok:
+            why += " (refused or failed before any document completed)"
+        left.append(LeftOut(r.run_id, r.backend, r.model, r.status, why + "; not complete, so not a candidate"))
+    if not complete:
+        return [], left
+    dataset = complete[-1].dataset_hash
+    groups: dict[tuple[str, str | None], list[RunRecord]] = defaultdict(list)
+    for r in complete:
+        if r.dataset_hash != dataset:
+            left.append(LeftOut(r.run_id, r.backend, r.model, r.status,
+                                f"another dataset (sha256 {(r.dataset_hash or 'unknown')[:12]}, this report: "
+                                f"{(dataset or 'unknown')[:12]}); pass --run {r.run_id} to include it"))
+        else:
+            groups[(r.backend, r.model)].append(r)
+    chosen = []
+    for members in groups.values():
+        with_results = [r for r in members if counts.get(r.run_id, {}).get("ok", 0)]
+        pick = (with_results or members)[-1]
+        chosen.append(pick)
+        for r in members:
+            if r is pick:
+                continue
+            if r in with_results or not with_results:
+                why = f"superseded by the later complete run {pick.run_id} of the same backend and model"
+            else:
+                why = f"complete, but no document completed (0 ok); {pick.run_id} of the same backend and model has results"
+            left.append(LeftOut(r.run_id, r.backend, r.model, r.status, why))
+    return sorted(chosen, key=lambda r: (r.started_at or "", r.run_id)), left
+
+
+def default_baseline(runs: Sequence[RunRecord]) -> str | None:
     """The incumbent: a local (self-hosted VLM) run, else the OCR baseline; never an emulated run."""
     for family in ("local", "ocr"):
         for r in runs:
-            if r.get("family") == family and not is_emulated(r):
-                return r["run_id"]
+            if r.family == family and not r.is_emulated:
+                return r.run_id
     return None
 
 
 # ------------------------------------------------------------------------------- computations
-def percentiles(values: Iterable[float | None]) -> dict[str, float | None]:
-    xs = sorted(float(v) for v in values if v is not None)
-    if not xs:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "mean": None, "max": None}
-    return {"n": len(xs), "p50": svg.quantile(xs, 0.5), "p95": svg.quantile(xs, 0.95),
-            "p99": svg.quantile(xs, 0.99), "mean": sum(xs) / len(xs), "max": xs[-1]}
-
-
-def latency_view(run: Mapping[str, Any], docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    ok = [d for d in docs if d["status"] == "ok"]
-    lat = percentiles(d.get("latency_s") for d in ok)
-    wall = run.get("wall_s") or 0.0
-    attempts = [d.get("attempts") for d in docs if d.get("attempts") is not None]
+def latency_view(run: RunRecord, rows: Sequence[DocResult], summary: Summary) -> dict[str, Any]:
+    """The analysis' latency figures plus throughput, throttling and retries from the rows."""
+    lat = summary.latency["all"]
+    wall = run.wall_s or 0.0
+    attempts = [d.response.attempts for d in rows if d.response.attempts is not None]
     return {
-        **lat,
-        "values": [float(d["latency_s"]) for d in ok if d.get("latency_s") is not None],
-        "docs_per_min": (len(docs) / wall * 60) if wall > 0 and docs else None,
+        "n": lat.n, "p50": lat.p50, "p95": lat.p95, "p99": lat.p99, "mean": lat.mean, "max": lat.max,
+        "values": lat.values,
+        "docs_per_min": (len(rows) / wall * 60) if wall > 0 and rows else None,
         "wall_s": wall or None,
-        "throttled": sum(int(d.get("throttled") or 0) for d in docs),
-        "docs_throttled": sum(1 for d in docs if d.get("throttled")),
+        "throttled": sum(int(d.response.throttled or 0) for d in rows),
+        "docs_throttled": sum(1 for d in rows if d.response.throttled),
         "retries": sum(max(0, int(a) - 1) for a in attempts),
-        "retry_wait_s": sum(float(d.get("retry_wait_s") or 0.0) for d in docs),
+        "retry_wait_s": sum(float(d.response.retry_wait_s or 0.0) for d in rows),
         "attempts_recorded": len(attempts),
-        "server_p50_ms": percentiles(d.get("server_latency_ms") for d in ok)["p50"],
+        "server_p50_ms": percentile((d.response.server_latency_ms for d in rows if d.status == "ok"), 50),
     }
 
 
-def hallucination(summary: Summary) -> dict[str, Any]:
-    gtnf = sum(f.gt_not_found for f in summary.fields.values())
-    hall = sum(f.hallucinated for f in summary.fields.values())
-    rate, lo, hi = wilson_ci(hall, gtnf)
-    return {"n": gtnf, "k": hall, "rate": rate, "lo": lo, "hi": hi}
-
-
-def doc_scores(docs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """doc_id -> document F1, a failed (or unscored) document counted as 0."""
-    return {d["doc_id"]: (float(d["doc_f1"]) if d["status"] == "ok" and d.get("doc_f1") is not None else 0.0)
-            for d in docs}
-
-
-def paired_view(cand: Mapping[str, float], base: Mapping[str, float], margin: float,
-                same_dataset: bool) -> dict[str, Any]:
-    common = sorted(set(cand) & set(base))
-    if not common:
-        return {"n": 0, "diff": None, "lo": None, "hi": None, "verdict": "not measured",
-                "note": "no documents in common with the baseline", "same_dataset": same_dataset}
-    diff, lo, hi = paired_bootstrap([cand[k] for k in common], [base[k] for k in common])
-    return {"n": len(common), "diff": diff, "lo": lo, "hi": hi, "verdict": non_inferiority(lo, margin, hi),
-            "margin": margin, "same_dataset": same_dataset,
-            "note": "" if same_dataset else "dataset hashes differ: paired on the document ids both runs share"}
+def paired_view(a: RunAnalysis, base_run: RunRecord) -> dict[str, Any]:
+    p = a.paired
+    assert p is not None
+    same = a.run.dataset_hash == base_run.dataset_hash
+    note = "" if same else "dataset hashes differ: paired on the document ids both runs share"
+    if not p.n:
+        note = "no documents in common with the baseline"
+    return {**asdict(p), "same_dataset": same, "note": note}
 
 
 def _redact(value: Any, redact: bool) -> str:
@@ -161,34 +180,34 @@ def _kind(score: Any) -> str:
     return "wrong" if score.f1 == 0 else "partial"
 
 
-def errors_view(docs: Sequence[Mapping[str, Any]], opts: ReportOptions) -> dict[str, Any]:
+def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any]:
     """Bounded drill-down: the top-N worst documents in full, every other problem only counted."""
-    failed = [d for d in docs if d["status"] != "ok"]
-    by_class: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    failed = [d for d in docs if d.status != "ok"]
+    by_class: dict[str, list[DocResult]] = defaultdict(list)
     for d in failed:
-        by_class[d.get("error_class") or "unknown"].append(d)
+        by_class[d.error_class or "unknown"].append(d)
     failures = [{"error_class": cls, "count": len(rows),
-                 "examples": [{"doc_id": r["doc_id"], "error": (r.get("error") or "")[:400],
-                               "attempts": r.get("attempts")} for r in rows[: opts.failed_examples]]}
+                 "examples": [{"doc_id": r.doc_id, "error": (r.error or "")[:400],
+                               "attempts": r.response.attempts} for r in rows[: opts.failed_examples]]}
                 for cls, rows in sorted(by_class.items(), key=lambda kv: -len(kv[1]))]
     wrong_by_field: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     imperfect = []
     for d in docs:
-        if d["status"] != "ok":
+        if d.status != "ok":
             continue
-        bad = [s for s in d.get("scores") or () if s.f1 < 1.0]
+        bad = [s for s in d.scores if s.f1 < 1.0]
         for s in bad:
             wrong_by_field[s.field] += 1
             kinds[_kind(s)] += 1
         if bad:
             imperfect.append((d, bad))
-    imperfect.sort(key=lambda t: (t[0].get("doc_f1") if t[0].get("doc_f1") is not None else -1.0, t[0]["doc_id"]))
+    imperfect.sort(key=lambda t: (t[0].doc_f1 if t[0].doc_f1 is not None else -1.0, t[0].doc_id))
     worst = []
     for d, bad in imperfect[: opts.top_n]:
-        raw = d.get("raw_text") or ""
+        raw = d.response.text or ""
         worst.append({
-            "doc_id": d["doc_id"], "doc_type": d.get("doc_type"), "tier": d.get("tier"), "doc_f1": d.get("doc_f1"),
+            "doc_id": d.doc_id, "doc_type": d.doc_type, "tier": d.tier, "doc_f1": d.doc_f1,
             "fields": [{"field": s.field, "expected": _redact(s.expected, opts.redact),
                         "predicted": _redact(s.predicted, opts.redact), "f1": s.f1, "kind": _kind(s)} for s in bad],
             "raw": _redact(raw, True) if opts.redact else raw[: opts.raw_chars],
@@ -203,15 +222,15 @@ def errors_view(docs: Sequence[Mapping[str, Any]], opts: ReportOptions) -> dict[
 Judge = Callable[[Mapping[str, Any], bool], list[str]]
 
 
-def residency_view(run: Mapping[str, Any], audit: Sequence[Mapping[str, Any]], judge: Judge | None) -> dict[str, Any]:
+def residency_view(run: RunRecord, audit: Sequence[Mapping[str, Any]], judge: Judge | None) -> dict[str, Any]:
     sent = [a for a in audit if a.get("allowed")]
     refused = [a for a in audit if not a.get("allowed")]
     violations: Counter[str] = Counter()
     if judge is not None:
         for a in sent:
-            for reason in judge(a, is_emulated(run)):
+            for reason in judge(a, run.is_emulated):
                 violations[reason] += 1
-    family = run.get("family")
+    family = run.family
     if not audit:
         if family in CLOUD_FAMILIES or family == "emulated":
             state, summary = False, "no audit entries recorded for a cloud backend: residency not evidenced"
@@ -291,35 +310,43 @@ def checklist(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None,
 
 
 # -------------------------------------------------------------------------------------- gates
-# A gate function: (view, rows, baseline (name, rows) or None) -> gates. migbench.gates' verdicts come
-# in through `grouped_gates`; `builtin_gates` is the stand-in when that module is absent.
-GateFn = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]], "tuple[str, Sequence[Mapping[str, Any]]] | None"],
-                  list[Gate]]
-
+Judge = Callable[[Mapping[str, Any], bool], list[str]]
 KIND_NAMES = {
     "overall_f1": "overall F1", "doc_type_f1": "F1 per document type", "critical_f1": "critical fields F1",
     "field_f1": "other fields F1", "hallucination": "hallucination rate", "failure_rate": "failure rate",
     "latency": "latency", "cost_per_doc": "cost per document", "cost_per_month": "monthly cost",
     "non_inferiority": "non-inferior to baseline",
 }
+SUITES_GATE = "shared suites"
 
 
-def evidence_gates(view: Mapping[str, Any]) -> list[Gate]:
-    """Gates every report applies whatever the thresholds: real evidence, and residency."""
+def evidence_gates(view: Mapping[str, Any]) -> list[GateRow]:
+    """Gates every report applies whatever the thresholds: real evidence, residency, and the
+    suites' own verdict where they gated the run (their non-gate tests: parser, residency, usage)."""
     s: Summary = view["summary"]
     out = []
     if view["emulated"]:
-        out.append(Gate("real model evidence", False, "emulated", "real responses", NOT_EVIDENCE))
+        out.append(GateRow("real model evidence", False, "emulated", "real responses", NOT_EVIDENCE))
     elif not s.scored:
-        out.append(Gate("real model evidence", False, "no scored documents", ">= 1 scored document",
-                        f"{s.documents} stored, {s.failed} failed"))
+        out.append(GateRow("real model evidence", False, "no scored documents", ">= 1 scored document",
+                           f"{s.documents} stored, {s.failed} failed"))
     r = view["residency"]
-    out.append(Gate("data residency", r["ok"], "ok" if r["ok"] else "violation", "no request leaves AU", r["summary"]))
+    out.append(GateRow("data residency", r["ok"], "ok" if r["ok"] else "violation", "no request leaves AU",
+                       r["summary"]))
+    gating = view["run"].gating
+    if gating:
+        tests = gating.get("tests") or {}
+        failed = gating.get("failed_tests") or []
+        out.append(GateRow(SUITES_GATE, gating.get("verdict") == "pass", str(gating.get("verdict")),
+                           "every suite test passes",
+                           f"`pytest suites` at {gating.get('at')}: {tests.get('passed', 0)} passed, "
+                           f"{tests.get('failed', 0) + tests.get('error', 0)} failed, {tests.get('skipped', 0)} skipped"
+                           + (f"; failed: {', '.join(failed[:5])}" if failed else "")))
     return out
 
 
-def grouped_gates(raw: Iterable[Any]) -> list[Gate]:
-    """migbench.gates.Gate objects (kind, status pass/fail/skip, message) -> one row per kind.
+def grouped_gates(raw: Iterable[Any]) -> list[GateRow]:
+    """The analysis' gates (kind, status pass/fail/skip, message) -> one row per kind.
 
     A group fails if any member fails, passes if any passes and none fails, is n/a if all skipped.
     """
@@ -344,93 +371,70 @@ def grouped_gates(raw: Iterable[Any]) -> list[Gate]:
             threshold = ""
         shown = fails or passes or members
         detail = "; ".join(g.message for g in shown[:4]) + (f"; ... {len(shown) - 4} more" if len(shown) > 4 else "")
-        out.append(Gate(KIND_NAMES.get(kind, kind), passed, value, threshold, detail,
-                        items=[(g.status, g.message) for g in members]))
+        out.append(GateRow(KIND_NAMES.get(kind, kind), passed, value, threshold, detail,
+                           items=[(g.status, g.message) for g in members]))
     return out
-
-
-def builtin_gates(cfg: GateConfig) -> GateFn:
-    """Overall and critical-field F1, failure rate and paired non-inferiority from GateConfig."""
-    def evaluate(view: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                 baseline: tuple[str, Sequence[Mapping[str, Any]]] | None) -> list[Gate]:
-        s: Summary = view["summary"]
-        overall = s.overall_failed_as_zero
-        gates = [Gate("overall F1", None if overall.mean is None else overall.mean >= cfg.overall_f1,
-                      _f(overall.mean), f">= {cfg.overall_f1:g}",
-                      f"95% CI [{_f(overall.lo)}, {_f(overall.hi)}], failed documents count as 0")]
-        crit = [(n, s.fields.get(n)) for n in cfg.critical_fields]
-        measured = [(n, fs) for n, fs in crit if fs is not None and fs.mean_f1 is not None]
-        failing = [n for n, fs in measured if fs.mean_f1 < cfg.critical_f1]
-        gates.append(Gate("critical fields F1", (not failing) if measured else None,
-                          f"{len(failing)} of {len(measured)} fail" if measured else "not measured",
-                          f">= {cfg.critical_f1:g}",
-                          "; ".join(f"{n} {_f(fs.mean_f1)} [{_f(fs.lo)}, {_f(fs.hi)}]" for n, fs in measured)))
-        gates.append(Gate("failure rate", None if s.failure_rate is None else s.failure_rate <= cfg.max_failure_rate,
-                          _pct(s.failure_rate), f"<= {_pct(cfg.max_failure_rate)}",
-                          f"{s.failed} of {s.documents} failed"))
-        p = view["paired"]
-        if baseline is not None and p is not None:
-            gates.append(Gate("non-inferior to baseline", p["verdict"] != "inferior" and p["diff"] is not None,
-                              p["verdict"], f"CI not below -{cfg.noninferiority_margin:g}",
-                              f"diff {_f(p['diff'], 3)} [{_f(p['lo'], 3)}, {_f(p['hi'], 3)}], n={p['n']}"))
-        return gates
-    return evaluate
 
 
 def _f(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+def thresholds_view(a: RunAnalysis, origin: str) -> dict[str, Any]:
+    ts = a.thresholds
+    return {"name": ts.name, "file": ts.file, "sha256": ts.sha256, "label": ts.label, "origin": origin,
+            "dry_run": ts.thresholds.dry_run, "statistic": ts.thresholds.statistic,
+            "failed_as_zero": ts.thresholds.failed_as_zero}
 
 
 # ---------------------------------------------------------------------------------- the model
-def build_report(runs: Sequence[Mapping[str, Any]], docs: Mapping[str, Sequence[Mapping[str, Any]]],
-                 audits: Mapping[str, Sequence[Mapping[str, Any]]], *, baseline_id: str | None, pricing: Pricing,
-                 opts: ReportOptions | None = None, judge: Judge | None = None,
+def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                 baseline_id: str | None, pricing: Pricing, opts: ReportOptions | None = None,
+                 judge: Judge | None = None,
                  iam_policy: Callable[[list[str]], tuple[dict[str, Any], list[str]]] | None = None,
-                 gates: GateFn | None = None) -> dict[str, Any]:
-    """The whole report as plain data. `judge(audit_row, emulated) -> [reasons]` re-checks sent
-    requests against the residency policy; `iam_policy(model_ids) -> (policy, reachable regions)`
-    builds the least-privilege IAM policy for the models the runs called."""
+                 origins: Mapping[str, str] | None = None, second: Mapping[str, RunAnalysis] | None = None,
+                 left_out: Sequence[LeftOut] = (), reference: Any = None) -> dict[str, Any]:
+    """The whole report as plain data, from one analysis per run (its figures and gates).
+
+    `judge(audit_row, emulated) -> [reasons]` re-checks sent requests against the residency policy;
+    `iam_policy(model_ids) -> (policy, reachable regions)` builds the least-privilege IAM policy for
+    the models the runs called. `origins[run_id]` says where a run's thresholds came from;
+    `second[run_id]` is the same run judged with a second, explicitly requested threshold set.
+    `reference` (a ThresholdSet) draws the overall-F1 reference line of the chart.
+    """
     opts = opts or ReportOptions()
-    gates = gates or builtin_gates(opts.gates)
-    if not runs:
+    if not analyses:
         raise ValueError("no runs to report on")
-    base_run = next((r for r in runs if r["run_id"] == baseline_id), None)
-    base_scores = doc_scores(docs.get(baseline_id, [])) if base_run else None
     views = []
-    for run in runs:
-        rdocs = docs.get(run["run_id"], [])
-        summary = aggregate(rdocs)
-        emulated = is_emulated(run)
-        cost = run_cost(run, list(rdocs), pricing, opts.gpu_hourly)
+    for a in analyses:
+        run = a.run
         v: dict[str, Any] = {
-            "run": run, "run_id": run["run_id"], "backend": run["backend"], "family": run.get("family"),
-            "model": run.get("model"), "emulated": emulated, "is_baseline": run["run_id"] == baseline_id,
-            "label": run["backend"] + (" [EMULATED]" if emulated else ""),
-            "summary": summary, "hallucination": hallucination(summary),
-            "latency": latency_view(run, rdocs), "cost": cost,
-            "monthly": {vol: cost.monthly(vol) for vol in opts.volumes},
-            "residency": residency_view(run, audits.get(run["run_id"], []), judge),
-            "errors": errors_view(rdocs, opts),
-            "consistency": consistency_rates(rdocs),
+            "run": run, "run_id": run.run_id, "backend": run.backend, "family": run.family,
+            "model": run.model, "emulated": run.is_emulated, "is_baseline": run.run_id == baseline_id,
+            "label": run.backend + (" [EMULATED]" if run.is_emulated else ""),
+            "analysis": a, "summary": a.summary, "hallucination": a.summary.hallucination,
+            "latency": latency_view(run, a.rows, a.summary), "cost": a.cost,
+            "monthly": {vol: a.cost.monthly(vol) for vol in opts.volumes},
+            "residency": residency_view(run, audits.get(run.run_id, []), judge),
+            "errors": errors_view(a.rows, opts),
+            "consistency": consistency_rates(a.rows),
+            "thresholds": thresholds_view(a, (origins or {}).get(run.run_id, "")),
+            "paired": paired_view(a, a.baseline) if a.paired is not None and a.baseline is not None else None,
         }
-        v["paired"] = None
-        if base_run is not None and not v["is_baseline"]:
-            v["paired"] = paired_view(doc_scores(rdocs), base_scores or {}, opts.gates.noninferiority_margin,
-                                      run.get("dataset_hash") == base_run.get("dataset_hash"))
-        views.append(v)
-    base_pair = (base_run["backend"], docs.get(baseline_id, [])) if base_run else None
-    for v in views:
-        v["gates"] = evidence_gates(v) + gates(v, docs.get(v["run_id"], []), None if v["is_baseline"] else base_pair)
+        v["gates"] = evidence_gates(v) + grouped_gates(a.gates)
         v["gate_map"] = {g.name: g for g in v["gates"]}
         v["failed_gates"] = [g.name for g in v["gates"] if g.passed is False]
         v["skipped_gates"] = [g.name for g in v["gates"] if g.passed is None]
         v["passes"] = not v["failed_gates"]
+        alt = (second or {}).get(run.run_id)
+        v["second"] = None if alt is None else {
+            "label": alt.thresholds.label, "verdict": alt.verdict,
+            "failed": sorted({KIND_NAMES.get(g.kind, g.kind) for g in alt.failed})}
+        views.append(v)
     baseline = next((v for v in views if v["is_baseline"]), None)
     iam = _iam(views, iam_policy)
+    crit = sorted({g.gate_id.rsplit("/", 1)[-1] for a in analyses for g in a.gates
+                   if g.kind == "field_f1" and g.detail.get("critical")})
     return {
         "generated_at": opts.generated_at, "results_dir": opts.results_dir, "redact": opts.redact,
         "options": opts, "runs": views, "baseline": baseline,
@@ -442,7 +446,9 @@ def build_report(runs: Sequence[Mapping[str, Any]], docs: Mapping[str, Sequence[
         "break_even": break_even_rows(views),
         "prices": price_rows(pricing, views, opts.gpu_hourly), "currency": pricing.currency,
         "checklist": checklist(views, baseline, iam), "iam": iam, "consistency_rules": RULES,
-        "charts": charts(views, opts),
+        "critical_fields": crit, "left_out": list(left_out),
+        "second_thresholds": next((v["second"]["label"] for v in views if v["second"]), None),
+        "charts": charts(views, opts, reference),
     }
 
 
@@ -533,9 +539,11 @@ def _iam(views: Sequence[dict[str, Any]],
 
 
 # ------------------------------------------------------------------------------------- charts
-def charts(views: Sequence[dict[str, Any]], opts: ReportOptions) -> dict[str, str]:
+def charts(views: Sequence[dict[str, Any]], opts: ReportOptions, reference: Any = None) -> dict[str, str]:
     labels = [v["label"] for v in views]
     muted = [v["label"] for v in views if v["emulated"]]
+    ref = reference.thresholds.accuracy.overall if reference is not None else None
+    ref_name = reference.name if reference is not None else ""
     fields = _ordered(f for v in views for f in v["summary"].fields)
     cells, tips = {}, {}
     for v in views:
@@ -567,7 +575,7 @@ def charts(views: Sequence[dict[str, Any]], opts: ReportOptions) -> dict[str, st
         "frontier": svg.scatter(pts, title="accuracy vs cost per document (marker size: p95 latency)",
                                 x_label="cost per document (USD)", y_label="document F1 (failed = 0)"),
         "overall": svg.bar_ci(bars, title="document F1 with 95% CI", x_label="mean document F1 (failed = 0)",
-                              reference=opts.gates.overall_f1, reference_label=f"gate {opts.gates.overall_f1:g}"),
+                              reference=ref, reference_label=f"{ref_name} gate {ref:g}" if ref is not None else ""),
         "fields": svg.heatmap(labels, fields, cells, tooltips=tips, title="F1 per backend and field"),
         "doc_types": svg.heatmap(labels, types, tc, tooltips=tt, title="F1 per document type", cell_w=80),
         "tiers": svg.heatmap(labels, tiers, rc, tooltips=rt, title="F1 per degradation tier", cell_w=70),

@@ -9,19 +9,24 @@ Choices:
   misbehaves near 0 and 1.
 - `paired_bootstrap` resamples documents (the pairing unit), percentile interval, numpy RNG with a
   fixed seed so reports are reproducible.
+- Percentiles interpolate linearly between closest ranks (numpy's default), the one definition the
+  gates, the JSON summary and the report's tables and charts share.
+- Every figure below reads typed rows (`migbench.contracts.DocResult`, as `RunStore.documents`
+  returns them): a document is scored when `row.ok` (status "ok" with a document F1).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from migbench.contracts import DocResult
 from migbench.normalize import is_not_found
 
 Interval = tuple[float | None, float | None, float | None]
@@ -179,6 +184,126 @@ def non_inferiority(diff_lo: float | None, margin: float, diff_hi: float | None 
 
 
 # ---------------------------------------------------------------------------------------------
+# per-document figures (typed rows)
+# ---------------------------------------------------------------------------------------------
+
+PERCENTILES = ("p50", "p95", "p99")
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0-100), linear interpolation (numpy's default); None for no values."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    xs = [float(v) for v in values if v is not None]
+    return float(np.percentile(xs, q)) if xs else None
+
+
+def _of_type(rows: Iterable[DocResult], doc_type: str | None) -> Iterable[DocResult]:
+    return rows if doc_type is None else (r for r in rows if r.doc_type == doc_type)
+
+
+def doc_f1_values(rows: Iterable[DocResult], doc_type: str | None = None,
+                  failed_as_zero: bool = True) -> list[float]:
+    """Document F1 of each document (of a type); a failed one is 0, or left out."""
+    return [float(r.doc_f1) if r.ok else 0.0  # type: ignore[arg-type]
+            for r in _of_type(rows, doc_type) if r.ok or failed_as_zero]
+
+
+def field_f1_values(rows: Iterable[DocResult], doc_type: str, name: str, failed_as_zero: bool = True) -> list[float]:
+    """F1 of one field over the documents of a type whose ground truth has it."""
+    out = []
+    for r in _of_type(rows, doc_type):
+        if name not in r.ground_truth:
+            continue
+        if r.ok:
+            # a scored document without this field's score counts it missed
+            out.append(next((float(s.f1) for s in r.scores if s.field == name), 0.0))
+        elif failed_as_zero:
+            out.append(0.0)
+    return out
+
+
+def hallucination_counts(rows: Iterable[DocResult], doc_type: str | None = None) -> tuple[int, int]:
+    """(hallucinated, opportunities): fields whose ground truth is NOT_FOUND, in scored documents."""
+    hall = opp = 0
+    for r in _of_type(rows, doc_type):
+        if not r.ok:
+            continue
+        for s in r.scores:
+            if is_not_found(s.expected):
+                opp += 1
+                hall += bool(s.hallucinated)
+    return hall, opp
+
+
+@dataclass
+class LatencyStats:
+    n: int  # completed documents with a recorded latency
+    missing: int  # completed documents without one (missing evidence)
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    max: float | None
+    values: list[float] = field(default_factory=list, repr=False)
+
+    def get(self, pct: str) -> float | None:
+        return getattr(self, pct)
+
+
+def latency_stats(rows: Iterable[DocResult], doc_type: str | None = None) -> LatencyStats:
+    """Client latency of the completed documents (of a type): percentiles, mean, max."""
+    vals, missing = [], 0
+    for r in _of_type(rows, doc_type):
+        if r.status != "ok":
+            continue
+        if r.response.latency_s is None:
+            missing += 1
+        else:
+            vals.append(float(r.response.latency_s))
+    return LatencyStats(len(vals), missing, *(percentile(vals, float(p[1:])) for p in PERCENTILES),
+                        mean=math.fsum(vals) / len(vals) if vals else None, max=max(vals) if vals else None,
+                        values=vals)
+
+
+def paired_f1(candidate: Iterable[DocResult], baseline: Iterable[DocResult], doc_type: str | None = None,
+              failed_as_zero: bool = True) -> tuple[list[str], list[float], list[float]]:
+    """Document F1 of both runs on the documents both have, in doc_id order."""
+    def by_id(rows: Iterable[DocResult]) -> dict[str, float]:
+        return {r.doc_id: float(r.doc_f1) if r.ok else 0.0  # type: ignore[arg-type]
+                for r in _of_type(rows, doc_type) if r.ok or failed_as_zero}
+    a, b = by_id(candidate), by_id(baseline)
+    ids = sorted(a.keys() & b.keys())
+    return ids, [a[k] for k in ids], [b[k] for k in ids]
+
+
+@dataclass
+class Paired:
+    """Candidate - baseline document F1 on the same documents: paired bootstrap and its verdict."""
+
+    baseline: str
+    n: int
+    diff: float | None
+    lo: float | None
+    hi: float | None
+    verdict: str  # superior | non-inferior | inconclusive | inferior | not measured
+    margin: float
+    candidate_mean: float | None = None
+    baseline_mean: float | None = None
+
+
+def paired_comparison(candidate: Sequence[DocResult], baseline: Sequence[DocResult], baseline_name: str, *,
+                      margin: float, doc_type: str | None = None, failed_as_zero: bool = True,
+                      n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Paired:
+    ids, a, b = paired_f1(candidate, baseline, doc_type, failed_as_zero)
+    if not ids:
+        return Paired(baseline_name, 0, None, None, None, "not measured", margin)
+    diff, lo, hi = paired_bootstrap(a, b, n_boot=n_boot, seed=seed, level=level)
+    return Paired(baseline_name, len(ids), diff, lo, hi, non_inferiority(lo, margin, hi), margin,
+                  math.fsum(a) / len(a), math.fsum(b) / len(b))
+
+
+# ---------------------------------------------------------------------------------------------
 # aggregation
 # ---------------------------------------------------------------------------------------------
 
@@ -189,6 +314,15 @@ class GroupStat:
     lo: float | None
     hi: float | None
     failed: int = 0
+
+
+@dataclass
+class RateStat:
+    k: int  # events (hallucinations, failures)
+    n: int  # opportunities
+    rate: float | None
+    lo: float | None  # Wilson interval
+    hi: float | None
 
 
 @dataclass
@@ -208,6 +342,15 @@ class FieldStat:
 
 
 @dataclass
+class _FieldCounts:
+    gt_not_found: int = 0
+    hallucinated: int = 0
+    gt_value: int = 0
+    missed: int = 0
+    wrong_value: int = 0
+
+
+@dataclass
 class Summary:
     documents: int
     scored: int
@@ -220,15 +363,11 @@ class Summary:
     fields: dict[str, FieldStat] = field(default_factory=dict)
     doc_types: dict[str, GroupStat] = field(default_factory=dict)
     tiers: dict[str, GroupStat] = field(default_factory=dict)
+    hallucination: RateStat | None = None  # pooled, with its Wilson interval
+    latency: dict[str, LatencyStats] = field(default_factory=dict)  # "all" and per document type
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
 
 
 def _group(scores: list[float], failed: int, level: float) -> GroupStat:
@@ -240,13 +379,16 @@ def _rate(k: int, n: int) -> float | None:
     return k / n if n else None
 
 
-def aggregate(rows: Iterable[Mapping[str, Any] | Any], level: float = 0.95) -> Summary:
-    """Summarise one backend's run. rows: dicts (or DocResult-like objects) with doc_id, doc_type,
-    tier, status, doc_f1 and scores (FieldScore objects or dicts).
+def rate_stat(k: int, n: int, level: float = 0.95) -> RateStat:
+    rate, lo, hi = wilson_ci(k, n, level)
+    return RateStat(k, n, rate, lo, hi)
 
-    A document is scored when its status is "ok" and it has a doc_f1; every other one is failed.
-    """
-    docs = failed = 0
+
+def aggregate(rows: Iterable[DocResult], level: float = 0.95) -> Summary:
+    """Summarise one backend's run from its typed rows (doc_id, doc_type, tier, status, doc_f1,
+    scores, response.latency_s). A document is scored when `row.ok`; every other one is failed."""
+    rows = list(rows)
+    failed = 0
     overall: list[float] = []
     with_zero: list[float] = []
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -254,54 +396,56 @@ def aggregate(rows: Iterable[Mapping[str, Any] | Any], level: float = 0.95) -> S
     failed_type: dict[str, int] = defaultdict(int)
     failed_tier: dict[str, int] = defaultdict(int)
     per_field: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # gtnf, hall, gtval, miss, wrong
+    counts: dict[str, _FieldCounts] = defaultdict(_FieldCounts)
     for row in rows:
-        docs += 1
-        dtype = str(_get(row, "doc_type", "unknown"))
-        tier = str(_get(row, "tier", "unknown"))
-        f1 = _get(row, "doc_f1")
-        if _get(row, "status") != "ok" or f1 is None:
+        dtype, tier = str(row.doc_type or "unknown"), str(row.tier or "unknown")
+        if not row.ok:
             failed += 1
             failed_type[dtype] += 1
             failed_tier[tier] += 1
             with_zero.append(0.0)
             continue
-        f1 = float(f1)
+        f1 = float(row.doc_f1)  # type: ignore[arg-type]
         overall.append(f1)
         with_zero.append(f1)
         by_type[dtype].append(f1)
         by_tier[tier].append(f1)
-        for s in _get(row, "scores", None) or ():
-            name = _get(s, "field")
-            per_field[name].append(float(_get(s, "f1", 0.0)))
-            c = counts[name]
-            if is_not_found(_get(s, "expected")):
-                c[0] += 1
-                c[1] += bool(_get(s, "hallucinated", False))
+        for s in row.scores:
+            per_field[s.field].append(float(s.f1))
+            c = counts[s.field]
+            if is_not_found(s.expected):
+                c.gt_not_found += 1
+                c.hallucinated += bool(s.hallucinated)
             else:
-                c[2] += 1
-                missed = bool(_get(s, "missed", False))
-                c[3] += missed
-                c[4] += (not missed) and float(_get(s, "f1", 0.0)) == 0.0
+                c.gt_value += 1
+                c.missed += bool(s.missed)
+                c.wrong_value += (not s.missed) and float(s.f1) == 0.0
     fields = {}
     for name, vals in per_field.items():
         mean, lo, hi = mean_ci(vals, level, clip=(0.0, 1.0))
-        gtnf, hall, gtval, miss, wrong = counts[name]
-        fields[name] = FieldStat(name, len(vals), mean, lo, hi, gtnf, hall, _rate(hall, gtnf),
-                                 gtval, miss, wrong, _rate(wrong, gtval))
-    tot = [sum(c[i] for c in counts.values()) for i in range(5)]
+        c = counts[name]
+        fields[name] = FieldStat(name, len(vals), mean, lo, hi, c.gt_not_found, c.hallucinated,
+                                 _rate(c.hallucinated, c.gt_not_found), c.gt_value, c.missed, c.wrong_value,
+                                 _rate(c.wrong_value, c.gt_value))
+    hall, opp = hallucination_counts(rows)
+    wrong = sum(c.wrong_value for c in counts.values())
+    gt_value = sum(c.gt_value for c in counts.values())
     types = set(by_type) | set(failed_type)
     tiers = set(by_tier) | set(failed_tier)
+    latency = {"all": latency_stats(rows)}
+    latency.update({t: latency_stats(rows, t) for t in sorted(types)})
     return Summary(
-        documents=docs,
+        documents=len(rows),
         scored=len(overall),
         failed=failed,
-        failure_rate=_rate(failed, docs),
+        failure_rate=_rate(failed, len(rows)),
         overall=_group(overall, failed, level),
         overall_failed_as_zero=_group(with_zero, failed, level),
-        hallucination_rate=_rate(tot[1], tot[0]),
-        wrong_value_rate=_rate(tot[4], tot[2]),
+        hallucination_rate=_rate(hall, opp),
+        wrong_value_rate=_rate(wrong, gt_value),
         fields=dict(sorted(fields.items())),
         doc_types={t: _group(by_type.get(t, []), failed_type.get(t, 0), level) for t in sorted(types)},
         tiers={t: _group(by_tier.get(t, []), failed_tier.get(t, 0), level) for t in sorted(tiers)},
+        hallucination=rate_stat(hall, opp, level),
+        latency=latency,
     )

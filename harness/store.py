@@ -13,11 +13,20 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from migbench.contracts import AuditEntry, DocResult, FieldScore, UsageError, utc_now
+from migbench.contracts import (
+    AuditEntry,
+    DocResult,
+    ErrorClass,
+    FieldScore,
+    Response,
+    RunRecord,
+    UsageError,
+    utc_now,
+)
 
 DB_NAME = "migbench.sqlite"
 
@@ -27,7 +36,7 @@ CREATE TABLE IF NOT EXISTS runs (
   config_json TEXT, dataset_path TEXT, dataset_hash TEXT, n_documents INTEGER,
   prompt_hash TEXT, prompt_style TEXT, versions_json TEXT, git_commit TEXT, host TEXT,
   describe_json TEXT, emulated INTEGER DEFAULT 0,
-  started_at TEXT, finished_at TEXT, status TEXT, wall_s REAL DEFAULT 0
+  started_at TEXT, finished_at TEXT, status TEXT, wall_s REAL DEFAULT 0, gating_json TEXT
 );
 CREATE TABLE IF NOT EXISTS documents (
   run_id TEXT NOT NULL REFERENCES runs(run_id), doc_id TEXT NOT NULL,
@@ -46,6 +55,12 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
 """
+# Columns added after the first release: (table, column, type). Stores written before them are
+# migrated in place when opened (ALTER TABLE ADD COLUMN keeps every existing row).
+ADDED_COLUMNS = (("runs", "gating_json", "TEXT"), ("runs", "scoring", "TEXT"))
+_RESPONSE_COLUMNS = ("input_tokens", "output_tokens", "latency_s", "server_latency_ms", "attempts", "throttled",
+                     "retry_wait_s", "region", "endpoint", "model_id", "request_id", "stop_reason", "cost_usd",
+                     "peak_memory_mb")
 
 
 OPERATIONAL_OPTIONS = frozenset({
@@ -110,6 +125,13 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -174,8 +196,21 @@ class RunStore:
                 params.append(utc_now())
         self._write(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*params, run_id))
 
-    def runs(self) -> list[dict[str, Any]]:
-        return [self._run_dict(r) for r in self._query("SELECT * FROM runs ORDER BY started_at, run_id")]
+    def record_gating(self, run_id: str, gating: dict[str, Any]) -> None:
+        """Store the suites' verdict on a run with the thresholds it was judged with."""
+        self._write("UPDATE runs SET gating_json=? WHERE run_id=?", (_dumps(gating), run_id))
+
+    def set_scoring(self, run_id: str, profile: str) -> None:
+        """Record which scoring profile the run's stored scores were computed with."""
+        self._write("UPDATE runs SET scoring=? WHERE run_id=?", (profile, run_id))
+
+    def scoring(self, run_id: str) -> str | None:
+        """The scoring profile of the run's stored scores (None: scored before profiles existed)."""
+        rows = self._query("SELECT scoring FROM runs WHERE run_id=?", (run_id,))
+        return rows[0][0] if rows else None
+
+    def runs(self) -> list[StoredRun]:
+        return [self._run_record(r) for r in self._query("SELECT * FROM runs ORDER BY started_at, run_id")]
 
     def resolve(self, ref: str) -> str:
         """A run id, a unique prefix of one, or 'latest'."""
@@ -183,35 +218,42 @@ class RunStore:
         if not runs:
             raise StoreError(f"no runs in {self.path}")
         if ref == "latest":
-            return runs[-1]["run_id"]
-        exact = [r["run_id"] for r in runs if r["run_id"] == ref]
+            return runs[-1].run_id
+        exact = [r.run_id for r in runs if r.run_id == ref]
         if exact:
             return exact[0]
-        matches = [r["run_id"] for r in runs if r["run_id"].startswith(ref)]
+        matches = [r.run_id for r in runs if r.run_id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise StoreError(f"no run {ref!r} in {self.path}; known: {', '.join(r['run_id'] for r in runs)}")
+            raise StoreError(f"no run {ref!r} in {self.path}; known: {', '.join(r.run_id for r in runs)}")
         raise StoreError(f"run {ref!r} is ambiguous: {', '.join(matches)}")
 
-    def run(self, ref: str) -> dict[str, Any]:
+    def run(self, ref: str) -> StoredRun:
         run_id = self.resolve(ref)
-        return self._run_dict(self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))[0])
+        return self._run_record(self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))[0])
 
     @staticmethod
-    def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+    def _run_record(row: sqlite3.Row) -> StoredRun:
         d = dict(row)
-        for k in ("config_json", "versions_json", "describe_json"):
-            d[k[:-5]] = json.loads(d.pop(k) or "null")
-        d["emulated"] = bool(d["emulated"])
-        return d
+        return StoredRun(
+            run_id=d["run_id"], backend=d["backend"], family=d["family"], model=d["model"],
+            config=json.loads(d["config_json"] or "null") or {}, dataset_path=d["dataset_path"],
+            dataset_hash=d["dataset_hash"], n_documents=d["n_documents"], prompt_hash=d["prompt_hash"],
+            prompt_style=d["prompt_style"], versions=json.loads(d["versions_json"] or "null") or {},
+            git_commit=d["git_commit"], host=d["host"], describe=json.loads(d["describe_json"] or "null") or {},
+            emulated=bool(d["emulated"]), started_at=d["started_at"], finished_at=d["finished_at"],
+            status=d["status"], wall_s=float(d["wall_s"] or 0.0),
+            gating=json.loads(d.get("gating_json") or "null"))
 
     # documents -------------------------------------------------------------
     def done_ids(self, run_id: str, *, include_failed: bool = True) -> set[str]:
         sql = "SELECT doc_id FROM documents WHERE run_id=?" + ("" if include_failed else " AND status='ok'")
         return {r[0] for r in self._query(sql, (run_id,))}
 
-    def save_result(self, run_id: str, result: DocResult, ground_truth: dict[str, str]) -> None:
+    def save_result(self, run_id: str, result: DocResult, ground_truth: dict[str, str] | None = None) -> None:
+        """Write one document; its ground truth is the record's unless given."""
+        ground_truth = result.ground_truth if ground_truth is None else ground_truth
         r = result.response
         self._write(
             "INSERT OR REPLACE INTO documents (run_id, doc_id, doc_type, tier, status, ground_truth_json,"
@@ -233,17 +275,27 @@ class RunStore:
             (_dumps(fields), _dumps([asdict(s) for s in scores]), doc_f1, run_id, doc_id),
         )
 
-    def documents(self, run_id: str) -> list[dict[str, Any]]:
+    def documents(self, run_id: str) -> list[StoredDocument]:
         return list(self.iter_documents(run_id))
 
-    def iter_documents(self, run_id: str) -> Iterator[dict[str, Any]]:
+    def iter_documents(self, run_id: str) -> Iterator[StoredDocument]:
         for row in self._query("SELECT * FROM documents WHERE run_id=? ORDER BY doc_id", (run_id,)):
-            d = dict(row)
-            d["ground_truth"] = json.loads(d.pop("ground_truth_json") or "{}")
-            d["fields"] = json.loads(d.pop("fields_json") or "{}")
-            d["scores"] = [FieldScore(**s) for s in json.loads(d.pop("scores_json") or "[]")]
-            d["extra"] = json.loads(d.pop("extra_json") or "{}")
-            yield d
+            yield self._document(row)
+
+    @staticmethod
+    def _document(row: sqlite3.Row) -> StoredDocument:
+        d = dict(row)
+        error_class = d["error_class"]
+        known = {e.value for e in ErrorClass}
+        resp = Response(text=d["raw_text"] or "", extra=json.loads(d["extra_json"] or "{}"),
+                        error=d["error"], error_class=ErrorClass(error_class) if error_class in known else None,
+                        **{k: d[k] for k in _RESPONSE_COLUMNS if d[k] is not None})
+        return StoredDocument(
+            doc_id=d["doc_id"], doc_type=d["doc_type"], tier=d["tier"], status=d["status"], response=resp,
+            fields=json.loads(d["fields_json"] or "{}"),
+            scores=[FieldScore(**s) for s in json.loads(d["scores_json"] or "[]")],
+            doc_f1=d["doc_f1"], error_class=error_class, error=d["error"],
+            ground_truth=json.loads(d["ground_truth_json"] or "{}"), completed_at=d["completed_at"])
 
     def counts(self, run_id: str) -> dict[str, int]:
         rows = self._query("SELECT status, COUNT(*) FROM documents WHERE run_id=? GROUP BY status", (run_id,))
@@ -274,3 +326,55 @@ class _RunAudit:
 
     def record_audit(self, entry: AuditEntry) -> None:
         self.store.add_audit(self.run_id, entry)
+
+
+# ------------------------------------------------------------------------------------ typed rows
+class _LegacyKeys:
+    """Transition aid: read a typed row by its old dict key (`row["latency_s"]`).
+
+    The store used to yield dicts. Every analysis module (stats, gates, analysis, report, suites)
+    reads attributes; this only keeps not-yet-migrated callers (cost.run_cost, export, the CLI's
+    rescore and a few tests) working. Delete it once none is left.
+    """
+
+    _ALIASES: ClassVar[dict[str, str]] = {}
+
+    def _resolve(self, key: str) -> Any:
+        path = self._ALIASES.get(key, key)
+        obj: Any = self
+        for part in path.split("."):
+            if not hasattr(obj, part) or part.startswith("_"):
+                raise KeyError(key)
+            obj = getattr(obj, part)
+        return obj
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolve(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self._resolve(key)
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)] + list(self._ALIASES)  # type: ignore[arg-type]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
+
+
+@dataclass(eq=True)
+class StoredDocument(_LegacyKeys, DocResult):
+    """A document row as stored: a DocResult with its ground truth and completion time."""
+
+    _ALIASES: ClassVar[dict[str, str]] = {"raw_text": "response.text", "extra": "response.extra",
+                                          **{k: f"response.{k}" for k in _RESPONSE_COLUMNS}}
+
+
+@dataclass(eq=True)
+class StoredRun(_LegacyKeys, RunRecord):
+    """A run row as stored (a RunRecord)."""

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from migbench.stats import percentile
+
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 MUTED = "#9a9a9a"
@@ -261,22 +263,12 @@ def histograms(series: Mapping[str, Sequence[float]], *, bins: int = 24, title: 
                         f'{c}</title></rect>')
         ordered = sorted(vals)
         for q, dash in ((0.5, ""), (0.95, ' stroke-dasharray="3 2"')):
-            xq = left + quantile(ordered, q) / x_hi * plot_w
+            xq = left + percentile(ordered, q * 100) / x_hi * plot_w
             body.append(f'<line x1="{xq:.1f}" y1="{y + 2}" x2="{xq:.1f}" y2="{y + row_h - 8}" stroke="#111"{dash}>'
-                        f'<title>p{int(q * 100)} {quantile(ordered, q):.2f}</title></line>')
+                        f'<title>p{int(q * 100)} {percentile(ordered, q * 100):.2f}</title></line>')
     base = 10 + len(series) * row_h
     for k in range(5):
         v = x_hi * k / 4
         body.append(_text(left + v / x_hi * plot_w, base + 6, f"{v:.2g}", size=10, anchor="middle"))
     body.append(_text(left + plot_w / 2, base + 22, x_label + " (solid: p50, dashed: p95)", size=10, anchor="middle"))
     return _svg(width, height, body, title)
-
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of already sorted values."""
-    if not sorted_values:
-        raise ValueError("quantile of no values")
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from migbench import gates
 from migbench.cost import (
     HOURS_PER_MONTH,
     break_even_docs_per_day,
@@ -26,9 +25,8 @@ def pricing():
 
 
 @pytest.fixture(scope="module")
-def cost(migbench_run, migbench_state, pricing):
-    _, run, rows = migbench_run
-    c = run_cost(run, rows, pricing)
+def cost(migbench_analysis, migbench_state):
+    c = migbench_analysis.cost  # computed once, with the gates, by migbench.analysis
     migbench_state.extras["cost"] = {"basis": c.basis, "price_key": c.price_key, "per_doc_usd": c.per_doc,
                                      "per_1000_usd": c.per_1000, "docs_per_hour": c.docs_per_hour, "note": c.note,
                                      "price_verified": (c.price or {}).get("verified"),
@@ -40,32 +38,33 @@ def test_usage_recorded_for_every_document(migbench_run, cost, pricing):
     """The numbers come from recorded usage: token backends recorded tokens (and their cost) for
     every completed document; hour-priced backends recorded the run time the rate derives from."""
     _, run, rows = migbench_run
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     if cost.basis == "token":
         price = token_price(pricing, cost.price_key)
-        assert price is not None, f"{run['backend']}: {cost.note}"
-        missing = [r["doc_id"] for r in ok if not r["input_tokens"] or r["output_tokens"] is None]
-        assert not missing, f"{run['backend']}: no token usage recorded for {len(missing)} documents: {missing[:5]}"
-        drift = [r["doc_id"] for r in ok if r["cost_usd"] is None or not math.isclose(
-            r["cost_usd"], token_cost(price, r["input_tokens"], r["output_tokens"]), rel_tol=1e-9, abs_tol=1e-12)]
-        assert not drift, (f"{run['backend']}: stored cost differs from recorded tokens x {cost.price_key} price "
+        assert price is not None, f"{run.backend}: {cost.note}"
+        missing = [r.doc_id for r in ok if not r.response.input_tokens or r.response.output_tokens is None]
+        assert not missing, f"{run.backend}: no token usage recorded for {len(missing)} documents: {missing[:5]}"
+        drift = [r.doc_id for r in ok if r.response.cost_usd is None or not math.isclose(
+            r.response.cost_usd, token_cost(price, r.response.input_tokens, r.response.output_tokens),
+            rel_tol=1e-9, abs_tol=1e-12)]
+        assert not drift, (f"{run.backend}: stored cost differs from recorded tokens x {cost.price_key} price "
                            f"(as of {price.as_of}) for {drift[:5]}: pricing.yaml changed since the run?")
         assert cost.per_doc is not None and cost.per_doc > 0
     elif cost.basis == "hourly":
-        assert (run["wall_s"] or 0) > 0, f"{run['backend']}: run time not recorded: hourly cost cannot be derived"
+        assert (run.wall_s or 0) > 0, f"{run.backend}: run time not recorded: hourly cost cannot be derived"
         if cost.docs_per_hour is not None:
-            assert math.isclose(cost.docs_per_hour, len(ok) / (run["wall_s"] / 3600), rel_tol=1e-9)
+            assert math.isclose(cost.docs_per_hour, len(ok) / (run.wall_s / 3600), rel_tol=1e-9)
     else:
-        assert run["family"] == "ocr", f"{run['backend']}: no price in pricing.yaml for a {run['family']} backend"
+        assert run.family == "ocr", f"{run.backend}: no price in pricing.yaml for a {run.family} backend"
         assert cost.per_doc == 0.0
 
 
-def test_cost_per_document(migbench_backend, cost, migbench_thresholds, migbench_check):
-    migbench_check(gates.cost_per_doc_gate(migbench_backend, cost, migbench_thresholds))
+def test_cost_per_document(migbench_backend, cost, migbench_check):
+    migbench_check("cost_per_doc", migbench_backend)
 
 
-def test_monthly_cost(migbench_volume, migbench_state, cost, migbench_thresholds, migbench_check):
-    migbench_check(gates.monthly_cost_gate(migbench_state.backend, cost, migbench_volume, migbench_thresholds))
+def test_monthly_cost(migbench_volume, migbench_state, cost, migbench_check):
+    migbench_check("cost_per_month", f"{migbench_state.backend}/{migbench_volume}-per-day")
 
 
 def test_break_even_against_hosting(migbench_baseline, migbench_state, cost, pricing):

@@ -5,7 +5,6 @@ pytest-benchmark in pedantic mode, so each runs exactly rounds x iterations time
 from __future__ import annotations
 
 import pytest
-from migbench import gates
 from migbench.parsing import parse_output
 from migbench.scoring import score_document
 
@@ -13,10 +12,9 @@ pytestmark = pytest.mark.migbench
 ROUNDS = 5
 
 
-def test_latency_percentile(migbench_latency, migbench_run, migbench_state, migbench_thresholds, migbench_check):
+def test_latency_percentile(migbench_latency, migbench_state, migbench_check):
     doc_type, pct = migbench_latency
-    _, _, rows = migbench_run
-    migbench_check(gates.latency_gate(migbench_state.backend, rows, doc_type, pct, migbench_thresholds))
+    migbench_check("latency", f"{migbench_state.backend}/{doc_type}/{pct}")
 
 
 def _benchmark(request):
@@ -25,7 +23,7 @@ def _benchmark(request):
 
 
 def _ok_rows(rows):
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     if not ok:
         pytest.skip("no completed documents to time")
     return ok
@@ -49,11 +47,11 @@ def test_parse_output_hot_path(request, migbench_run, migbench_state, migbench_s
     calls: list[int] = []
 
     def parse_all():
-        return [parse_output(r["raw_text"] or "", r["doc_type"], migbench_schema) for r in rows]
+        return [parse_output(r.response.text, r.doc_type, migbench_schema) for r in rows]
 
     out = benchmark.pedantic(_counted(parse_all, calls), rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert len(calls) == _expected_calls(benchmark)
-    assert out == [r["fields"] for r in rows], "re-parsing stored raw outputs changed the fields: run migbench rescore"
+    assert out == [r.fields for r in rows], "re-parsing stored raw outputs changed the fields: run migbench rescore"
     _record(migbench_state, "parse_output", benchmark, len(rows))
 
 
@@ -64,11 +62,11 @@ def test_score_document_hot_path(request, migbench_run, migbench_state, migbench
     calls: list[int] = []
 
     def score_all():
-        return [score_document(r["ground_truth"], r["fields"], migbench_schema) for r in rows]
+        return [score_document(r.ground_truth, r.fields, migbench_schema) for r in rows]
 
     out = benchmark.pedantic(_counted(score_all, calls), rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert len(calls) == _expected_calls(benchmark)
-    assert out == [r["scores"] for r in rows], "re-scoring stored fields changed the scores: run migbench rescore"
+    assert out == [r.scores for r in rows], "re-scoring stored fields changed the scores: run migbench rescore"
     _record(migbench_state, "score_document", benchmark, len(rows))
 
 

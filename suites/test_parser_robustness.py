@@ -137,24 +137,24 @@ def visible_values(raw: str, wanted: list[str]) -> dict[str, str]:
 
 def test_no_field_lost_in_parsing(migbench_doc_type, migbench_run):
     _, run, rows = migbench_run
-    ok = [r for r in rows if r["doc_type"] == migbench_doc_type and r["status"] == "ok"]
+    ok = [r for r in rows if r.doc_type == migbench_doc_type and r.status == "ok"]
     if not ok:
         pytest.skip(f"no completed {migbench_doc_type} documents")
     wanted = SCHEMA.fields_for(migbench_doc_type)
     lost = []
     for r in ok:
-        for name, value in visible_values(r["raw_text"], wanted).items():
-            if r["fields"].get(name, NOT_FOUND) == NOT_FOUND:
-                lost.append(f"{r['doc_id']}:{name}={value[:40]!r}")
-    assert not lost, f"{run['backend']}/{migbench_doc_type}: {len(lost)} values visible in the raw output " \
+        for name, value in visible_values(r.response.text, wanted).items():
+            if r.fields.get(name, NOT_FOUND) == NOT_FOUND:
+                lost.append(f"{r.doc_id}:{name}={value[:40]!r}")
+    assert not lost, f"{run.backend}/{migbench_doc_type}: {len(lost)} values visible in the raw output " \
                      f"but NOT_FOUND after parsing: {', '.join(lost[:5])}"
 
 
 def test_stored_fields_match_current_parser(migbench_doc_type, migbench_run):
     _, run, rows = migbench_run
-    ok = [r for r in rows if r["doc_type"] == migbench_doc_type and r["status"] == "ok"]
+    ok = [r for r in rows if r.doc_type == migbench_doc_type and r.status == "ok"]
     if not ok:
         pytest.skip(f"no completed {migbench_doc_type} documents")
-    drift = [r["doc_id"] for r in ok if parse_output(r["raw_text"] or "", r["doc_type"], SCHEMA) != r["fields"]]
-    assert not drift, (f"{run['backend']}/{migbench_doc_type}: stored fields of {len(drift)} documents differ from "
-                       f"what the parser reads now ({drift[:5]}): run `migbench rescore {run['run_id']}`")
+    drift = [r.doc_id for r in ok if parse_output(r.response.text, r.doc_type, SCHEMA) != r.fields]
+    assert not drift, (f"{run.backend}/{migbench_doc_type}: stored fields of {len(drift)} documents differ from "
+                       f"what the parser reads now ({drift[:5]}): run `migbench rescore {run.run_id}`")

@@ -7,10 +7,9 @@ Backends that send nothing over the network (ocr, local) must have an EMPTY audi
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from migbench import gates
+from migbench.residency import loopback_allowed_by_env
 
 pytestmark = pytest.mark.migbench
 
@@ -18,14 +17,14 @@ pytestmark = pytest.mark.migbench
 @pytest.fixture(scope="module")
 def audit(migbench_run):
     store, run, _ = migbench_run
-    return store.audit(run["run_id"])
+    return store.audit(run.run_id)
 
 
 @pytest.fixture(scope="module")
 def cloud(migbench_run):
     _, run, _ = migbench_run
-    if run["family"] in gates.OFFLINE_FAMILIES:
-        pytest.skip(f"{run['backend']} is {run['family']}: sends nothing over the network (see "
+    if run.family in gates.OFFLINE_FAMILIES:
+        pytest.skip(f"{run.backend} is {run.family}: sends nothing over the network (see "
                     "test_offline_backend_sent_nothing)")
     return run
 
@@ -38,33 +37,33 @@ def _policy():
 def test_backend_family_is_known(migbench_run):
     _, run, _ = migbench_run
     known = gates.OFFLINE_FAMILIES | gates.CLOUD_FAMILIES
-    assert run["family"] in known, (f"{run['backend']}: family {run['family']!r} is neither offline "
+    assert run.family in known, (f"{run.backend}: family {run.family!r} is neither offline "
                                     f"({', '.join(sorted(gates.OFFLINE_FAMILIES))}) nor a known cloud family: "
                                     "residency cannot be judged")
 
 
 def test_offline_backend_sent_nothing(migbench_run, audit):
     _, run, _ = migbench_run
-    if run["family"] not in gates.OFFLINE_FAMILIES:
-        pytest.skip(f"{run['backend']} is a {run['family']} backend: its audit log is checked below")
-    assert audit == [], f"{run['backend']} ({run['family']}) is offline but its run logged {len(audit)} requests"
+    if run.family not in gates.OFFLINE_FAMILIES:
+        pytest.skip(f"{run.backend} is a {run.family} backend: its audit log is checked below")
+    assert audit == [], f"{run.backend} ({run.family}) is offline but its run logged {len(audit)} requests"
 
 
 def test_audit_log_covers_every_document(cloud, migbench_run, audit):
     _, run, rows = migbench_run
-    assert audit, f"{run['backend']}: cloud run {run['run_id']} has no audit log: residency unproven"
+    assert audit, f"{run.backend}: cloud run {run.run_id} has no audit log: residency unproven"
     unaudited = gates.unaudited_documents(rows, audit)
-    assert not unaudited, f"{run['backend']}: {len(unaudited)} completed documents have no audit entry: {unaudited[:5]}"
+    assert not unaudited, f"{run.backend}: {len(unaudited)} completed documents have no audit entry: {unaudited[:5]}"
 
 
 def test_audit_entries_in_allowed_regions_and_hosts(cloud, audit):
     run = cloud
     if not audit:
-        pytest.fail(f"{run['backend']}: no audit log to check", pytrace=False)
-    loopback = bool(run["emulated"] or (run.get("config") or {}).get("allow_loopback")
-                    or os.environ.get("MIGBENCH_ALLOW_LOOPBACK") == "1")
+        pytest.fail(f"{run.backend}: no audit log to check", pytrace=False)
+    loopback = bool(run.emulated or run.config.get("allow_loopback")
+                    or loopback_allowed_by_env())
     bad = gates.audit_violations(audit, _policy(), allow_loopback=loopback)
-    assert not bad, f"{run['backend']}: {len(bad)} audit entries break residency: " + "; ".join(bad[:5])
+    assert not bad, f"{run.backend}: {len(bad)} audit entries break residency: " + "; ".join(bad[:5])
 
 
 def test_models_offered_in_region(cloud):
@@ -72,17 +71,17 @@ def test_models_offered_in_region(cloud):
     from migbench.residency import check_model_id, load_model_catalog
 
     run = cloud
-    if run["family"] != "bedrock":
-        pytest.skip(f"{run['family']} endpoints carry no model catalog entry; judged by host above")
-    describe = run.get("describe") or {}
+    if run.family != "bedrock":
+        pytest.skip(f"{run.family} endpoints carry no model catalog entry; judged by host above")
+    describe = run.describe
     region = describe.get("region")
     policy, catalog = _policy(), load_model_catalog()
-    why = check_model_id(run["model"], region, policy, catalog.base_regions())
-    assert why is None, f"{run['backend']}: {why}"
-    entry = catalog.by_model_id(run["model"])
-    assert entry is not None, f"{run['backend']}: {run['model']} is not in bedrock_models.yaml"
+    why = check_model_id(run.model, region, policy, catalog.base_regions())
+    assert why is None, f"{run.backend}: {why}"
+    entry = catalog.by_model_id(run.model)
+    assert entry is not None, f"{run.backend}: {run.model} is not in bedrock_models.yaml"
     outside = [r for r in entry.destinations if r not in policy.allowed_regions]
-    assert not outside, f"{run['backend']}: {run['model']} routes to {outside} outside {policy.allowed_regions}"
+    assert not outside, f"{run.backend}: {run.model} routes to {outside} outside {policy.allowed_regions}"
 
 
 def test_iam_policy_cannot_reach_other_regions(cloud):
@@ -90,14 +89,14 @@ def test_iam_policy_cannot_reach_other_regions(cloud):
 
     run = cloud
     policy = _policy()
-    if run["family"] == "bedrock":
-        doc = least_privilege_policy([run["model"]])
+    if run.family == "bedrock":
+        doc = least_privilege_policy([run.model])
     else:
-        endpoint = (run.get("config") or {}).get("endpoint_name") or run["model"]
+        endpoint = run.config.get("endpoint_name") or run.model
         doc = least_privilege_policy([], sagemaker_endpoints=[endpoint])
     reachable = policy_regions(doc)
     assert reachable and reachable <= set(policy.allowed_regions), (
-        f"{run['backend']}: generated IAM policy reaches {sorted(reachable)}, allowed {policy.allowed_regions}")
+        f"{run.backend}: generated IAM policy reaches {sorted(reachable)}, allowed {policy.allowed_regions}")
     denies = [s for s in doc["Statement"] if s.get("Effect") == "Deny"]
     assert any((s.get("Condition") or {}).get("StringNotEquals", {}).get("aws:RequestedRegion") for s in denies), \
-        f"{run['backend']}: generated IAM policy has no explicit deny outside the allowed regions"
+        f"{run.backend}: generated IAM policy has no explicit deny outside the allowed regions"

@@ -1,4 +1,5 @@
 from migbench.consistency import check_fields, consistency_rates
+from migbench.contracts import DocResult, Response
 
 
 def test_valid_australian_invoice_output_passes_every_rule():
@@ -21,7 +22,7 @@ def test_rules_that_do_not_apply_are_none():
 
 
 def test_rates_count_only_completed_documents():
-    rows = [{"status": "ok", "fields": {"BUSINESS_ABN": "51 824 753 556"}},
-            {"status": "ok", "fields": {"BUSINESS_ABN": "12 345 678 901"}},
-            {"status": "failed", "fields": {"BUSINESS_ABN": "51 824 753 556"}}]
+    rows = [DocResult(f"d{i}", "invoice", "clean", status, Response(), fields={"BUSINESS_ABN": abn})
+            for i, (status, abn) in enumerate([("ok", "51 824 753 556"), ("ok", "12 345 678 901"),
+                                                ("failed", "51 824 753 556")])]
     assert consistency_rates(rows)["abn_checksum"] == (1, 2)

@@ -311,3 +311,87 @@ def test_accuracy_section_shows_validation_rule_rates(tmp_path):
     html = out.read_text()
     assert "Internal consistency of the extracted values" in html
     assert re.search(r"abn checksum", html)
+
+
+def test_default_selection_skips_a_refused_run_and_lists_it_as_left_out(tmp_path: Path) -> None:
+    from migbench.report import generate
+
+    ids = build_store(tmp_path)
+    ds = load_dataset(DATASET)
+    with RunStore(tmp_path) as store:  # a later nova-pro attempt refused before any request: partial, 0 ok
+        refused, _ = store.open_run(RunMeta(
+            backend="nova-pro", family="bedrock", model="amazon.nova-pro-v1:0", config={"region": "us-east-1"},
+            dataset_path=str(DATASET), dataset_hash=ds.hash, n_documents=len(ds.documents),
+            prompt_hash="abc123def456", prompt_style="kv"))
+        store.update_run(refused, status="partial")
+    model = generate(tmp_path, tmp_path / "r.html")
+    chosen = [v["run_id"] for v in model["runs"]]
+    assert ids["nova-pro"] in chosen and refused not in chosen
+    reasons = {x.run_id: x.reason for x in model["left_out"]}
+    assert set(reasons) == {refused}
+    assert "partial: 0 of 24 documents stored, 0 ok" in reasons[refused] and "not a candidate" in reasons[refused]
+    decision = section((tmp_path / "r.html").read_text(encoding="utf-8"), "decision")
+    assert refused in decision and "left out of this report" in decision
+    explicit = generate(tmp_path, tmp_path / "e.html", runs=[refused])  # --run picks it anyway
+    assert [v["run_id"] for v in explicit["runs"]] == [refused]
+
+
+def test_a_run_the_suites_gated_keeps_its_thresholds_and_verdict_in_the_report(tmp_path: Path) -> None:
+    import yaml
+    from migbench.analysis import analyse
+    from migbench.gates import load_threshold_set
+    from migbench.report import generate
+
+    ids = build_store(tmp_path)
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(yaml.safe_dump({"name": "lenient", "accuracy": {"overall": 0.0, "critical": 0.0},
+                                       "hallucination": {"max_rate": 1.0}, "failures": {"max_rate": 1.0}}))
+    schema = load_schema()
+    ts = load_threshold_set(lenient, schema)
+    with RunStore(tmp_path) as store:
+        ocr = ids["ocr-baseline"]
+        judged = analyse(store.run(ocr), store.documents(ocr), ts, schema)
+        assert judged.verdict == "pass"
+        store.record_gating(ocr, {"thresholds": ts.record(), "verdict": judged.verdict, "at": "now",
+                                  "tests": {"passed": 40, "failed": 0, "skipped": 3}, "failed_tests": []})
+    model = generate(tmp_path, tmp_path / "r.html", runs=[ocr])
+    (v,) = model["runs"]
+    assert v["thresholds"]["file"] == "lenient.yaml" and v["thresholds"]["sha256"] == ts.sha256
+    assert v["passes"] and v["gate_map"]["shared suites"].passed and v["second"] is None
+    decision = section((tmp_path / "r.html").read_text(encoding="utf-8"), "decision")
+    assert "lenient.yaml" in decision and "stored with the run by" in decision
+    # the incumbent's thresholds asked for explicitly: shown beside, labelled, never replacing the verdict
+    again = generate(tmp_path, tmp_path / "s.html", runs=[ocr], thresholds="incumbent")
+    (v2,) = again["runs"]
+    assert v2["passes"] and v2["second"]["verdict"] == "fail" and "thresholds.yaml" in v2["second"]["label"]
+    assert "second threshold set" in section((tmp_path / "s.html").read_text(encoding="utf-8"), "decision")
+
+
+def test_document_type_is_never_a_gate(store_dir: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    from migbench.report import generate
+
+    model = generate(store_dir[0], tmp_path / "r.html")
+    assert all("DOCUMENT_TYPE" in d.ground_truth for d in model["runs"][0]["analysis"].rows if d.doc_type)
+    for v in model["runs"]:
+        assert not [g for g in v["analysis"].gates if "DOCUMENT_TYPE" in g.gate_id], v["backend"]
+
+
+def test_select_runs_prefers_complete_runs_with_results_per_backend_and_model() -> None:
+    from migbench.contracts import RunRecord
+    from migbench.report_data import select_runs
+
+    def run(rid, backend, status, at, model="m", ds="h1"):
+        return RunRecord(rid, backend, model=model, status=status, started_at=at, dataset_hash=ds, n_documents=4)
+
+    runs = [run("ocr-1", "ocr", "complete", "1"), run("ocr-2", "ocr", "complete", "2"),
+            run("nova-good", "nova", "complete", "3"), run("nova-403", "nova", "complete", "4"),
+            run("nova-us", "nova", "partial", "5"), run("lite-fail", "lite", "complete", "6"),
+            run("old-ds", "qwen", "complete", "0", ds="h0")]
+    counts = {"ocr-1": {"ok": 4}, "ocr-2": {"ok": 3, "failed": 1}, "nova-good": {"ok": 4}, "nova-403": {"failed": 4},
+              "nova-us": {}, "lite-fail": {"failed": 4}, "old-ds": {"ok": 4}}
+    chosen, left = select_runs(runs, counts)
+    assert [r.run_id for r in chosen] == ["ocr-2", "nova-good", "lite-fail"]  # lite: its only evidence
+    why = {x.run_id: x.reason for x in left}
+    assert set(why) == {"ocr-1", "nova-403", "nova-us", "old-ds"}
+    assert "superseded by the later complete run ocr-2" in why["ocr-1"]
+    assert "0 ok" in why["nova-403"] and "not a candidate" in why["nova-us"] and "another dataset" in why["old-ds"]

@@ -1,12 +1,14 @@
 import math
 
 import pytest
-from migbench.contracts import FieldScore
+from migbench.contracts import DocResult, FieldScore, Response
 from migbench.stats import (
     aggregate,
+    latency_stats,
     mean_ci,
     non_inferiority,
     paired_bootstrap,
+    percentile,
     t_quantile,
     wilson_ci,
 )
@@ -78,9 +80,8 @@ def test_non_inferiority_rejects_negative_margin():
         non_inferiority(0.0, -0.1)
 
 
-def _row(doc_id, f1, status="ok", doc_type="receipt", tier="clean", scores=()):
-    return {"doc_id": doc_id, "doc_type": doc_type, "tier": tier, "status": status, "doc_f1": f1,
-            "scores": list(scores)}
+def _row(doc_id, f1, status="ok", doc_type="receipt", tier="clean", scores=(), latency=None):
+    return DocResult(doc_id, doc_type, tier, status, Response(latency_s=latency), scores=list(scores), doc_f1=f1)
 
 
 def test_aggregate_overall_fields_groups_and_rates():
@@ -111,8 +112,8 @@ def test_aggregate_overall_fields_groups_and_rates():
     assert s.to_dict()["fields"]["GST_AMOUNT"]["hallucinated"] == 1
 
 
-def test_aggregate_accepts_score_dicts_and_empty_runs():
-    s = aggregate([_row("a", 1.0, scores=[{"field": "X", "expected": "v", "predicted": "v", "f1": 1.0}])])
+def test_aggregate_of_one_field_and_of_an_empty_run():
+    s = aggregate([_row("a", 1.0, scores=[FieldScore("X", "v", "v", 1.0, 1.0, 1.0)])])
     assert s.fields["X"].mean_f1 == 1.0
     empty = aggregate([])
     assert (empty.documents, empty.overall.mean, empty.failure_rate) == (0, None, None)
@@ -127,3 +128,26 @@ def test_aggregate_five_backends_of_a_thousand_documents():
                 for i in range(1000)]
         s = aggregate(rows)
         assert s.scored == 1000 and len(s.fields) == 14
+
+
+def test_percentile_interpolates_like_numpy():
+    np = pytest.importorskip("numpy")
+    vals = [3.0, 1.0, 7.5, 2.0, 10.0, 4.0]
+    for q in (0, 50, 95, 99, 100):
+        assert percentile(vals, q) == pytest.approx(float(np.percentile(vals, q)))
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile(vals, 101)
+
+
+def test_summary_carries_hallucination_interval_and_latency_per_doc_type():
+    s = aggregate([
+        _row("a", 1.0, latency=1.0, scores=[FieldScore("GST_AMOUNT", "NOT_FOUND", "$1", 0, 0, 0, hallucinated=True)]),
+        _row("b", 1.0, latency=3.0, doc_type="invoice",
+             scores=[FieldScore("GST_AMOUNT", "NOT_FOUND", "NOT_FOUND", 1, 1, 1)]),
+        _row("c", None, status="failed")])
+    assert (s.hallucination.k, s.hallucination.n, s.hallucination.rate) == (1, 2, 0.5)
+    assert s.hallucination.lo < 0.5 < s.hallucination.hi
+    assert s.latency["all"].p50 == pytest.approx(2.0) and s.latency["all"].n == 2
+    assert s.latency["invoice"].max == 3.0 and s.latency["receipt"].n == 1
+    assert latency_stats([_row("d", 1.0)]).missing == 1  # completed without a latency: missing evidence

@@ -70,3 +70,51 @@ def test_resuming_with_other_operational_settings_continues_the_same_run(tmp_pat
     assert (b, resumed) == (a, True)
     m.config = {**m.config, "api": "invoke-nova"}  # a different request shape is a different run
     assert store.open_run(m)[0] != a
+
+
+def test_rows_are_typed_records_with_their_ground_truth(tmp_path):
+    from migbench.contracts import RunRecord
+
+    store = RunStore(tmp_path)
+    run, _ = store.open_run(_meta())
+    resp = Response(text="GST_AMOUNT: $1", latency_s=0.25, input_tokens=5, output_tokens=1, cost_usd=0.001)
+    res = DocResult("a.png", "invoice", "clean", "ok", resp, {"GST_AMOUNT": "$1"},
+                    [FieldScore("GST_AMOUNT", "$1.00", "$1", 1.0, 1.0, 1.0)], 1.0,
+                    ground_truth={"GST_AMOUNT": "$1.00", "DOCUMENT_TYPE": "INVOICE"})
+    store.save_result(run, res)  # the ground truth travels on the record
+    store.save_result(run, DocResult("b.png", "invoice", "heavy", "failed", Response(error="boom"),
+                                     error_class="timeout", error="boom", ground_truth={"GST_AMOUNT": "$2.00"}))
+    a, b = store.documents(run)
+    assert isinstance(a, DocResult) and a.ok and not b.ok
+    assert a.ground_truth == {"GST_AMOUNT": "$1.00", "DOCUMENT_TYPE": "INVOICE"}
+    assert (a.response.text, a.response.latency_s, a.response.cost_usd) == ("GST_AMOUNT: $1", 0.25, 0.001)
+    assert a.scores == res.scores and a.completed_at
+    assert b.error_class == "timeout" and b.response.error_class.value == "timeout"
+    rec = store.run(run)
+    assert isinstance(rec, RunRecord) and rec.backend == "b" and rec.config == {"k": 1} and rec.gating is None
+    assert store.runs() == [rec]
+
+
+def test_a_gating_is_stored_with_its_run(tmp_path):
+    store = RunStore(tmp_path)
+    run, _ = store.open_run(_meta())
+    store.record_gating(run, {"verdict": "pass", "thresholds": {"file": "x.yaml", "sha256": "ab"}})
+    assert store.run(run).gating == {"verdict": "pass", "thresholds": {"file": "x.yaml", "sha256": "ab"}}
+
+
+def test_a_store_written_before_the_gating_column_opens_and_is_migrated(tmp_path):
+    old = sqlite3.connect(tmp_path / "migbench.sqlite")
+    old.executescript("""
+      CREATE TABLE runs (run_id TEXT PRIMARY KEY, backend TEXT NOT NULL, family TEXT, model TEXT,
+        config_json TEXT, dataset_path TEXT, dataset_hash TEXT, n_documents INTEGER, prompt_hash TEXT,
+        prompt_style TEXT, versions_json TEXT, git_commit TEXT, host TEXT, describe_json TEXT,
+        emulated INTEGER DEFAULT 0, started_at TEXT, finished_at TEXT, status TEXT, wall_s REAL DEFAULT 0);
+      INSERT INTO runs (run_id, backend, family, status, wall_s) VALUES ('old-1', 'ocr-baseline', 'ocr', 'complete', 3);
+    """)
+    old.commit()
+    old.close()
+    store = RunStore(tmp_path)
+    (run,) = store.runs()
+    assert (run.run_id, run.status, run.wall_s, run.gating, run.config) == ("old-1", "complete", 3.0, None, {})
+    store.record_gating("old-1", {"verdict": "fail"})
+    assert store.run("old-1").gating == {"verdict": "fail"}

@@ -100,14 +100,3 @@ def test_histograms_mark_missing_series_and_draw_bins() -> None:
     assert len([r for r in root.iter(f"{NS}rect") if r.get("class") == "bin"]) >= 2
     assert "not measured" in doc
     assert "no latencies" in svg.histograms({"a": []})
-
-
-@pytest.mark.parametrize("q", [0.0, 0.5, 0.95, 0.99, 1.0])
-def test_quantile_matches_numpy(q: float) -> None:
-    xs = sorted(np.random.default_rng(2).normal(5, 2, 101))
-    assert svg.quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)))
-
-
-def test_quantile_of_nothing_is_an_error() -> None:
-    with pytest.raises(ValueError):
-        svg.quantile([], 0.5)

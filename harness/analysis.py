@@ -1,0 +1,105 @@
+"""The analysis step: one run's figures and the gates judged on them, computed once.
+
+`analyse(run, rows, thresholds, schema, ...)` returns a `RunAnalysis`: the summary (per field, per
+document type, per tier, latency percentiles, hallucination counts), the cost, the paired
+comparison with a baseline, and every gate in the suites' order, judged with ONE named threshold
+set. The pytest suites check its gates test by test, the console and the JSON summary print it,
+the HTML report renders it: none of them computes a figure or a verdict of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from migbench import gates as g
+from migbench.contracts import DocResult, RunRecord
+from migbench.stats import PERCENTILES, Paired, Summary, aggregate
+
+RUN_FIELDS = ("run_id", "backend", "family", "model", "emulated", "dataset_path", "dataset_hash", "status",
+              "started_at", "finished_at", "wall_s")
+
+
+@dataclass
+class RunAnalysis:
+    run: RunRecord
+    rows: list[DocResult]
+    thresholds: g.ThresholdSet
+    summary: Summary
+    cost: Any  # migbench.cost.RunCost
+    gates: list[g.Gate]
+    paired: Paired | None = None  # all documents against the baseline (the gates are per document type)
+    baseline: RunRecord | None = None
+    _index: dict[tuple[str, str], g.Gate] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {(x.kind, x.gate_id): x for x in self.gates}
+
+    @property
+    def verdict(self) -> str:
+        return g.verdict(self.gates)
+
+    @property
+    def failed(self) -> list[g.Gate]:
+        return [x for x in self.gates if x.status == "fail"]
+
+    def gate(self, kind: str, gate_id: str) -> g.Gate:
+        """The gate a suite test checks; a test with no such gate names what the analysis has."""
+        try:
+            return self._index[(kind, gate_id)]
+        except KeyError:
+            have = sorted(i for k, i in self._index if k == kind)
+            raise LookupError(f"no {kind} gate {gate_id!r} in the analysis of run {self.run.run_id} "
+                              f"(it has: {', '.join(have) or 'none'})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the run, the thresholds it was judged with, the verdict, gates and figures."""
+        metrics = self.summary.to_dict()
+        latency = metrics.pop("latency")
+        for stats in latency.values():
+            stats.pop("values", None)
+        out: dict[str, Any] = {
+            "run": {k: getattr(self.run, k) for k in RUN_FIELDS},
+            "thresholds": self.thresholds.record(),
+            "verdict": self.verdict,
+            "gate_counts": {s: sum(1 for x in self.gates if x.status == s) for s in ("pass", "fail", "skip")},
+            "gates": [x.to_dict() for x in self.gates],
+            "metrics": metrics, "latency": latency,
+            "cost": {"basis": self.cost.basis, "price_key": self.cost.price_key, "per_doc_usd": self.cost.per_doc,
+                     "per_1000_usd": self.cost.per_1000, "docs_per_hour": self.cost.docs_per_hour,
+                     "note": self.cost.note},
+        }
+        if self.paired is not None and self.baseline is not None:
+            out["baseline"] = {"run_id": self.baseline.run_id, "backend": self.baseline.backend,
+                               "paired": asdict(self.paired)}
+        return out
+
+
+def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSet, schema: Any, *,
+            pricing: Any = None, baseline: tuple[RunRecord, Sequence[DocResult]] | None = None,
+            gpu_hourly: float | None = None) -> RunAnalysis:
+    """Every figure and every gate of one run, judged with `thresholds` (in the suites' order)."""
+    from migbench.cost import load_pricing, run_cost
+
+    th = thresholds.thresholds
+    rows = list(rows)
+    backend = run.backend
+    crit = g.critical_fields(th, schema)
+    doc_types = sorted({str(r.doc_type) for r in rows if r.doc_type in schema.document_types})
+    summary = aggregate(rows, th.confidence)
+    cost = run_cost(run, rows, pricing or load_pricing(), gpu_hourly)
+    gates = [g.overall_gate(backend, rows, th), g.failure_gate(backend, rows, th),
+             g.hallucination_gate(backend, rows, th)]
+    gates += [g.doc_type_gate(backend, rows, dt, th) for dt in doc_types]
+    gates += [g.hallucination_gate(f"{backend}/{dt}", rows, th, dt) for dt in doc_types]
+    gates += [g.field_gate(backend, rows, dt, f, th, crit) for dt, f in g.accuracy_units(rows, schema)]
+    gates += [g.latency_gate(backend, rows, dt, p, th) for dt in doc_types for p in PERCENTILES]
+    gates.append(g.cost_per_doc_gate(backend, cost, th))
+    gates += [g.monthly_cost_gate(backend, cost, v, th) for v in th.cost.volumes_per_day]
+    paired = base_run = None
+    if baseline is not None:
+        base_run, base_rows = baseline
+        gates += [g.non_inferiority_gate(backend, base_run.backend, rows, base_rows, dt, th) for dt in doc_types]
+        paired = g.paired(rows, base_rows, base_run.backend, None, th)
+    return RunAnalysis(run, rows, thresholds, summary, cost, gates, paired, base_run)

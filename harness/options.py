@@ -1,0 +1,61 @@
+"""How a command line becomes a backend, a dataset and a threshold set: one implementation that
+`migbench run` (migbench.cli) and `pytest suites` (migbench.suite_session) both call, so the same
+flag means the same thing on both paths and a mistake reads the same one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from migbench.contracts import UsageError
+
+
+def parse_backend_options(pairs: Iterable[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """KEY=VALUE pairs -> options; VALUE is read as JSON when it parses (numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def backend_options(pairs: Iterable[str] | None, flag: str = "--option", **named: Any) -> dict[str, Any]:
+    """Options from KEY=VALUE pairs, then the named flags that were given (None: not given)."""
+    options = parse_backend_options(pairs, flag)
+    options.update({k: v for k, v in named.items() if v is not None and v is not False})
+    return options
+
+
+def check_limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    return limit
+
+
+def resolve_dataset(path: str | Path | None, **kwargs: Any) -> Any:
+    """The dataset at `path`, else the shipped synthetic set; a bad one is one `--dataset: ...` line."""
+    from migbench.datasets import DatasetError, load_dataset
+    from migbench.fixtures import default_dataset
+
+    try:
+        return load_dataset(path or default_dataset(), **kwargs)
+    except DatasetError as exc:
+        raise UsageError(f"--dataset: {exc}") from None
+
+
+def resolve_thresholds(ref: str | Path | None, schema: Any = None) -> Any:
+    """A migbench.gates.ThresholdSet from a file or packaged name (default: the incumbent's)."""
+    from migbench.catalog import CatalogError
+    from migbench.gates import load_threshold_set
+
+    try:
+        return load_threshold_set(ref, schema)
+    except (CatalogError, OSError) as exc:
+        raise UsageError(f"--thresholds: {exc}") from None
