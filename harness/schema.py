@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal
 
 from migbench.catalog import load_model
 from migbench.contracts import NOT_FOUND
 from migbench.ground_truth import schema_path
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 
 FieldType = Literal["monetary", "date", "boolean", "list", "id", "text"]
+
+
+def _key(name: str) -> str:
+    """'total due' / 'Total-Due' -> 'TOTAL_DUE': the form parsing compares model keys in."""
+    return "_".join(name.replace("-", " ").replace("_", " ").upper().split())
 
 
 class FieldSpec(BaseModel):
@@ -40,6 +47,8 @@ class Schema(BaseModel):
     fields: dict[str, FieldSpec]
     document_types: dict[str, DocTypeSpec]
     critical_fields: list[str]
+    # alias -> field, built on first use and kept with this schema object (parsing asks per output)
+    _alias_map: Mapping[str, str] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _names_known(self) -> Schema:
@@ -64,9 +73,14 @@ class Schema(BaseModel):
         spec = self.fields.get(name)
         return (spec.item_type or "text") if spec else "text"
 
-    def aliases(self) -> dict[str, str]:
-        """alias -> field name, over every field (an alias naming two fields is a schema error)."""
-        return {a: name for name, spec in self.fields.items() for a in spec.aliases}
+    def aliases(self) -> Mapping[str, str]:
+        """alias -> field name, over every field (an alias naming two fields is a schema error).
+
+        Computed once per schema object; read-only so one caller cannot change another's view."""
+        if self._alias_map is None:
+            self._alias_map = MappingProxyType(
+                {_key(a): name for name, spec in self.fields.items() for a in spec.aliases})
+        return self._alias_map
 
     def is_scored(self, name: str) -> bool:
         spec = self.fields.get(name)

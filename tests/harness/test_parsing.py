@@ -269,3 +269,160 @@ def test_aliases_from_the_schema_map_common_model_key_names():
     # The schema's own name wins over an alias when both are present.
     out = parse_output("TOTAL: $1.00\nTOTAL_AMOUNT: $2.00", "receipt")
     assert out["TOTAL_AMOUNT"] == "$2.00"
+
+
+# --- aliases come from the schema passed in ----------------------------------------------------
+
+def _schema_with_aliases(**aliases):
+    data = SCHEMA.model_dump()
+    for spec in data["fields"].values():
+        spec["aliases"] = []
+    for field, names in aliases.items():
+        data["fields"][field]["aliases"] = names
+    return type(SCHEMA).model_validate(data)
+
+
+def test_a_custom_schemas_aliases_are_used_and_the_defaults_are_not():
+    custom = _schema_with_aliases(TOTAL_AMOUNT=["montant total", "BETRAG"])
+    text = "Montant-Total: $9.00\nMERCHANT: Coles\n"
+    out = parse_output(text, "receipt", custom)
+    assert out["TOTAL_AMOUNT"] == "$9.00"
+    assert out["SUPPLIER_NAME"] == "NOT_FOUND"  # MERCHANT is only a default-schema alias
+    assert parse_output('{"betrag": "$3.00"}', "receipt", custom)["TOTAL_AMOUNT"] == "$3.00"
+    assert parse_output(text, "receipt", SCHEMA)["SUPPLIER_NAME"] == "Coles"
+    assert custom.aliases() is custom.aliases()  # computed once per schema object
+
+
+def test_parsing_holds_no_alias_state_from_import():
+    from migbench import parsing
+
+    assert not hasattr(parsing, "ALIASES")
+
+
+# --- linear work whatever the shape (timings live in bench/parser_worst_case.py) -------------------
+
+class _Counting:
+    """Wraps a compiled regex and counts match calls."""
+
+    def __init__(self, pattern):
+        self.pattern, self.calls = pattern, 0
+
+    def match(self, *args):
+        self.calls += 1
+        return self.pattern.match(*args)
+
+
+def _clean_value_calls(monkeypatch, value):
+    from migbench import parsing
+
+    counters = {}
+    for name in ("_EDGE", "_COMMAS", "_SPACES"):
+        counters[name] = _Counting(getattr(parsing, name))
+        monkeypatch.setattr(parsing, name, counters[name])
+    runs = {q: _Counting(p) for q, p in parsing._QUOTE_RUN.items()}
+    monkeypatch.setattr(parsing, "_QUOTE_RUN", runs)
+    out = clean_value(value)
+    return out, sum(c.calls for c in [*counters.values(), *runs.values()])
+
+
+@pytest.mark.parametrize("n", [10, 1_000, 100_000])
+def test_a_run_of_quotes_is_peeled_in_a_logarithmic_number_of_steps(monkeypatch, n):
+    out, calls = _clean_value_calls(monkeypatch, '"' * n + "x" + '"' * n)
+    assert out == "x"
+    assert calls <= 40  # galloping over the run; one pass per pair was n passes
+
+
+def test_a_long_run_facing_a_short_one_costs_the_short_one(monkeypatch):
+    # '"""...""x",",",": the left run is huge, each right layer has one quote: one round per layer,
+    # and no round may re-read the left run.
+    out, calls = _clean_value_calls(monkeypatch, '"' * 100_000 + "x" + '",' * 50)
+    assert out == '"' * 99_950 + "x"
+    assert calls <= 50 * 6
+
+
+@pytest.mark.parametrize("layers", [100, 400])
+def test_alternating_layers_cost_a_constant_per_layer(monkeypatch, layers):
+    out, calls = _clean_value_calls(monkeypatch, '"*' * layers + "x" + '*"' * layers)
+    assert out == "x"
+    assert calls <= 6 * layers
+
+
+def test_fence_blocks_are_capped_and_found_in_one_forward_scan():
+    from migbench.parsing import _MAX_FENCES, _fence_blocks
+
+    assert _fence_blocks("```json\n{}\n```\ntext\n```\nB\n```") == ["{}\n", "B\n"]
+    assert _fence_blocks("```a```b\nc```") == ["c"]  # the body starts after the opening fence's line
+    assert _fence_blocks("`" * 100_000) == [""] * _MAX_FENCES
+    assert len(_fence_blocks("```\n" * 100_000)) == _MAX_FENCES
+
+
+def test_repair_parses_a_bounded_number_of_candidates(monkeypatch):
+    from migbench import parsing
+
+    calls = []
+    real = parsing.json.loads
+
+    def counting(s, *a, **kw):
+        calls.append(len(s))
+        return real(s, *a, **kw)
+
+    monkeypatch.setattr(parsing.json, "loads", counting)
+    # broken early, then 10,000 commas: every cut candidate shares the broken prefix
+    assert repair_json('{"A": x, ' + '"B": 1, ' * 10_000) is None
+    assert len(calls) <= 2
+    calls.clear()
+    # a truncated 10,000-item list: the first candidate parses
+    obj = repair_json('{"LINE_ITEM_DESCRIPTIONS": [' + '"item", ' * 10_000 + '"ite')
+    assert len(obj["LINE_ITEM_DESCRIPTIONS"]) == 10_000 and len(calls) == 1
+
+
+def test_big_hostile_shapes_parse_to_the_right_fields():
+    out = parse_output("TOTAL_AMOUNT: " + '"' * 200_000 + "$5.00" + '"' * 200_000, "receipt", SCHEMA)
+    assert out["TOTAL_AMOUNT"] == "$5.00"
+    doc = '{"TOTAL_AMOUNT": "$7.00", "LINE_ITEM_DESCRIPTIONS": [' + '"item", ' * 50_000
+    out = parse_output("```json\n" + doc, "invoice", SCHEMA)
+    assert out["TOTAL_AMOUNT"] == "$7.00"
+    from migbench.parsing import MAX_LIST_ITEMS
+
+    assert out["LINE_ITEM_DESCRIPTIONS"].count(" | ") == MAX_LIST_ITEMS - 1
+    deep = '{"a":' * 100_000 + '"x"' + "}" * 100_000
+    assert parse_output(deep + "\nTOTAL_AMOUNT: $1", "receipt", SCHEMA)["TOTAL_AMOUNT"] == "$1"
+
+
+def test_a_runaway_list_keeps_its_first_items():
+    from migbench.parsing import MAX_LIST_ITEMS
+
+    out = parse_output("LINE_ITEM_PRICES: " + "$1.00, " * 10_000 + "$2.00", "invoice", SCHEMA)
+    items = out["LINE_ITEM_PRICES"].split(" | ")
+    assert len(items) == MAX_LIST_ITEMS and set(items) == {"$1.00"}
+
+
+# --- text that cannot be encoded; the stored raw-text cap ----------------------------------------
+
+def test_lone_surrogates_never_leave_the_parser():
+    out = parse_output('{"SUPPLIER_NAME": "Caf\\ud800e", "TOTAL_AMOUNT": "$1"}', "receipt", SCHEMA)
+    assert out["SUPPLIER_NAME"] == "Caf\ufffde"
+    assert all(v.encode("utf-8") for v in out.values())
+    out = parse_output("SUPPLIER_NAME: a\udc80b", "receipt", SCHEMA)
+    assert out["SUPPLIER_NAME"] == "a\ufffdb"
+
+
+def test_raw_text_cap_cuts_records_and_is_configurable(monkeypatch):
+    from migbench.contracts import Response
+    from migbench.parsing import DEFAULT_MAX_RAW_CHARS, MAX_RAW_CHARS_ENV, cap_raw_text, max_raw_chars
+
+    resp = Response(text="TOTAL_AMOUNT: $1\n" + "x" * 100)
+    assert cap_raw_text(resp, 20) is True
+    assert resp.text == ("TOTAL_AMOUNT: $1\n" + "x" * 100)[:20]
+    assert resp.extra == {"raw_text_truncated": True, "raw_text_chars": 117}
+    short = Response(text="ok\ud800")
+    assert cap_raw_text(short, 20) is False and short.extra == {} and short.text == "ok\ufffd"
+    monkeypatch.delenv(MAX_RAW_CHARS_ENV, raising=False)
+    assert max_raw_chars() == DEFAULT_MAX_RAW_CHARS
+    monkeypatch.setenv(MAX_RAW_CHARS_ENV, "5000")
+    assert max_raw_chars() == 5000 and max_raw_chars(7) == 7
+    monkeypatch.setenv(MAX_RAW_CHARS_ENV, "0")
+    assert max_raw_chars() is None
+    monkeypatch.setenv(MAX_RAW_CHARS_ENV, "-3")
+    with pytest.raises(ValueError, match="0 \\(no cap\\) or more"):
+        max_raw_chars()
