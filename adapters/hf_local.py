@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import io
 import json
 import logging
 import os
@@ -115,34 +114,10 @@ def build_messages(request: Request) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in request.images]
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in request.pages]
     content.append({"type": "text", "text": request.prompt})
     messages.append({"role": "user", "content": content})
     return messages
-
-
-def decode_pages(request: Request) -> list:
-    """Encoded page bytes -> RGB PIL images; unreadable bytes fail only this document (INPUT)."""
-    from PIL import Image, UnidentifiedImageError
-
-    pages = []
-    for i, data in enumerate(request.images):
-        try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-            pages.append(img.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BackendError(f"{request.doc_id} page {i}: unreadable image bytes ({exc})",
-                               ErrorClass.INPUT) from exc
-    return pages
-
-
-def fit_image(img, max_side: int | None):
-    """Downscale so the longest side is at most max_side (aspect kept); never upscale."""
-    if max_side is None or max(img.size) <= max_side:
-        return img
-    scale = max_side / max(img.size)
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
 
 
 def next_image_side(current: int, min_side: int) -> int | None:
@@ -158,6 +133,31 @@ def count_new_tokens(row: list[int], stop_ids: set[int]) -> tuple[int, bool]:
         if tok in stop_ids:
             return i + 1, True
     return len(row), False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    # Some allocations fail inside cuBLAS/cuDNN and surface as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+# ---------------------------------------------------------------- backend
+
+@dataclass
+class _Item:
+    index: int
+    request: Request
+    pages: list
+
+
 class HFLocalOptions(BackendOptions):
     """Options of the local transformers backends, validated when the backend is loaded."""
 
@@ -194,36 +194,11 @@ class HFLocalOptions(BackendOptions):
         return value
 
 
-
-
-def _first_line(exc: BaseException) -> str:
-    Options = HFLocalOptions
-    input_form = "pages"  # decoded by the runner, once per page; max_image_dim applied there
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    # Some allocations fail inside cuBLAS/cuDNN and surface as a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-# ---------------------------------------------------------------- backend
-
-@dataclass
-class _Item:
-    index: int
-    request: Request
-    pages: list
-
-
 class HFLocalBackend(Backend):
     family = "local"
     batches = True
+    Options = HFLocalOptions
+    input_form = "pages"  # decoded by the runner, once per page; max_image_dim applied there
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
@@ -329,6 +304,9 @@ class HFLocalBackend(Backend):
             "emulated": False,
         }
 
+    def image_budget(self) -> ImageBudget:
+        return ImageBudget(max_side_px=self.max_image_dim)
+
     def preflight(self) -> None:
         self._load()
 
@@ -413,11 +391,7 @@ class HFLocalBackend(Backend):
         results: list[Response | BackendError | None] = [None] * len(requests)
         groups: dict[tuple, list[_Item]] = {}
         for i, req in enumerate(requests):
-            try:
-                pages = [fit_image(p, self.max_image_dim) for p in decode_pages(req)]
-            except BackendError as exc:
-                results[i] = exc
-                continue
+            pages = list(req.pages)
             # One generate call has one stop list; Mllama's processor refuses a batch mixing
             # documents with and without pages. Different max_tokens do batch together (see _run).
             key = (tuple(req.params.stop), bool(pages))
@@ -488,7 +462,7 @@ class HFLocalBackend(Backend):
     def _run(self, items: list[_Item], max_side: int | None) -> list[Response]:
         import torch
 
-        pages = [[fit_image(p, max_side) for p in item.pages] for item in items]
+        pages = [[fit_within(p, max_side) for p in item.pages] for item in items]
         texts = [self.processor.apply_chat_template(build_messages(item.request), add_generation_prompt=True,
                                                     tokenize=False) for item in items]
         images: Any = pages if FAMILIES[self.model_family].nested_images else [p for ps in pages for p in ps]

@@ -6,7 +6,6 @@ incumbent's `FIELD: value` format so the same parser and scorer path applies as 
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -25,8 +24,8 @@ from migbench.contracts import (
     Response,
     SetupError,
 )
-from pydantic import Field
 from migbench.schema import Schema, load_schema
+from pydantic import Field
 
 INSTALL_HINT = "the OCR baseline needs rapidocr-onnxruntime: pip install 'migbench[ocr]'"
 
@@ -40,9 +39,10 @@ def render_fields(fields: dict[str, str], doc_type: str, schema: Schema) -> str:
     return "\n".join(out)
 
 
-def decode_page(data: bytes, index: int):
-    """Encoded image bytes -> RGB PIL image; unreadable bytes are the document's fault (INPUT)."""
-    from PIL import Image, UnidentifiedImageError
+def ocr_result_to_lines(result: Any, page: int) -> list[OcrLine]:
+    """RapidOCR's [[quad, text, score], ...] (or None when nothing was detected) -> OcrLines."""
+    return [OcrLine.from_quad(quad, str(text), float(score), page) for quad, text, score in (result or [])]
+
 
 class OCRBaselineOptions(BackendOptions):
     """Options of the OCR baseline, validated when the backend is loaded."""
@@ -50,19 +50,6 @@ class OCRBaselineOptions(BackendOptions):
     threads: int | None = Field(None, ge=1, description="OCR threads (default: the CPU count)")
     max_side: int | None = Field(None, ge=1, description="downscale pages whose longer side exceeds this")
     schema_: str | None = Field(None, alias="schema", description="field schema YAML (default: the shipped one)")
-
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise BackendError(f"page {index}: unreadable image bytes ({exc})", ErrorClass.INPUT) from exc
-
-
-def ocr_result_to_lines(result: Any, page: int) -> list[OcrLine]:
-    """RapidOCR's [[quad, text, score], ...] (or None when nothing was detected) -> OcrLines."""
-    return [OcrLine.from_quad(quad, str(text), float(score), page) for quad, text, score in (result or [])]
 
 
 class OCRBaseline(Backend):
@@ -88,6 +75,9 @@ class OCRBaseline(Backend):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "threads": self.threads, "max_side": self.max_side, "emulated": False}
 
+    def image_budget(self) -> ImageBudget:
+        return ImageBudget(max_side_px=self.max_side)
+
     def preflight(self) -> None:
         self._engine()
 
@@ -104,23 +94,23 @@ class OCRBaseline(Backend):
         self._local.engine = eng
         return eng
 
-    def ocr_pages(self, images: list[bytes]) -> list[OcrLine]:
+    def ocr_pages(self, pages: list) -> list[OcrLine]:
+        """RGB PIL pages (as the runner prepared them) -> OCR lines of every page."""
         engine = self._engine()
         lines: list[OcrLine] = []
-        for i, data in enumerate(images):
-            img = fit_within(decode_page(data, i), self.max_side)
-            result, _ = engine(img)
+        for i, page in enumerate(pages):
+            result, _ = engine(page)
             lines.extend(ocr_result_to_lines(result, i))
         return lines
 
     def generate(self, request: Request) -> Response:
-        if not request.images:
-            raise BackendError(f"{request.doc_id}: no page images to OCR", ErrorClass.INPUT)
+        if not request.pages:
+            raise BackendError(f"{request.doc_id}: no decoded pages to OCR", ErrorClass.INPUT)
         if request.doc_type not in self._schema.document_types:
             raise BackendError(f"{request.doc_id}: unknown document type {request.doc_type!r}",
                                ErrorClass.PERMANENT)
         t0 = time.perf_counter()
-        lines = self.ocr_pages(request.images)
+        lines = self.ocr_pages(request.pages)
         ocr_s = time.perf_counter() - t0
         fields = extract(lines, request.doc_type, self._schema)
         latency = time.perf_counter() - t0
@@ -133,7 +123,7 @@ class OCRBaseline(Backend):
             endpoint="local",
             stop_reason="end",
             extra={"ocr_lines": [ln.to_compact() for ln in lines], "ocr_s": round(ocr_s, 3),
-                   "pages": len(request.images)},
+                   "pages": len(request.pages)},
         )
 
     def close(self) -> None:

@@ -71,9 +71,9 @@ def estimate_tokens(backend: Backend, request: Request) -> float:
         try:
             estimate = backend.estimate_input_tokens(request)
             request.estimated_input_tokens = (estimate if estimate is not None else
-                                              estimate_request_tokens(request.prompt, request.system, request.images))
+                                              estimate_request_tokens(request.prompt, request.system, request.page_sizes()))
         except Exception:  # noqa: BLE001 - an estimate must never fail a document; the call will say why
-            request.estimated_input_tokens = 1000 * max(1, len(request.images))
+            request.estimated_input_tokens = 1000 * max(1, len(request.page_sizes()))
     return request.estimated_input_tokens + request.params.max_tokens
 
 

@@ -6,7 +6,6 @@ the store are skipped, so a killed run resumes by rerunning the same command.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -22,13 +21,14 @@ from migbench.contracts import (
     Document,
     ErrorClass,
     GenParams,
+    ImageBudget,
     InputError,
     Request,
     Response,
 )
 from migbench.cost import Pricing, load_pricing, token_cost, token_price
 from migbench.datasets import Dataset
-from migbench.images import encode_image, load_pages, sniff
+from migbench.images import prepare_document
 from migbench.parsing import parse_output
 from migbench.prompting import Prompt, load_prompt
 from migbench.provenance import git_commit, host, versions
@@ -53,7 +53,7 @@ class RunOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     new_run: bool = False
     retry_failed: bool = False
-    image_format: str | None = None  # None: jpeg for jpeg sources, png otherwise
+    image_format: str | None = None  # None: the source's format where the backend takes it, else png
     max_image_dim: int | None = None
     seed: int = 0
 
@@ -81,20 +81,21 @@ class RunSummary:
 ProgressFn = Callable[[DocResult], None]
 
 
-def build_request(doc: Document, prompt: Prompt, schema: Schema, opts: RunOptions) -> Request:
-    """Read the document and build the request. Raises InputError for an unreadable file."""
-    pages = load_pages(doc.path)
-    fmt = opts.image_format
-    if fmt is None:
-        try:
-            with open(doc.path, "rb") as fh:
-                fmt = "jpeg" if sniff(fh.read(16)) == "jpeg" else "png"
-        except OSError as exc:
-            raise InputError(f"{doc.doc_id}: cannot read ({exc})") from None
-    images = [encode_image(p, fmt, opts.max_image_dim) for p in pages]
+def build_request(doc: Document, prompt: Prompt, schema: Schema, opts: RunOptions,
+                  backend: Backend | None = None) -> Request:
+    """Read the document once and prepare it in the backend's form (see migbench.images); retries reuse
+    the request. Raises InputError for an unreadable file or a page that cannot be brought within the
+    backend's limits."""
+    form = backend.input_form if backend is not None else "encoded"
+    budget = backend.image_budget() if backend is not None else ImageBudget()
+    # What the rest of the body takes from the payload limit: prompt, system, JSON framing.
+    reserve = len(prompt.user.encode()) + len((prompt.system or "").encode()) + 4096
+    prepared = prepare_document(doc.path, form, budget, what=doc.doc_id, reserve_bytes=reserve,
+                                image_format=opts.image_format, max_dim=opts.max_image_dim)
     max_tokens = schema.document_types[doc.doc_type].max_tokens
     return Request(doc_id=doc.doc_id, doc_type=doc.doc_type, prompt=prompt.user, system=prompt.system,
-                   images=images, image_format=fmt, params=GenParams(max_tokens=max_tokens))
+                   images=prepared.images, pages=prepared.pages, pdf_bytes=prepared.pdf_bytes,
+                   pdf_page_sizes=prepared.pdf_page_sizes, params=GenParams(max_tokens=max_tokens))
 
 
 def finish_document(doc: Document, resp: Response, schema: Schema) -> DocResult:
@@ -145,7 +146,7 @@ class Runner:
     # one document ----------------------------------------------------------
     def _process(self, doc: Document) -> DocResult:
         try:
-            request = build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts)
+            request = build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts, self.backend)
         except InputError as exc:
             return failed_input(doc, str(exc))
         except Exception as exc:  # noqa: BLE001 - an unforeseen reader failure is this document's, not the run's
@@ -172,7 +173,7 @@ class Runner:
         ready: list[tuple[Document, Request]] = []
         for doc in docs:
             try:
-                ready.append((doc, build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts)))
+                ready.append((doc, build_request(doc, self.prompts[doc.doc_type], self.schema, self.opts, self.backend)))
             except InputError as exc:
                 results[doc.doc_id] = failed_input(doc, str(exc))
             except Exception as exc:  # noqa: BLE001 - see _process
@@ -308,7 +309,3 @@ class Runner:
                 break
             for result in self._batch(docs[i:i + size]):
                 record(result)
-
-
-def default_concurrency() -> int:
-    return max(1, os.cpu_count() or 1)

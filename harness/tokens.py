@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 from PIL import Image
 
-# Least-squares fit tokens = a + b * pixels to the published Nova v1 table (FACTS.md):
+# Least-squares fit tokens = a + b * pixels to the published Nova v1 table (Amazon Nova user guide,
+# image understanding: https://docs.aws.amazon.com/nova/latest/userguide/modalities-image.html):
 # 900x450~800, 900x900~1300, 1400x900~1800, 1800x900~2400, 1300x1300~2600 (within 7% of each).
 _IMG_A = 202.1
 _IMG_B = 1.3638e-3
@@ -36,9 +38,12 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def estimate_request_tokens(prompt: str, system: str | None, images: list[bytes]) -> int:
+def estimate_request_tokens(prompt: str, system: str | None,
+                            pages: Sequence[tuple[int, int] | bytes]) -> int:
+    """Text plus each page, given as its pixel size (Request.page_sizes(): nothing is read) or as
+    encoded bytes (only the header is read); an unreadable page counts a flat 1000."""
     tokens = estimate_text_tokens(prompt) + estimate_text_tokens(system)
-    for data in images:
-        size = image_size(data)
+    for page in pages:
+        size = image_size(page) if isinstance(page, (bytes, bytearray)) else page
         tokens += estimate_image_tokens(*size) if size and size[0] > 0 and size[1] > 0 else 1000
     return max(1, tokens)

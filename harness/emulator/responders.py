@@ -137,30 +137,29 @@ def _thumb_distance(a: bytes, b: bytes) -> int:
 
 
 def open_image(data: bytes) -> Any:
-    """Decode image bytes; large JPEGs are decoded at reduced scale (all the hash needs)."""
+    """Decode image bytes, upright; large JPEGs are decoded at reduced scale (all the hash needs)."""
+    from migbench.images import upright
     from PIL import Image
 
     img = Image.open(io.BytesIO(data))
     if img.format == "JPEG":
         img.draft("L", (DRAFT_SIDE, DRAFT_SIDE))
-    return _gray(img)
+    return _gray(upright(img))
 
 
 def document_pages(path: Any) -> list[Any]:
+    """A dataset document's pages, read once, as the runner's pipeline sees them (EXIF applied)."""
     from pathlib import Path
 
-    from migbench.images import load_pages
+    from migbench.images import load_pages_from_bytes, read_document
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{Path(path).name}: cannot read ({exc.__class__.__name__})") from None
+    data = read_document(path)
     if data[:3] == b"\xff\xd8\xff":  # JPEG: decode in draft mode, 10x faster on A4 scans
         try:
             return [open_image(data)]
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputError(f"{Path(path).name}: broken or truncated image ({exc})") from None
-    return load_pages(path)
+    return load_pages_from_bytes(data, Path(path).name)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from migbench.contracts import (
     SetupError,
     UsageError,
 )
+from migbench.images import prepare_input
 from PIL import Image
 
 FAMILY_LIST = list(FAMILIES)
@@ -37,16 +38,18 @@ ENV = {"mllama": "MIGBENCH_LLAMA_PATH", "internvl": "MIGBENCH_INTERNVL3_PATH",
        "qwen2_5_vl": "MIGBENCH_QWEN25VL_PATH"}
 
 
-def png(w: int, h: int, color: str = "white") -> bytes:
+def png(w: int, h: int, color: str = "white") -> Image.Image:
+    """A decoded page, as the runner's pipeline hands it to a "pages" backend (migbench.images)."""
     buf = io.BytesIO()
     Image.new("RGB", (w, h), color).save(buf, "PNG")
-    return buf.getvalue()
+    (page,) = prepare_input(buf.getvalue(), HFLocalBackend.input_form, what="page.png").pages
+    return page
 
 
-def request(doc_id: str, prompt: str = "Extract TOTAL_AMOUNT and GST_AMOUNT.", *, images=None,
+def request(doc_id: str, prompt: str = "Extract TOTAL_AMOUNT and GST_AMOUNT.", *, pages=None,
             max_tokens: int = 5, system: str | None = None) -> Request:
     return Request(doc_id=doc_id, doc_type="receipt", prompt=prompt, system=system,
-                   images=[png(120, 160)] if images is None else images,
+                   pages=[png(120, 160)] if pages is None else pages,
                    params=GenParams(max_tokens=max_tokens))
 
 
@@ -118,10 +121,10 @@ def test_bad_options_are_one_line_usage_errors(options, message):
     # Validated against HFLocalOptions when the backend loads (migbench.contracts.BackendOptions).
     with pytest.raises(UsageError, match=message) as info:
         HFLocalBackend(BackendConfig("llama-3.2-vision", None, dict(options)))
+    assert len(str(info.value).splitlines()) == 1
 
 
 def test_cuda_requested_without_a_gpu_is_a_setup_error():
-    assert len(str(info.value).splitlines()) == 1
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
@@ -147,7 +150,7 @@ def test_registry_entries_build_this_backend_with_their_family(tmp_path, name, f
 # ---------------------------------------------------------------- pure helpers
 
 def test_messages_put_system_first_then_pages_then_prompt():
-    msgs = build_messages(request("d", "read it", images=[b"p1", b"p2"], system="be exact"))
+    msgs = build_messages(request("d", "read it", pages=[png(8, 8), png(8, 8)], system="be exact"))
     assert msgs == [
         {"role": "system", "content": [{"type": "text", "text": "be exact"}]},
         {"role": "user",
@@ -181,13 +184,13 @@ def test_batch_generates_with_tokens_latency_and_per_document_failures(family_ba
     reqs = [request("short", max_tokens=3),
             request("long", "Extract every field of this Australian receipt, line items too. " * 3,
                     system="You read receipts.", max_tokens=6),
-            request("broken", images=[b"not an image"]),
-            request("wide", images=[png(300, 90, "gray")], max_tokens=6)]
+            request("wide", pages=[png(300, 90, "gray")], max_tokens=6)]
+    # An unreadable document never reaches the backend: the runner's pipeline fails it alone
+    # (tests/harness/test_pipeline.py::test_a_batched_backend_gets_decoded_pages_and_bad_files_fail_alone).
     out = b.generate_batch(reqs)
-    assert isinstance(out[2], BackendError) and out[2].error_class is ErrorClass.INPUT
-    ok = [out[0], out[1], out[3]]
+    ok = [out[0], out[1], out[2]]
     assert all(isinstance(r, Response) and r.ok for r in ok)
-    for r, req in zip(ok, [reqs[0], reqs[1], reqs[3]]):
+    for r, req in zip(ok, reqs):
         assert 0 < r.output_tokens <= req.params.max_tokens
         assert r.stop_reason == "end_turn" or r.output_tokens == req.params.max_tokens
         assert r.endpoint == "local:cpu" and r.model_id == f"tiny-{b.model_family}"
@@ -196,15 +199,15 @@ def test_batch_generates_with_tokens_latency_and_per_document_failures(family_ba
     assert [r.extra["batch_size"] for r in ok] == [3, 3, 3]
     assert sum(r.latency_s for r in ok) == pytest.approx(out[1].extra["batch_latency_s"])
     # Padding is not counted: a document's input tokens are the same alone as in a padded batch.
-    alone = b.generate(reqs[3])
-    assert alone.input_tokens == out[3].input_tokens
-    assert out[1].input_tokens > out[3].input_tokens  # the longer prompt, the system message
+    alone = b.generate(reqs[2])
+    assert alone.input_tokens == out[2].input_tokens
+    assert out[1].input_tokens > out[2].input_tokens  # the longer prompt, the system message
 
 
 def test_input_tokens_include_the_image_tokens(family_backend):
     b = family_backend
     with_image = b.generate(request("img"))
-    text_only = b.generate(request("txt", images=[]))
+    text_only = b.generate(request("txt", pages=[]))
     image_tokens = with_image.input_tokens - text_only.input_tokens
     if b.model_family == "mllama":
         assert image_tokens == 1  # one <|image|>; the pixels go in through cross-attention
@@ -221,8 +224,8 @@ def test_multi_page_documents_batch_together_and_pageless_ones_apart(family_back
         return real(**inputs)
 
     monkeypatch.setattr(family_backend.model, "generate", counting)
-    out = family_backend.generate_batch([request("two", images=[png(80, 120), png(120, 80, "gray")]),
-                                         request("none", images=[]), request("one", images=[png(80, 120)])])
+    out = family_backend.generate_batch([request("two", pages=[png(80, 120), png(120, 80, "gray")]),
+                                         request("none", pages=[]), request("one", pages=[png(80, 120)])])
     assert all(isinstance(r, Response) and r.ok for r in out)
     # Mllama's processor refuses a batch mixing documents with and without pages.
     assert sorted(calls) == [1, 2]
@@ -284,8 +287,8 @@ def test_oom_halves_the_batch_then_shrinks_images_then_fails_only_that_document(
     # 112x112 is 64 patches for the tiny Qwen processor, 56x56 is 16.
     fake = FakeOOM(b.model, max_patches=16, max_prompt=200)
     monkeypatch.setattr(b.model, "generate", fake)
-    reqs = [request("small1", images=[png(56, 56)]), request("big", images=[png(112, 112)]),
-            request("small2", images=[png(56, 56)]), request("huge-prompt", "x " * 400, images=[png(56, 56)])]
+    reqs = [request("small1", pages=[png(56, 56)]), request("big", pages=[png(112, 112)]),
+            request("small2", pages=[png(56, 56)]), request("huge-prompt", "x " * 400, pages=[png(56, 56)])]
     out = b.generate_batch(reqs)
 
     assert [rows for rows, _ in fake.calls[:3]] == [4, 2, 1]  # halved down to one document
@@ -296,7 +299,7 @@ def test_oom_halves_the_batch_then_shrinks_images_then_fails_only_that_document(
     assert "out of GPU memory" in str(out[3]) and "min_image_dim=56" in str(out[3])
 
     fake.calls.clear()
-    b.generate_batch([request("s3", images=[png(56, 56)]), request("s4", images=[png(56, 56)])])
+    b.generate_batch([request("s3", pages=[png(56, 56)]), request("s4", pages=[png(56, 56)])])
     assert fake.calls == [(1, 16), (1, 16)]  # no OOM to rediscover
 
 

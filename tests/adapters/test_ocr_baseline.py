@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 from migbench.adapters.ocr_baseline import OCRBaseline, render_fields
-from migbench.contracts import NOT_FOUND, BackendConfig, BackendError, ErrorClass, Request, SetupError
+from migbench.contracts import (
+    NOT_FOUND,
+    BackendConfig,
+    BackendError,
+    ErrorClass,
+    InputError,
+    Request,
+    SetupError,
+)
+from migbench.images import prepare_input
 from migbench.schema import load_schema
 from migbench.scoring import score_document
 
@@ -74,12 +83,18 @@ def backend():
     b.close()
 
 
+def ocr_request(backend: OCRBaseline, doc_id: str, data: bytes) -> Request:
+    """The request the runner would build: the file's bytes decoded once, in the backend's form."""
+    prepared = prepare_input(data, backend.input_form, backend.image_budget(), what=doc_id)
+    return Request(doc_id=doc_id, doc_type="receipt", prompt="", pages=prepared.pages)
+
+
 def parse_kv(text: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in text.splitlines())
 
 
 def test_rendered_australian_receipt_end_to_end(backend):
-    req = Request(doc_id="au.png", doc_type="receipt", prompt="", images=[render_receipt(AU_RECEIPT)])
+    req = ocr_request(backend, "au.png", render_receipt(AU_RECEIPT))
     resp = backend.generate(req)
     fields = parse_kv(resp.text)
     schema = load_schema()
@@ -104,8 +119,7 @@ def test_real_sroie_receipt_matches_its_ground_truth(backend):
     with open(SROIE / "ground_truth.csv", newline="", encoding="utf-8") as fh:
         gt = next(r for r in csv.DictReader(fh) if r["image_file"] == "140.jpg")
     gt.pop("image_file")
-    req = Request(doc_id="140.jpg", doc_type="receipt", prompt="",
-                  images=[(SROIE / "images" / "140.jpg").read_bytes()], image_format="jpeg")
+    req = ocr_request(backend, "140.jpg", (SROIE / "images" / "140.jpg").read_bytes())
     scores = {s.field: s.f1 for s in score_document(gt, parse_kv(backend.generate(req).text))}
     assert scores["TOTAL_AMOUNT"] == 1.0
     assert scores["INVOICE_DATE"] == 1.0
@@ -120,7 +134,7 @@ def test_concurrent_calls_give_the_same_answer(backend):
 
     def call():
         try:
-            results.append(backend.generate(Request("t.png", "receipt", "", images=[img])).text)
+            results.append(backend.generate(ocr_request(backend, "t.png", img)).text)
         except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
@@ -135,15 +149,19 @@ def test_concurrent_calls_give_the_same_answer(backend):
 
 
 def test_unreadable_image_bytes_are_an_input_error(backend):
+    # Decoding is the runner's pipeline's job (once per page); it refuses the bytes as the
+    # document's fault, which the runner records as an INPUT failure (tests/harness/test_runner.py).
+    with pytest.raises(InputError, match="not an image"):
+        ocr_request(backend, "bad.png", b"not an image at all")
     with pytest.raises(BackendError) as info:
-        backend.generate(Request("bad.png", "receipt", "", images=[b"not an image at all"]))
+        backend.generate(Request("bad.png", "receipt", "", pages=[]))
     assert info.value.error_class is ErrorClass.INPUT
     assert backend.classify(info.value) is ErrorClass.INPUT
 
 
 def test_request_without_pages_is_an_input_error(backend):
     with pytest.raises(BackendError) as info:
-        backend.generate(Request("empty", "receipt", "", images=[]))
+        backend.generate(Request("empty", "receipt", "", pages=[]))
     assert info.value.error_class is ErrorClass.INPUT
 
 
@@ -166,5 +184,5 @@ def test_render_fields_fills_not_found_and_flattens_newlines():
 
 def test_describe_and_backend_contract():
     b = OCRBaseline(BackendConfig(name="ocr-baseline", options={"threads": 3}))
-    assert b.family == "ocr" and b.wants_prompt is False
+    assert b.family == "ocr" and b.input_form == "pages"
     assert b.describe()["threads"] == 3

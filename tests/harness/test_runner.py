@@ -111,15 +111,15 @@ def test_a_different_prompt_style_is_a_different_run(tmp_path, dataset):
 def test_an_unforeseen_reader_failure_fails_that_document_only(tmp_path, dataset, monkeypatch):
     import migbench.runner as runner_mod
 
-    real = runner_mod.load_pages
+    real = runner_mod.prepare_document
     victim = dataset.documents[2].doc_id
 
-    def flaky(path):
+    def flaky(path, *args, **kwargs):
         if path.name == victim:
             raise MemoryError("simulated")
-        return real(path)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(runner_mod, "load_pages", flaky)
+    monkeypatch.setattr(runner_mod, "prepare_document", flaky)
     store = RunStore(tmp_path)
     s = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(retry=FAST)).run()
     rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
