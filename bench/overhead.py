@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from migbench.cli import default_dataset
 from migbench.contracts import Backend, BackendConfig, Request, Response
 from migbench.datasets import Dataset, load_dataset
+from migbench.fixtures import default_dataset
 from migbench.parsing import parse_output, render_kv
 from migbench.runner import Runner, RunOptions, build_request
 from migbench.schema import load_schema
