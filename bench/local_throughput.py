@@ -58,8 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_requests(dataset: str, family: str, limit: int | None, max_tokens: int | None,
-                   max_image_dim: int | None) -> list[Request]:
-    """The runner's requests for the dataset's documents (unreadable files are left out, and said)."""
+                   max_image_dim: int | None, backend=None) -> list[Request]:
+    """The runner's requests for the dataset's documents, prepared in the backend's form (decoded pages
+    for a local model); unreadable files are left out, and said."""
     from migbench.contracts import InputError
     from migbench.datasets import load_dataset
     from migbench.prompting import load_prompt
@@ -75,7 +76,7 @@ def build_requests(dataset: str, family: str, limit: int | None, max_tokens: int
         if doc.doc_type not in prompts:
             prompts[doc.doc_type] = load_prompt(family, doc.doc_type)
         try:
-            req = build_request(doc, prompts[doc.doc_type], schema, opts)
+            req = build_request(doc, prompts[doc.doc_type], schema, opts, backend)
         except InputError as exc:
             print(f"skipped {doc.doc_id}: {exc}", file=sys.stderr)
             continue
@@ -87,7 +88,7 @@ def build_requests(dataset: str, family: str, limit: int | None, max_tokens: int
 
 def summarise(results: list[Response | BackendError], requests: list[Request], wall_s: float) -> dict:
     ok = [r for r in results if isinstance(r, Response)]
-    images = sum(len(q.images) for q, r in zip(requests, results) if isinstance(r, Response))
+    images = sum(len(q.page_sizes()) for q, r in zip(requests, results) if isinstance(r, Response))
     peaks = [r.peak_memory_mb for r in ok if r.peak_memory_mb]
     return {
         "docs": len(results),
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     requests = build_requests(args.dataset, backend.config.get("prompt_family"), args.limit, args.max_tokens,
-                              args.max_image_dim)
+                              args.max_image_dim, backend)
     if not requests:
         print("error: no readable documents in the dataset", file=sys.stderr)
         return 2

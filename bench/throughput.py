@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         uniq = {d.path: d for d in ds.documents}.values()
         toks = []
         for d in uniq:
-            r = b.generate(build_request(d, prompt[d.doc_type], schema, RunOptions()))
+            r = b.generate(build_request(d, prompt[d.doc_type], schema, RunOptions(), b))
             toks.append(r.input_tokens + r.output_tokens)
         b.close()
     per_doc = statistics.mean(toks)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     # (a) sequential, like the guide
     with run_emulator(cfg, responder) as emu:
         b = _backend(emu.url, 1)
-        reqs = (build_request(d, prompt[d.doc_type], schema, RunOptions()) for d in ds.documents)
+        reqs = (build_request(d, prompt[d.doc_type], schema, RunOptions(), b) for d in ds.documents)
         t0 = time.perf_counter()
         seq_ok, seq_lost, seq_thr = sequential_like_the_guide(b, reqs, scale)
         seq_wall = (time.perf_counter() - t0) / scale
