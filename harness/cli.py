@@ -24,7 +24,7 @@ def _store(args: argparse.Namespace):
 
 # run -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from migbench.options import backend_options, check_limit, resolve_dataset
+    from migbench.options import backend_options, check_limit, check_positive, resolve_dataset
     from migbench.progress import RunProgress, summary_table
     from migbench.registry import create_backend
     from migbench.runner import Runner, RunOptions
@@ -34,6 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         key: getattr(args, key, None) for key in ("region", "endpoint_url", "concurrency", "batch_size",
                                                   "endpoint_name", "instance_type", "api", "max_image_dim")})
     check_limit(args.limit)
+    for flag, value, integer in (("--concurrency", args.concurrency, True), ("--batch-size", args.batch_size, True),
+                                 ("--max-image-dim", args.max_image_dim, True), ("--tpm", args.tpm, False),
+                                 ("--rpm", args.rpm, False)):
+        check_positive(flag, value, integer=integer)
     from migbench.residency import loopback_allowed_by_env
 
     if args.allow_loopback or loopback_allowed_by_env():
@@ -94,8 +98,24 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
     data = sys.stdin.buffer.read()
     text = data.decode("utf-8", errors="replace")
-    print(json.dumps(parse_output(text, args.doc_type), indent=2, ensure_ascii=False))
+    out = json.dumps(parse_output(text, args.doc_type), indent=2, ensure_ascii=False) + "\n"
+    # Bytes, not print(): a value the terminal's encoding cannot show is escaped, never a crash.
+    _write_stdout(out.encode("utf-8", errors="backslashreplace"))
     return 0
+
+
+def _write_stdout(data: bytes) -> None:
+    """Write to stdout; a reader that went away (`| head -3`) ends the output quietly."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _apply_scoring(args: argparse.Namespace, run_id: str) -> None:

@@ -1,43 +1,58 @@
-"""Write a run's predictions in the ground truth's own format, with per-field scores beside."""
+"""Write a run's predictions in the ground truth's own format, with per-field scores beside.
+
+Every CSV cell goes through migbench.csvsafe: text a spreadsheet would run as a formula gets a
+leading single quote (model output and file names are untrusted).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from migbench.datasets import FILE_COLUMNS, find_ground_truth
+from migbench.csvsafe import SafeDictWriter, SafeWriter
+from migbench.datasets import FILE_COLUMNS, csv_delimiter, find_ground_truth
 from migbench.schema import Schema, load_schema
 
 
-def _gt_layout(dataset_path: str, docs: list[dict[str, Any]], schema: Schema) -> tuple[str, list[str]]:
-    """The file column and field columns of the run's ground truth, in its order."""
+def _gt_layout(dataset_path: str | None, docs: Sequence[Any], schema: Schema) -> tuple[str, list[str], str]:
+    """The file column, field columns (in the ground truth's order) and CSV delimiter."""
     try:
-        gt = find_ground_truth(Path(dataset_path))
+        gt = find_ground_truth(Path(dataset_path or ""))
         if gt.suffix == ".csv":
             with gt.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-                header = next(csv.reader(fh))
+                first = fh.readline()
+            delimiter = csv_delimiter(first, schema)
+            header = [c.strip() for c in next(csv.reader([first], delimiter=delimiter))]
             file_col = next((c for c in header if c in FILE_COLUMNS), "image_file")
             fields = [c for c in header if c.upper() in schema.fields]
-            return file_col, fields
-    except (ValueError, OSError, StopIteration):
+            return file_col, fields, delimiter
+    except (ValueError, OSError, StopIteration, csv.Error):
         pass
-    fields = list(dict.fromkeys(f for d in docs for f in d["ground_truth"]))
-    return "image_file", fields or list(schema.fields)
+    fields = list(dict.fromkeys(f for d in docs for f in d.ground_truth))
+    return "image_file", fields or list(schema.fields), ","
 
 
-def export_run(run: dict[str, Any], docs: list[dict[str, Any]], out: Path,
-               schema: Schema | None = None) -> tuple[Path, Path]:
+def _note(d: Any) -> str:
+    """What a reader of the scores must know about the stored raw text."""
+    extra = d.response.extra or {}
+    if extra.get("raw_text_truncated"):
+        return f"raw text truncated (model answered {extra.get('raw_text_chars', '?')} characters)"
+    return ""
+
+
+def export_run(run: Any, docs: Sequence[Any], out: Path, schema: Schema | None = None) -> tuple[Path, Path]:
     schema = schema or load_schema()
-    file_col, fields = _gt_layout(run["dataset_path"], docs, schema)
+    file_col, fields, delimiter = _gt_layout(run.dataset_path, docs, schema)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for d in docs:
-        row = {file_col: d["doc_id"]}
+        row = {file_col: d.doc_id}
         for f in fields:
             # A failed document has no prediction: empty cells, the scores file says why.
-            row[f] = d["fields"].get(f.upper(), "NOT_FOUND") if d["status"] == "ok" else ""
+            row[f] = d.fields.get(f.upper(), "NOT_FOUND") if d.status == "ok" else ""
         rows.append(row)
     if out.suffix == ".jsonl":
         with out.open("w", encoding="utf-8") as fh:
@@ -45,19 +60,20 @@ def export_run(run: dict[str, Any], docs: list[dict[str, Any]], out: Path,
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     else:
         with out.open("w", encoding="utf-8", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=[file_col, *fields])
+            w = SafeDictWriter(fh, fieldnames=[file_col, *fields], delimiter=delimiter)
             w.writeheader()
             w.writerows(rows)
     scores_path = out.with_name(out.stem + ".scores.csv")
     with scores_path.open("w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([file_col, "doc_type", "status", "field", "expected", "predicted", "f1", "precision",
-                    "recall", "hallucinated", "error"])
+        sw = SafeWriter(fh)
+        sw.writerow([file_col, "doc_type", "status", "field", "expected", "predicted", "f1", "precision",
+                     "recall", "hallucinated", "error", "note"])
         for d in docs:
-            if d["status"] != "ok":
-                w.writerow([d["doc_id"], d["doc_type"], d["status"], "", "", "", "", "", "", "",
-                            f"{d['error_class']}: {d['error']}"])
-            for s in d["scores"]:
-                w.writerow([d["doc_id"], d["doc_type"], d["status"], s.field, s.expected, s.predicted,
-                            f"{s.f1:.4f}", f"{s.precision:.4f}", f"{s.recall:.4f}", int(s.hallucinated), ""])
+            note = _note(d)
+            if d.status != "ok":
+                sw.writerow([d.doc_id, d.doc_type, d.status, "", "", "", "", "", "", "",
+                             f"{d.error_class}: {d.error}", note])
+            for s in d.scores:
+                sw.writerow([d.doc_id, d.doc_type, d.status, s.field, s.expected, s.predicted,
+                             f"{s.f1:.4f}", f"{s.precision:.4f}", f"{s.recall:.4f}", int(s.hallucinated), "", note])
     return out, scores_path

@@ -5,6 +5,7 @@ flag means the same thing on both paths and a mistake reads the same one line.""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,25 @@ def parse_backend_options(pairs: Iterable[str] | None, flag: str = "--option") -
             out[key.strip()] = json.loads(value)
         except ValueError:
             out[key.strip()] = value
+        if key.strip() in POSITIVE_OPTIONS:
+            check_positive(f"{flag} {key.strip()}", out[key.strip()], integer=POSITIVE_OPTIONS[key.strip()])
     return out
+
+
+# Backend options that size the run: zero or negative would stall it or mean nothing.
+POSITIVE_OPTIONS = {"concurrency": True, "batch_size": True, "max_image_dim": True,
+                    "tokens_per_min": False, "requests_per_min": False}
+
+
+def check_positive(flag: str, value: Any, *, integer: bool) -> Any:
+    """`value` if it is a positive (whole, when `integer`) finite number or None, else one UsageError line."""
+    if value is None:
+        return None
+    kind = "a whole number of at least 1" if integer else "a number above 0"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok or (integer and value != int(value)):
+        raise UsageError(f"{flag} must be {kind}, got {value!r}")
+    return value
 
 
 def backend_options(pairs: Iterable[str] | None, flag: str = "--option", **named: Any) -> dict[str, Any]:

