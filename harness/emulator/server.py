@@ -224,6 +224,30 @@ class EmulatedBedrock:
             raise P.ApiError("AccessDeniedException", P.MSG_NO_ACCESS)
         return entry
 
+    def precheck(self, method: str, raw_path: str, headers: Any) -> int:
+        """What the headers alone can refuse, before any of the body is read: a missing or
+        malformed signature, a wrong scope or date, an unknown key (403/400), a Content-Length
+        that is not a size or is over the payload limit (400/413). Returns the declared size.
+
+        A signature mismatch is left to `handle`: the signature covers the body, not read yet."""
+        if method == "POST":
+            try:
+                verify(method, raw_path, headers, b"", self.policy)
+            except P.ApiError as err:
+                if err.message != P.MSG_BAD_SIGNATURE:
+                    raise
+        raw = headers.get("Content-Length")
+        try:
+            n = int(raw) if raw is not None else 0
+        except ValueError:
+            raise P.ApiError("ValidationException", f"Content-Length {raw!r} is not a number of bytes.") from None
+        if n < 0:
+            raise P.ApiError("ValidationException", f"Content-Length {n} is negative.")
+        if n > self.limits.max_payload_bytes:
+            raise P.ApiError("ValidationException",
+                             P.MSG_PAYLOAD_TOO_BIG.format(n=n, limit=self.limits.max_payload_bytes), 413)
+        return n
+
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes,
                entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: (status, headers, body). Raises _Reset to drop the connection."""
@@ -292,6 +316,11 @@ class EmulatedBedrock:
         return 200, hdrs, json.dumps(payload).encode()
 
 
+# A refused request's body up to this size is read and discarded (never kept); beyond it the
+# connection is closed unread: reading a declared 10^12 bytes would take hours.
+_DRAIN_LIMIT = 1 << 20
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: botocore pools connections through urllib3
     disable_nagle_algorithm = True  # else ~40 ms per small response (delayed ACK)
@@ -344,6 +373,11 @@ class _Handler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {"request_id": request_id, "method": self.command, "path": self.path,
                                  "client_port": self.client_address[1]}
         try:
+            self.service.precheck(self.command, self.path, self.headers)
+        except P.ApiError as err:
+            self._refuse_unread(err, entry, request_id)
+            return
+        try:
             body = self._read_body()
         except (ValueError, OSError):
             self.close_connection = True
@@ -364,6 +398,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (read timeout): nothing to answer
+
+    def _refuse_unread(self, err: P.ApiError, entry: dict[str, Any], request_id: str) -> None:
+        """Answer a precheck refusal. The body is never buffered: a small one is discarded in
+        chunks so the client, which sends before it reads, sees the answer and the connection
+        stays usable; a larger one is not read at all and the connection closes after the answer."""
+        entry.update(status=err.status, error=err.code, message=err.message)
+        self.service.stats.record(entry)
+        headers = P.error_headers(err.code)
+        try:
+            declared = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            declared = -1
+        if 0 <= declared <= _DRAIN_LIMIT:
+            try:
+                while declared > 0:
+                    chunk = self.rfile.read(min(declared, 65536))
+                    if not chunk:
+                        break
+                    declared -= len(chunk)
+            except OSError:
+                declared = -1
+        if declared != 0:
+            self.close_connection = True
+            headers = {**headers, "Connection": "close"}
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._send(err.status, headers, P.error_body(err.message), request_id)
 
     def _reset(self) -> None:
         # SO_LINGER 0 makes close() send RST instead of FIN: the client sees a reset connection.
