@@ -268,3 +268,41 @@ def test_a_bad_thresholds_file_is_a_usage_error_before_anything_runs(tmp_path):
     assert proc.returncode == 4  # pytest's usage-error status
     assert "--thresholds" in proc.stderr and "overall" in proc.stderr
     assert not (tmp_path / "r" / "migbench.sqlite").exists()
+
+
+def _junit_properties(path: Path) -> dict[str, str]:
+    return {p.get("name"): p.get("value") for p in ET.parse(path).getroot().iter("property")}
+
+
+@pytest.mark.parametrize("thresholds, verdict", [(UNREACHABLE, "fail"), (LENIENT, "pass")],
+                         ids=["unreachable", "lenient"])
+def test_one_verdict_in_console_json_junit_and_report(ocr, thresholds, verdict):
+    """A run gated with a non-default thresholds file: the console line, the JSON summary, JUnit's
+    properties and the HTML report give the same verdict and name the same file and hash."""
+    from migbench.report import generate
+
+    tmp, results, _ = ocr
+    name = f"custom-{thresholds['name']}"
+    path = write(tmp, name, {**thresholds, "name": name})
+    junit = tmp / f"junit-{name}.xml"
+    proc = suites(results, path, "--limit", LIMIT, "--junitxml", str(junit))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == (0 if verdict == "pass" else 1), out[-3000:]
+    s = summary(results)
+    sha = s["thresholds"]["sha256"]
+    assert (s["verdict"], s["coverage"], s["thresholds"]["file"]) == (verdict, "complete", f"{name}.yaml")
+    assert re.search(rf"migbench ocr-baseline: verdict {verdict.upper()}; {LIMIT} documents; \d+ gates, "
+                     rf"{s['gate_counts']['fail']} failed, \d+ skipped; thresholds {name} \({name}\.yaml, "
+                     rf"sha256 {sha[:12]}\)", out), out[-3000:]
+    props = _junit_properties(junit)
+    assert (props["migbench_verdict"], props["migbench_thresholds_file"], props["migbench_thresholds_sha256"]) == (
+        verdict, f"{name}.yaml", sha)
+    assert int(props["migbench_gates_failed"]) == s["gate_counts"]["fail"]
+    model = generate(results, tmp / f"report-{name}.html", runs=[s["run"]["run_id"]])
+    (v,) = model["runs"]
+    assert (v["thresholds"]["file"], v["thresholds"]["sha256"]) == (f"{name}.yaml", sha)
+    assert v["passes"] is (verdict == "pass")
+    assert v["gate_map"]["shared suites"].value == verdict
+    assert not [g for g in v["analysis"].gates if "DOCUMENT_TYPE" in g.gate_id]
+    html = (tmp / f"report-{name}.html").read_text(encoding="utf-8")
+    assert f"{name}.yaml" in html
