@@ -54,17 +54,55 @@ class GenParams:
     stop: tuple[str, ...] = ()
 
 
+# What a backend needs the runner to prepare from each document file (migbench.images, once per
+# document; retries reuse it): "encoded" page bytes within the backend's ImageBudget (cloud APIs),
+# decoded "pages" (local models, OCR), or "pdf-or-encoded": the original PDF where the backend
+# takes document blocks (ImageBudget.takes_pdf), encoded pages otherwise.
+InputForm = Literal["encoded", "pages", "pdf-or-encoded"]
+
+
+@dataclass(frozen=True)
+class ImageBudget:
+    """What a backend's API accepts; the runner prepares every document within it, once."""
+
+    formats: tuple[str, ...] = ("png", "jpeg", "gif", "webp")
+    max_side_px: int | None = None  # longer side; None: no limit
+    max_request_bytes: int | None = None  # the whole request body (the pages share it); None: no limit
+    takes_pdf: bool = False  # form "pdf-or-encoded": the PDF itself goes as a document block
+    max_document_bytes: int | None = None  # a larger PDF is sent as pages
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One page as an API receives it."""
+
+    data: bytes
+    format: str  # png | jpeg | gif | webp
+    width: int
+    height: int
+    converted: bool = False  # re-encoded from the source (format, mode, orientation or size changed)
+
+
 @dataclass
 class Request:
     doc_id: str
     doc_type: str
     prompt: str
     system: str | None = None
-    images: list[bytes] = field(default_factory=list)  # encoded page images
-    image_format: str = "png"  # png | jpeg | webp | gif
+    images: list[EncodedImage] = field(default_factory=list)  # form "encoded": pages within the budget
     params: GenParams = field(default_factory=GenParams)
-    pdf_bytes: bytes | None = None  # a PDF sent as a document block where the backend allows it
+    pages: list[Any] = field(default_factory=list)  # form "pages": decoded 8-bit RGB PIL images, upright
+    pdf_bytes: bytes | None = None  # form "pdf-or-encoded": the original PDF, sent as a document block
+    pdf_page_sizes: list[tuple[int, int]] = field(default_factory=list)  # its pages in pixels, for estimates
     estimated_input_tokens: int | None = None  # for rate limiting before the call
+
+    def page_sizes(self) -> list[tuple[int, int]]:
+        """Pixel size of each page the request carries, whatever its form (read from no image data)."""
+        if self.images:
+            return [(i.width, i.height) for i in self.images]
+        if self.pages:
+            return [tuple(p.size) for p in self.pages]
+        return list(self.pdf_page_sizes)
 
 
 
@@ -88,6 +126,9 @@ class Response:
     peak_memory_mb: float | None = None  # local GPU backends
     cost_usd: float | None = None  # set by the cost model, not by adapters
     extra: dict[str, Any] = field(default_factory=dict)
+    # What this attempt sent or was refused (one AuditEntry per request, without doc id or attempt
+    # number); the retry loop stamps and records them in the audit sink and empties the list.
+    sent: list[AuditEntry] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -273,6 +314,44 @@ class MemoryAudit:
 
 
 
+class BackendOptions(BaseModel):
+    """Options every backend takes; a backend's own `Options` subclass adds its keys.
+
+    Validated when the backend is loaded: an unknown key, a wrong type or a bad value is refused
+    with one line per mistake (`BackendOptions.parse`), never discovered mid-run.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    concurrency: int = Field(1, ge=1, description="requests in flight (threads)")
+    prompt_family: str | None = Field(None, description="prompt YAML family (default: the backend's)")
+    tokens_per_min: float | None = Field(None, gt=0, description="client-side token quota to stay under")
+    requests_per_min: float | None = Field(None, gt=0, description="client-side request quota to stay under")
+    batch_size: int | None = Field(None, ge=1, description="documents per generate_batch call")
+
+    @classmethod
+    def parse(cls, backend: str, raw: dict[str, Any]) -> BackendOptions:
+        """Validate `raw` (registry defaults, then config/CLI values; strings are coerced) or raise
+        UsageError naming every mistake on its own line."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise UsageError("\n".join(_option_errors(cls, backend, exc))) from None
+
+
+def _option_errors(model: type[BaseModel], backend: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(options)"
+        if err["type"] == "extra_forbidden":
+            known = sorted(f.alias or name for name, f in model.model_fields.items())
+            lines.append(f"{backend}: unknown option {key!r} (known: {', '.join(known)})")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{backend}: option {key}={err.get('input')!r}: {msg}")
+    return lines
+
+
 @dataclass
 class BackendConfig:
     name: str  # registry name, e.g. nova-pro
@@ -292,12 +371,16 @@ class BackendConfig:
 
 class Backend(ABC):
     family: ClassVar[str] = "base"  # ocr | bedrock | sagemaker | local | emulated
-    # What the request needs: images as encoded bytes (cloud) or decoded pages (local/OCR).
-    wants_prompt: ClassVar[bool] = True
+    # The form in which the runner prepares each document for this backend (see InputForm).
+    input_form: ClassVar[InputForm] = "encoded"
     # Backends that batch (local GPUs) override generate_batch; others get a thread pool.
     batches: ClassVar[bool] = False
+    # The backend's typed options; the registry validates a run's options against it when loading.
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
 
     def __init__(self, config: BackendConfig):
+        if not isinstance(config.settings, type(self).Options):
+            config.settings = type(self).Options.parse(config.name, config.options)
         self.config = config
         # Set by the runner. Requests made outside the retry loop (preflight checks) are recorded here;
         # the loop records each attempt's `Response.sent` itself.
@@ -317,6 +400,10 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts recorded with the run (model id, region, endpoint, emulated or not)."""
         return {"backend": self.name, "family": self.family, "model": self.model_id}
+
+    def image_budget(self) -> ImageBudget:
+        """The limits the runner prepares pages within (formats, side, payload, PDF documents)."""
+        return ImageBudget()
 
     def endpoint_kind(self) -> str:
         """Part of a run's identity: where requests go. A dry run against a local emulator and a
@@ -359,45 +446,3 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release clients, pools, models."""
-class BackendOptions(BaseModel):
-    """Options every backend takes; a backend's own `Options` subclass adds its keys.
-
-    Validated when the backend is loaded: an unknown key, a wrong type or a bad value is refused
-    with one line per mistake (`BackendOptions.parse`), never discovered mid-run.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    concurrency: int = Field(1, ge=1, description="requests in flight (threads)")
-    prompt_family: str | None = Field(None, description="prompt YAML family (default: the backend's)")
-    tokens_per_min: float | None = Field(None, gt=0, description="client-side token quota to stay under")
-    requests_per_min: float | None = Field(None, gt=0, description="client-side request quota to stay under")
-    batch_size: int | None = Field(None, ge=1, description="documents per generate_batch call")
-
-    @classmethod
-    def parse(cls, backend: str, raw: dict[str, Any]) -> BackendOptions:
-        """Validate `raw` (registry defaults, then config/CLI values; strings are coerced) or raise
-        UsageError naming every mistake on its own line."""
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise UsageError("\n".join(_option_errors(cls, backend, exc))) from None
-
-
-def _option_errors(model: type[BaseModel], backend: str, exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(options)"
-        if err["type"] == "extra_forbidden":
-            known = sorted(f.alias or name for name, f in model.model_fields.items())
-            lines.append(f"{backend}: unknown option {key!r} (known: {', '.join(known)})")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{backend}: option {key}={err.get('input')!r}: {msg}")
-    return lines
-
-
-    # The backend's typed options; the registry validates a run's options against it when loading.
-    Options: ClassVar[type[BackendOptions]] = BackendOptions
-        if not isinstance(config.settings, type(self).Options):
-            config.settings = type(self).Options.parse(config.name, config.options)
