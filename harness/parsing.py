@@ -115,14 +115,15 @@ def clean_value(value: str) -> str:
     # peeled one round per layer, so a round must cost a few operations, not a dozen calls.
     while True:
         pi, pj = i, j
+        # (a single layer character, the common case, is stepped over without a regex call)
         if i < j and v[i] in _RIGHT_LAYER:
-            i = _EDGE.match(v, i, j).end()
+            i = i + 1 if i + 1 == j or v[i + 1] not in _RIGHT_LAYER else _EDGE.match(v, i, j).end()
         if j > i and v[j - 1] in _RIGHT_LAYER:
-            j = n - _EDGE.match(r, n - j, n - i).end()
+            j = j - 1 if j - 1 == i or v[j - 2] not in _RIGHT_LAYER else n - _EDGE.match(r, n - j, n - i).end()
         # '"value",' is a JSON-ish line; a bare trailing comma may be part of the value (addresses)
         k = j
         if k > i and v[k - 1] == ",":
-            k = n - _COMMAS.match(r, n - k, n - i).end()
+            k = k - 1 if k - 1 == i or v[k - 2] != "," else n - _COMMAS.match(r, n - k, n - i).end()
         if k > i and v[k - 1] == " ":
             k = n - _SPACES.match(r, n - k, n - i).end()
         q = v[i] if k - i >= 2 else ""
