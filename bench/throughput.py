@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from migbench.cli import default_dataset
 from migbench.contracts import BackendError, ErrorClass
 from migbench.datasets import load_dataset
 from migbench.emulator import GroundTruthResponder, load_config, run_emulator
 from migbench.emulator.server import LatencyConfig, QuotaConfig
+from migbench.fixtures import default_dataset
 from migbench.prompting import load_prompt
 from migbench.registry import create_backend
 from migbench.retry import RetryPolicy

@@ -29,7 +29,7 @@ from migbench.contracts import (
 from migbench.cost import Pricing, load_pricing, token_cost, token_price
 from migbench.datasets import Dataset
 from migbench.images import prepare_document
-from migbench.parsing import parse_output
+from migbench.parsing import cap_raw_text, max_raw_chars, parse_output
 from migbench.prompting import Prompt, load_prompt
 from migbench.provenance import git_commit, host, versions
 from migbench.ratelimit import RateLimiter
@@ -56,6 +56,7 @@ class RunOptions:
     image_format: str | None = None  # None: the source's format where the backend takes it, else png
     max_image_dim: int | None = None
     seed: int = 0
+    max_raw_chars: int | None = field(default_factory=max_raw_chars)  # None/0: keep all; cut recorded
 
 
 @dataclass
@@ -102,15 +103,17 @@ def finish_document(doc: Document, resp: Response, schema: Schema) -> DocResult:
     """Parse and score one response into the stored record."""
     if not resp.ok:
         return DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp,
-                         error_class=resp.error_class.value, error=resp.error)
+                         error_class=resp.error_class.value, error=resp.error, ground_truth=doc.ground_truth)
     fields = parse_output(resp.text, doc.doc_type, schema)
     scores = score_document(doc.ground_truth, fields, schema)
-    return DocResult(doc.doc_id, doc.doc_type, doc.tier, "ok", resp, fields, scores, document_f1(scores))
+    return DocResult(doc.doc_id, doc.doc_type, doc.tier, "ok", resp, fields, scores, document_f1(scores),
+                     ground_truth=doc.ground_truth)
 
 
 def failed_input(doc: Document, message: str, cls: ErrorClass = ErrorClass.INPUT) -> DocResult:
     resp = Response(attempts=0, error_class=cls, error=message)
-    return DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp, error_class=cls.value, error=message)
+    return DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp, error_class=cls.value, error=message,
+                     ground_truth=doc.ground_truth)
 
 
 class Runner:
@@ -156,6 +159,7 @@ class Runner:
         return self._complete(doc, resp)
 
     def _complete(self, doc: Document, resp: Response) -> DocResult:
+        cap_raw_text(resp, self.opts.max_raw_chars)  # before parsing, so a rescore reads what was scored
         price = token_price(self.pricing, self.backend.model_id)  # the model called sets the price, not the name
         if price is not None and resp.cost_usd is None:
             resp.cost_usd = token_cost(price, resp.input_tokens, resp.output_tokens)
@@ -165,7 +169,7 @@ class Runner:
             resp.error_class = ErrorClass.PARSE
             resp.error = scrub(f"parse/score failed: {type(exc).__name__}: {exc}")
             return DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp,
-                             error_class=ErrorClass.PARSE.value, error=resp.error)
+                             error_class=ErrorClass.PARSE.value, error=resp.error, ground_truth=doc.ground_truth)
 
     def _batch(self, docs: list[Document]) -> list[DocResult]:
         """Batched backends: one generate_batch call; per-document errors stay per document."""
@@ -221,7 +225,7 @@ class Runner:
         interrupted = False
 
         def record(result: DocResult) -> None:
-            self.store.save_result(run_id, result, self._gt(result.doc_id))
+            self.store.save_result(run_id, result)
             counts[result.status] += 1
             if result.status == "failed":
                 failures[result.error_class or "unknown"] = failures.get(result.error_class or "unknown", 0) + 1
@@ -263,11 +267,6 @@ class Runner:
             return self.backend.describe()
         except Exception as exc:  # noqa: BLE001
             return {"describe_error": scrub(str(exc))}
-
-    def _gt(self, doc_id: str) -> dict[str, str]:
-        if not hasattr(self, "_gt_index"):
-            self._gt_index = {d.doc_id: d.ground_truth for d in self.dataset.documents}
-        return self._gt_index.get(doc_id, {})
 
     def _run_pool(self, docs: Iterable[Document], record: Callable[[DocResult], None]) -> None:
         workers = max(1, self.opts.concurrency or self.backend.max_concurrency())

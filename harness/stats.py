@@ -2,8 +2,8 @@
 
 Choices:
 - `mean_ci` is a Student-t interval on the mean. F1 per document is a bounded continuous score,
-  not a 0/1 proportion, so t (not Wilson) fits it; the quantile is computed exactly from the
-  regularised incomplete beta function (no scipy in the core). Intervals can be clipped to the
+  not a 0/1 proportion, so t (not Wilson) fits it; the quantile comes from scipy (the report and
+  suites extras, which are what import this module). Intervals can be clipped to the
   score range. n = 0 gives (None, None, None); n = 1 gives (x, None, None): no spread is known.
 - `wilson_ci` is for true proportions (hallucination rate, failure rate), where the t interval
   misbehaves near 0 and 1.
@@ -21,7 +21,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
@@ -36,49 +35,6 @@ Interval = tuple[float | None, float | None, float | None]
 # distributions
 # ---------------------------------------------------------------------------------------------
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-14:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(lbt) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-@lru_cache(maxsize=1024)
 def t_quantile(p: float, df: float) -> float:
     """Inverse Student-t CDF (scipy.stats.t.ppf; scipy comes with the report and suites extras)."""
     if not 0.0 < p < 1.0:

@@ -44,12 +44,12 @@ def test_pytest_in_an_unrelated_project_sees_no_migbench_options_or_markers(tmp_
         "@pytest.mark.gpu\ndef test_gpu_runs():\n    assert True\n"
     )
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
-                         cwd=project, capture_output=True, text=True, timeout=120)
+                         check=False, cwd=project, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 passed" in run.stdout and "skipped" not in run.stdout
-    helptext = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=project,
+    helptext = subprocess.run([sys.executable, "-m", "pytest", "--help"], check=False, cwd=project,
                               capture_output=True, text=True, timeout=120).stdout
     assert "migbench" not in helptext and "--backend" not in helptext and "--dataset" not in helptext
     unknown = subprocess.run([sys.executable, "-m", "pytest", "-q", "--backend", "nova-pro", str(project)],
-                             cwd=project, capture_output=True, text=True, timeout=120)
+                             check=False, cwd=project, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 4 and "unrecognized arguments: --backend" in unknown.stderr

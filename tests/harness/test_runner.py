@@ -125,3 +125,25 @@ def test_an_unforeseen_reader_failure_fails_that_document_only(tmp_path, dataset
     rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
     assert s.remaining == 0 and rows[victim]["status"] == "failed" and "MemoryError" in rows[victim]["error"]
     assert sum(r["status"] == "ok" for r in rows.values()) == len(dataset) - 1
+
+
+def test_every_stored_record_carries_its_documents_ground_truth(tmp_path, dataset):
+    store = RunStore(tmp_path)
+    s = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(limit=4, retry=FAST)).run()
+    truth = {d.doc_id: d.ground_truth for d in dataset.documents}
+    stored = store.documents(s.run_id)
+    assert len(stored) == 4 and all(d.ground_truth == truth[d.doc_id] and d.ground_truth for d in stored)
+
+
+def test_an_oversized_answer_is_cut_before_parsing_and_the_cut_is_recorded(tmp_path, dataset):
+    class Verbose(ScriptedBackend):
+        def generate(self, request):
+            resp = super().generate(request)
+            resp.text = resp.text + "\n" + "x" * 5000
+            return resp
+
+    store = RunStore(tmp_path)
+    s = Runner(Verbose(_answers(dataset)), dataset, store, RunOptions(limit=2, retry=FAST, max_raw_chars=1000)).run()
+    for d in store.documents(s.run_id):
+        assert len(d.response.text) == 1000
+        assert d.response.extra["raw_text_truncated"] is True and d.response.extra["raw_text_chars"] > 5000
