@@ -8,6 +8,7 @@ quantifiers) so that megabyte inputs stay linear.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -47,7 +48,14 @@ def is_not_found(value: object) -> bool:
 # Amounts
 # ---------------------------------------------------------------------------------------------
 
-_CURRENCY = re.compile(r"(?i)\b(?:aud|usd|myr|nzd|sgd|eur|gbp|rm|a\$|us\$|nz\$|s\$)|[$€£¥]")
+# Currency codes and symbols a printed amount may carry (dropped before reading the number).
+CURRENCY_CODES = ("AUD", "USD", "MYR", "NZD", "SGD", "EUR", "GBP", "INR", "CHF", "CAD", "HKD", "JPY", "CNY",
+                  "IDR", "PHP", "THB", "SEK", "NOK", "DKK", "PLN", "CZK", "ZAR", "RM", "RS", "RP", "KR", "A$",
+                  "US$", "NZ$", "S$", "HK$", "C$", "R$")
+CURRENCY_SYMBOLS = "$€£¥₹₩₱฿₫"
+_CURRENCY = re.compile(
+    r"(?i)(?<![a-z])(?:" + "|".join(re.escape(c) for c in CURRENCY_CODES) + r")(?![a-z])\.?|["
+    + CURRENCY_SYMBOLS + "]")
 _DRCR = re.compile(r"(?i)\s*\b(?:cr|dr)\.?\s*$")
 # One number: digits with optional group separators (, . space apostrophe) and a decimal part.
 _NUMBER = re.compile(r"\d(?:[\d,.'\u00a0\u202f]|[ ](?=\d{3}(?!\d)))*")
@@ -125,10 +133,15 @@ def parse_amount(value: object) -> Decimal | None:
     return -amount if neg and amount != 0 else amount
 
 
-def format_amount(amount: Decimal | float) -> str:
-    """Canonical printed form used by renderers: '$1234.50', '-$12.00'."""
+def format_amount(amount: Decimal | float, currency: str = "$") -> str:
+    """Canonical printed form used by renderers: '$1234.50', '-$12.00'; a code is spaced ('EUR 12.00')
+    and '' prints the bare number. The number always has a '.' decimal and no groups, so every
+    amount reader (including digits-only ones) reads it back."""
     d = Decimal(str(amount)).quantize(Decimal("0.01"))
-    return f"-${-d}" if d < 0 else f"${d}"
+    sign, body = ("-", -d) if d < 0 else ("", d)
+    if currency and currency[-1].isalpha():
+        currency += " "
+    return f"{sign}{currency}{body}"
 
 
 def normalize_amount(value: object) -> str | None:
@@ -140,30 +153,48 @@ def normalize_amount(value: object) -> str | None:
 # Dates
 # ---------------------------------------------------------------------------------------------
 
-_MONTHS = {
-    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
-    "august": 8, "september": 9, "sept": 9, "october": 10, "november": 11, "december": 12,
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
-    "nov": 11, "dec": 12,
-}
-_MON = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _SEP = r"[\s\-/.,]{0,4}"
-_ISO = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d{2})")
+# A 4-digit year directly followed by ':' is a 2-digit year glued to a time ('25.04.2009:37' is
+# 25.04.20 09:37); a day followed by 'hh:' is a day glued to a time ('2016/05/0114:11:20').
+_YEAR = r"(\d{4}(?!:\d)|\d{2})"
+_ISO = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{2}(?=\d{1,2}[:.]\d{2})|\d{1,2}(?!\d{2}))")
 # Day-first numeric; the year alternation takes 4 digits first so '25/12/201814:32' reads 2018.
-_DMY = re.compile(r"(?<!\d)(\d{1,2})\s{0,2}[-/.]\s{0,2}(\d{1,2})\s{0,2}[-/.]\s{0,2}(\d{4}|\d{2})")
-_D_MON_Y = re.compile(
-    rf"(?i)(?<!\d)(\d{{1,2}})(?:st|nd|rd|th)?{_SEP}(?:of\s{{1,3}})?({_MON})(?![a-z])\.?{_SEP}(\d{{4}}|\d{{2}})"
-)
-_MON_D_Y = re.compile(
-    rf"(?i)(?<![a-z])({_MON})(?![a-z])\.?{_SEP}(\d{{1,2}})(?:st|nd|rd|th)?(?!\d){_SEP}(\d{{4}}|\d{{2}})"
-)
+_DMY = re.compile(r"(?<!\d)(\d{1,2})\s{0,2}[-/.]\s{0,2}(\d{1,2})\s{0,2}[-/.]\s{0,2}" + _YEAR)
 _COMPACT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
 
 
+@functools.cache
+def _month_patterns() -> tuple[dict[str, int], re.Pattern[str], re.Pattern[str]]:
+    """Month names of every language in harness/data/ocr_labels.yaml (loaded on first use, so importing
+    this module reads no file): the table and the two month-name date patterns built from it."""
+    from migbench.language import month_table
+
+    table = month_table()
+    names = set(table)
+    names |= {n for n in _raw_month_names()}  # printed with accents as well as without
+    mon = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    d_mon_y = re.compile(
+        rf"(?i)(?<!\d)(\d{{1,2}})(?:st|nd|rd|th|er|\.)?{_SEP}(?:of\s{{1,3}}|de\s{{1,3}})?({mon})(?![^\W\d_])\.?"
+        rf"{_SEP}(?:de\s{{1,3}})?{_YEAR}")
+    mon_d_y = re.compile(
+        rf"(?i)(?<![^\W\d_])({mon})(?![^\W\d_])\.?{_SEP}(\d{{1,2}})(?:st|nd|rd|th)?(?!\d){_SEP}{_YEAR}")
+    return table, d_mon_y, mon_d_y
+
+
+def _raw_month_names() -> set[str]:
+    from migbench.language import labels
+
+    return {name.lower() for block in labels().languages.values() for names in block.months.values()
+            for name in names}
+
+
 def month_number(word: str) -> int | None:
-    """'Mar' / 'MARCH' / 'sept' -> 3 / 3 / 9; None when the word is not a month name. The OCR rules
-    read month names through this, so one table serves every date reader."""
-    return _MONTHS.get(word.lower())
+    """'Mar' / 'MARCH' / 'sept' / 'maart' / 'März' -> 3 / 3 / 9 / 3 / 3; None when the word is not a
+    month name in any language of the labels file. The OCR rules read month names through this, so
+    one table serves every date reader."""
+    from migbench.language import fold
+
+    return _month_patterns()[0].get(fold(word))
 
 
 def _year(text: str) -> int:
@@ -211,10 +242,11 @@ def _candidates(s: str) -> list[tuple[int, int, tuple[int, int, int]]]:
             # '25/12/1814:32': a 2-digit year glued to a time
             date = _dmy(m.group(1), m.group(2), m.group(3)[:2])
         add(m, date)
-    for m in _D_MON_Y.finditer(s):
-        add(m, _valid(int(m.group(1)), _MONTHS[m.group(2).lower()], _year(m.group(3))))
-    for m in _MON_D_Y.finditer(s):
-        add(m, _valid(int(m.group(2)), _MONTHS[m.group(1).lower()], _year(m.group(3))))
+    _, d_mon_y, mon_d_y = _month_patterns()
+    for m in d_mon_y.finditer(s):
+        add(m, _valid(int(m.group(1)), month_number(m.group(2)), _year(m.group(3))))
+    for m in mon_d_y.finditer(s):
+        add(m, _valid(int(m.group(2)), month_number(m.group(1)), _year(m.group(3))))
     for m in _COMPACT.finditer(s):
         t = m.group(1)
         add(m, _valid(int(t[6:]), int(t[4:6]), int(t[:4])) or _valid(int(t[:2]), int(t[2:4]), int(t[4:])))
