@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -53,6 +54,26 @@ def fmt_ci(lo: Any, hi: Any, digits: int = 3) -> str:
     return "" if lo is None or hi is None else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+# An https URL inside a catalog's source text; trailing punctuation belongs to the sentence.
+_URL = re.compile(r"https://[^\s<>\"'`]+")
+
+
+def linkify(text: Any) -> Any:
+    """Escape `text` and make each https URL in it a link a reader can open; nothing else becomes
+    markup (a source that is not a URL stays text)."""
+    from markupsafe import Markup, escape
+
+    text = "" if text is None else str(text)
+    out, pos = [], 0
+    for m in _URL.finditer(text):
+        url = m.group(0).rstrip(".,;:)]")
+        out.append(escape(text[pos:m.start()]))
+        out.append(Markup('<a href="{0}" rel="noopener noreferrer">{0}</a>').format(url))
+        pos = m.start() + len(url)
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
 def environment():
     import jinja2
 
@@ -60,7 +81,7 @@ def environment():
         loader=jinja2.FileSystemLoader(str(resources.files("migbench.reports") / "templates")),
         autoescape=True,  # model output is data: it must render as text, never as markup
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=fmt_num, pct=fmt_pct, money=fmt_money, ci=fmt_ci)
+    env.filters.update(num=fmt_num, pct=fmt_pct, money=fmt_money, ci=fmt_ci, linkify=linkify)
     return env
 
 
@@ -145,6 +166,7 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     store = RunStore(results)
     try:
         run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline)
+        scoring = {r.run_id: store.scoring(r.run_id) for r in run_rows}  # read only: never rescored here
     finally:
         store.close()
     pricing = load_pricing(pricing_path)
@@ -164,7 +186,8 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
                          results_dir=str(results))
     model = build_report(analyses, audits, baseline_id=base_id, pricing=pricing, opts=opts,
                          judge=residency_judge(), iam_policy=iam_builder(), origins=origins, second=second,
-                         left_out=left_out, reference=default)
+                         left_out=left_out, reference=default, scoring=scoring, schema=schema,
+                         catalog=catalog_rows(run_rows, audits))
     html = render_html(model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +195,25 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out)
     return model
+
+
+def catalog_rows(runs: list[RunRecord], audits: dict[str, list]) -> list[dict[str, Any]]:
+    """The model catalog's dated claims (with their public sources) about the models these runs called."""
+    from migbench.residency import load_model_catalog
+
+    ids = [r.model for r in runs if r.model] + [a.get("model_id") for rows in audits.values() for a in rows
+                                                  if a.get("allowed") and a.get("model_id")]
+    try:
+        catalog = load_model_catalog()
+    except CatalogError:
+        return []
+    rows = []
+    for model_id in dict.fromkeys(ids):
+        entry = catalog.by_model_id(model_id)
+        for fact in entry.facts if entry else ():
+            rows.append({"model_id": model_id, "claim": fact.claim, "source": fact.source,
+                         "date": str(fact.date), "verified": fact.verified})
+    return rows
 
 
 def residency_judge() -> Callable[[dict[str, Any], bool], list[str]]:

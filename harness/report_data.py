@@ -13,6 +13,7 @@ never a recommendation and fail the evidence gate: an emulator's answers say not
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from migbench.consistency import RULES, consistency_rates
 from migbench.contracts import DocResult, RunRecord
 from migbench.cost import Pricing, RunCost, break_even_docs_per_day, token_prices
 from migbench.gates import CLOUD_FAMILIES
+from migbench.headline import AS_ZERO_LABEL, EXCLUDED_LABEL
+from migbench.review import review_section
 from migbench.stats import Summary, percentile
 
 NO_NETWORK = "no network requests (audit log empty)"
@@ -70,6 +73,21 @@ def is_emulated(run: RunRecord) -> bool:
     return run.is_emulated
 
 
+def is_imported(run: RunRecord) -> bool:
+    """A run stored by `migbench import` from another system's results (e.g. the incumbent's)."""
+    return bool((run.config or {}).get("imported"))
+
+
+def display_name(run: RunRecord) -> str:
+    """What the report calls a run: its backend, or the name an imported system was given."""
+    return str((run.config or {}).get("name") or run.backend) if is_imported(run) else run.backend
+
+
+def is_complete(run: RunRecord) -> bool:
+    # `migbench import` ends its runs as "done": every document of the dataset is stored.
+    return run.status == "complete" or (is_imported(run) and run.status == "done")
+
+
 @dataclass
 class LeftOut:
     run_id: str
@@ -94,7 +112,7 @@ def select_runs(runs: Sequence[RunRecord], counts: Mapping[str, Mapping[str, int
     for r in sorted(runs, key=lambda r: (r.started_at or "", r.run_id)):
         c = counts.get(r.run_id, {})
         ok, stored = c.get("ok", 0), sum(c.values())
-        if r.status == "complete":
+        if is_complete(r):
             complete.append(r)
             continue
         why = f"{r.status or 'unknown'}: {stored} of {r.n_documents} documents stored, {ok} ok"
@@ -104,14 +122,14 @@ def select_runs(runs: Sequence[RunRecord], counts: Mapping[str, Mapping[str, int
     if not complete:
         return [], left
     dataset = complete[-1].dataset_hash
-    groups: dict[tuple[str, str | None], list[RunRecord]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, str], list[RunRecord]] = defaultdict(list)
     for r in complete:
         if r.dataset_hash != dataset:
             left.append(LeftOut(r.run_id, r.backend, r.model, r.status,
                                 f"another dataset (sha256 {(r.dataset_hash or 'unknown')[:12]}, this report: "
                                 f"{(dataset or 'unknown')[:12]}); pass --run {r.run_id} to include it"))
         else:
-            groups[(r.backend, r.model)].append(r)
+            groups[(r.backend, r.model, display_name(r))].append(r)
     chosen = []
     for members in groups.values():
         with_results = [r for r in members if counts.get(r.run_id, {}).get("ok", 0)]
@@ -129,7 +147,11 @@ def select_runs(runs: Sequence[RunRecord], counts: Mapping[str, Mapping[str, int
 
 
 def default_baseline(runs: Sequence[RunRecord]) -> str | None:
-    """The incumbent: a local (self-hosted VLM) run, else the OCR baseline; never an emulated run."""
+    """The incumbent: its own imported results, else a local (self-hosted VLM) run, else the OCR
+    baseline; never an emulated run."""
+    for r in runs:
+        if is_imported(r) and not r.is_emulated:
+            return r.run_id
     for family in ("local", "ocr"):
         for r in runs:
             if r.family == family and not r.is_emulated:
@@ -216,6 +238,78 @@ def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any
     return {"failed": len(failed), "failures": failures, "imperfect_docs": len(imperfect),
             "wrong_fields": sum(wrong_by_field.values()), "by_field": wrong_by_field.most_common(),
             "kinds": dict(kinds), "worst": worst, "shown": len(worst)}
+
+
+# ----------------------------------------------------------------------------------- scoring
+NOT_RECORDED = "not recorded (scored before scoring profiles existed)"
+
+
+def scoring_view(run: RunRecord, rows: Sequence[DocResult], recorded: str | None, schema: Any) -> dict[str, Any]:
+    """The run's headline under the profile its stored scores were computed with, and every other
+    profile's headline re-scored in memory from the stored fields and ground truth (the store is
+    never written: `migbench rescore --scoring P` is what switches a stored run)."""
+    from migbench.headline import headline_f1
+    from migbench.scoring import document_f1, score_document
+    from migbench.scoring_profiles import profile_names
+
+    classified = bool((run.config or {}).get("classified"))
+    others = []
+    if schema is not None:
+        for name in profile_names():
+            if name == recorded:
+                continue
+            docs = [{"status": d.status,
+                     "doc_f1": document_f1(score_document(d.ground_truth, d.fields, schema, name, classified=classified))
+                     if d.status == "ok" and d.ground_truth else d.doc_f1} for d in rows]
+            others.append(headline_f1(docs, name))
+    return {"profile": recorded, "profile_label": recorded or NOT_RECORDED,
+            "headline": headline_f1(rows, recorded), "others": others,
+            "truncated": sum(1 for d in rows if (d.response.extra or {}).get("raw_text_truncated"))}
+
+
+# -------------------------------------------------------------------------------- next steps
+# Bedrock backends with a tox environment of their own (tox.ini: `tox -e NAME -- --live`).
+TOX_LIVE_ENVS = ("nova-pro", "nova-lite", "au-nova-pro", "au-nova-lite", "au-claude-sonnet-4-5", "au-claude-haiku-4-5")
+DEFAULT_LIVE = "au-nova-lite"
+
+
+def _dataset_arg(views: Sequence[dict[str, Any]]) -> str:
+    paths = [v["run"].dataset_path for v in views if v["run"].dataset_path]
+    return f" --dataset {shlex.quote(paths[-1])}" if paths else ""
+
+
+def live_command(backend: str, dataset_arg: str) -> str:
+    if backend in TOX_LIVE_ENVS:
+        return f"tox -e {backend} -- --live{dataset_arg}"
+    return f"migbench run --backend {backend}{dataset_arg}"
+
+
+def missing_evidence(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None) -> list[dict[str, str]]:
+    """What the report lacks to recommend, each with the exact command that produces it."""
+    ds = _dataset_arg(views)
+    ds_dir = ds.removeprefix(" --dataset ") or "DIR"
+    out: list[dict[str, str]] = []
+    real = {v["backend"] for v in views if not v["emulated"]}
+    candidates = [v for v in views if not v["is_baseline"] and not v["emulated"]]
+    for v in views:
+        if v["emulated"] and v["backend"] not in real:
+            out.append({"missing": f"a live run of {v['name']}: its scores here are emulator answers "
+                                   f"({NOT_EVIDENCE}). Needs AWS credentials allowed in ap-southeast-2",
+                        "command": live_command(v["backend"], ds)})
+    if not candidates and not any(v["emulated"] for v in views):
+        out.append({"missing": "a migration target: only the baseline was measured. Needs AWS credentials "
+                               "allowed in ap-southeast-2",
+                    "command": live_command(DEFAULT_LIVE, ds)})
+    if baseline is None or not baseline.get("imported"):
+        now = f"the baseline here is {baseline['name']}" if baseline else "there is no baseline"
+        out.append({"missing": f"the incumbent's own results ({now}): import its lmm-poc artifacts "
+                               "(raw_extractions.jsonl) for the same documents, then report again",
+                    "command": f"migbench import PATH --format lmm-poc --name incumbent --dataset {ds_dir}"})
+    for v in candidates:
+        if not v["summary"].scored:
+            out.append({"missing": f"scored documents from {v['name']}: none completed; see the Errors section",
+                        "command": live_command(v["backend"], ds) + " (after fixing the cause)"})
+    return out
 
 
 # ---------------------------------------------------------------------------------- residency
@@ -393,14 +487,19 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
                  judge: Judge | None = None,
                  iam_policy: Callable[[list[str]], tuple[dict[str, Any], list[str]]] | None = None,
                  origins: Mapping[str, str] | None = None, second: Mapping[str, RunAnalysis] | None = None,
-                 left_out: Sequence[LeftOut] = (), reference: Any = None) -> dict[str, Any]:
+                 left_out: Sequence[LeftOut] = (), reference: Any = None,
+                 scoring: Mapping[str, str | None] | None = None, schema: Any = None,
+                 catalog: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The whole report as plain data, from one analysis per run (its figures and gates).
 
     `judge(audit_row, emulated) -> [reasons]` re-checks sent requests against the residency policy;
     `iam_policy(model_ids) -> (policy, reachable regions)` builds the least-privilege IAM policy for
-    the models the runs called. `origins[run_id]` says where a run's thresholds came from;
+    the models the runs called; `catalog` rows are the model catalog's dated claims about them.
+    `origins[run_id]` says where a run's thresholds came from;
     `second[run_id]` is the same run judged with a second, explicitly requested threshold set.
-    `reference` (a ThresholdSet) draws the overall-F1 reference line of the chart.
+    `reference` (a ThresholdSet) draws the overall-F1 reference line of the chart. `scoring[run_id]`
+    is the profile the run's stored scores were computed with (None: not recorded); with `schema`
+    every other profile's headline is computed in memory beside it.
     """
     opts = opts or ReportOptions()
     if not analyses:
@@ -411,7 +510,8 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
         v: dict[str, Any] = {
             "run": run, "run_id": run.run_id, "backend": run.backend, "family": run.family,
             "model": run.model, "emulated": run.is_emulated, "is_baseline": run.run_id == baseline_id,
-            "label": run.backend + (" [EMULATED]" if run.is_emulated else ""),
+            "name": display_name(run), "imported": is_imported(run),
+            "label": display_name(run) + (" [EMULATED]" if run.is_emulated else ""),
             "analysis": a, "summary": a.summary, "hallucination": a.summary.hallucination,
             "latency": latency_view(run, a.rows, a.summary), "cost": a.cost,
             "monthly": {vol: a.cost.monthly(vol) for vol in opts.volumes},
@@ -421,6 +521,7 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
             "thresholds": thresholds_view(a, (origins or {}).get(run.run_id, "")),
             "paired": paired_view(a, a.baseline) if a.paired is not None and a.baseline is not None else None,
         }
+        v["scoring"] = scoring_view(run, a.rows, (scoring or {}).get(run.run_id), schema)
         v["gates"] = evidence_gates(v) + grouped_gates(a.gates)
         v["gate_map"] = {g.name: g for g in v["gates"]}
         v["failed_gates"] = [g.name for g in v["gates"] if g.passed is False]
@@ -448,7 +549,11 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
         "checklist": checklist(views, baseline, iam), "iam": iam, "consistency_rules": RULES,
         "critical_fields": crit, "left_out": list(left_out),
         "second_thresholds": next((v["second"]["label"] for v in views if v["second"]), None),
-        "charts": charts(views, opts, reference),
+        "charts": charts(views, opts, reference), "trade_off_caption": trade_off_caption(views),
+        "headline_labels": {"excluded": EXCLUDED_LABEL, "as_zero": AS_ZERO_LABEL},
+        "rerun_command": "migbench report --results " + shlex.quote(opts.results_dir or "results"),
+        "catalog": list(catalog),
+        "review": review_section(views, opts.volumes),  # total cost with review, powered or not
     }
 
 
@@ -474,16 +579,16 @@ def decision(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None) -
         priced = sorted((v for v in passing if v["cost"].per_doc is not None), key=lambda v: v["cost"].per_doc)
         best = priced[0] if priced else passing[0]
         return {"recommended": best["run_id"], "label": best["label"], "cost": best["cost"],
-                "headline": f"Migrate to {best['backend']}: the cheapest backend that passes every gate"
-                            if priced else f"{best['backend']} passes every gate (its cost is not measured)",
-                "passing": [v["label"] for v in passing], "reasons": reasons, "emulated": emulated}
+                "headline": f"Migrate to {best['name']}: the cheapest backend that passes every gate"
+                            if priced else f"{best['name']} passes every gate (its cost is not measured)",
+                "passing": [v["label"] for v in passing], "reasons": reasons, "emulated": emulated, "missing": []}
     if not candidates:
         why = "no migration target was measured: only the baseline" + (
             " and emulated runs (emulated: not evidence)" if emulated else "")
     else:
         why = "no backend passes every gate"
     return {"recommended": None, "label": None, "cost": None, "headline": f"No recommendation: {why}",
-            "passing": [], "reasons": reasons, "emulated": emulated}
+            "passing": [], "reasons": reasons, "emulated": emulated, "missing": missing_evidence(views, baseline)}
 
 
 def break_even_rows(views: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -539,6 +644,44 @@ def _iam(views: Sequence[dict[str, Any]],
 
 
 # ------------------------------------------------------------------------------------- charts
+def trade_off_points(views: Sequence[dict[str, Any]]) -> list[svg.Point]:
+    """The trade-off chart's points (runs with a cost and an accuracy), frontier marked among real runs."""
+    pts = [svg.Point(v["label"], v["cost"].per_doc, v["summary"].overall_failed_as_zero.mean,
+                     v["latency"]["p95"], muted=v["emulated"])
+           for v in views if v["cost"].per_doc is not None and v["summary"].overall_failed_as_zero.mean is not None]
+    for p in svg.pareto_front([p for p in pts if not p.muted]):
+        p.on_frontier = True
+    return pts
+
+
+def trade_off_caption(views: Sequence[dict[str, Any]]) -> str:
+    """What the trade-off chart draws, in words: it is built from the same points, so it cannot
+    describe a line or a marker that is not there."""
+    pts = trade_off_points(views)
+    if not pts:
+        return "Not drawn: no backend has both a measured cost and a measured accuracy."
+    out = ["Cost per document on a log scale; marker area grows with p95 latency (key beside the legend)."]
+    free = [p.label for p in pts if p.x <= 0]
+    if free:
+        out.append(f"Cost 0 ({', '.join(free)}) cannot sit on a log scale: drawn left of the axis break, its "
+                   "accuracy as a dotted reference line across the chart.")
+    front = sorted((p for p in pts if p.on_frontier), key=lambda p: p.x)
+    if len(front) > 1:
+        out.append(f"Dashed line: the cost/accuracy frontier among real runs ({', '.join(p.label for p in front)}): "
+                   "no other real run is both cheaper and more accurate.")
+    elif front:
+        out.append(f"{front[0].label} alone is on the cost/accuracy frontier (no other real run is cheaper or "
+                   "more accurate), so no frontier line is drawn.")
+    else:
+        out.append("No real run has both a cost and an accuracy, so no frontier is drawn.")
+    if any(p.muted for p in pts):
+        out.append("Hollow grey markers are emulated runs (emulated: not evidence), never on the frontier.")
+    unpriced = [v["label"] for v in views if v["cost"].per_doc is None]
+    if unpriced:
+        out.append(f"Left out (cost not measured): {', '.join(unpriced)}.")
+    return " ".join(out)
+
+
 def charts(views: Sequence[dict[str, Any]], opts: ReportOptions, reference: Any = None) -> dict[str, str]:
     labels = [v["label"] for v in views]
     muted = [v["label"] for v in views if v["emulated"]]
@@ -566,13 +709,8 @@ def charts(views: Sequence[dict[str, Any]], opts: ReportOptions, reference: Any 
     tiers, rc, rt = group_map("tiers")
     bars = [svg.Bar(v["label"], v["summary"].overall_failed_as_zero.mean, v["summary"].overall_failed_as_zero.lo,
                     v["summary"].overall_failed_as_zero.hi, muted=v["emulated"]) for v in views]
-    pts = [svg.Point(v["label"], v["cost"].per_doc, v["summary"].overall_failed_as_zero.mean,
-                     v["latency"]["p95"], muted=v["emulated"])
-           for v in views if v["cost"].per_doc is not None and v["summary"].overall_failed_as_zero.mean is not None]
-    for p in svg.pareto_front([p for p in pts if not p.muted]):
-        p.on_frontier = True
     return {
-        "frontier": svg.scatter(pts, title="accuracy vs cost per document (marker size: p95 latency)",
+        "frontier": svg.scatter(trade_off_points(views), title="accuracy vs cost per document (marker area: p95 latency)",
                                 x_label="cost per document (USD)", y_label="document F1 (failed = 0)"),
         "overall": svg.bar_ci(bars, title="document F1 with 95% CI", x_label="mean document F1 (failed = 0)",
                               reference=ref, reference_label=f"{ref_name} gate {ref:g}" if ref is not None else ""),

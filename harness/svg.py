@@ -132,7 +132,7 @@ def bar_ci(bars: Sequence[Bar], *, x_max: float = 1.0, title: str = "bars", x_la
 @dataclass
 class Point:
     label: str
-    x: float  # cost per document (USD)
+    x: float  # cost per document (USD); 0 = free (drawn in the "0" gutter and as a reference line)
     y: float  # accuracy
     size_value: float | None = None  # p95 latency (s): drawn as the marker's radius
     muted: bool = False
@@ -150,67 +150,124 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
-    return [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+    """Tick values inside [10**lo, 10**hi]: the decades, or 1-2-5 steps when under two decades show."""
+    for steps in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in steps
+                 if lo - 1e-9 <= math.log10(m * 10.0 ** e) <= hi + 1e-9]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks
+
+
+MAX_R, MIN_R = 14.0, 4.0
+
+
+def marker_radius(value: float | None, largest: float | None) -> float:
+    """Area grows with the value (radius with its square root); no value: a fixed small marker."""
+    if value is None or not largest:
+        return 5.0
+    return MIN_R + (MAX_R - MIN_R) * math.sqrt(max(0.0, value) / largest)
 
 
 def scatter(points: Sequence[Point], *, title: str = "scatter", x_label: str = "", y_label: str = "",
-            log_x: bool = True, y_range: tuple[float, float] = (0.0, 1.0)) -> str:
-    """Cost (x, log) vs accuracy (y); marker radius grows with latency; the Pareto front is joined."""
+            y_range: tuple[float, float] = (0.0, 1.0), size_label: str = "p95 latency", size_unit: str = "s") -> str:
+    """Cost (x, log) vs accuracy (y); marker area grows with `size_value`; the Pareto front is joined.
+
+    A log axis cannot show cost 0, so free runs (an own OCR baseline) sit in a "0" column left of
+    an axis break, and their accuracy is drawn across the plot as a dashed reference line. Every
+    marker is inset from the plot's edges by the largest radius, so none is clipped.
+    """
     left, top, plot_w, plot_h = 58, 16, 420, 240
-    width, height = left + plot_w + 170, top + plot_h + 46
+    labels = [p.label for p in points] + [f"{size_label} 00.0 {size_unit}"]
+    legend_w = 40 + int(6.2 * max(len(t) for t in labels))
+    width = left + plot_w + max(150, legend_w)
+    sizes = [p.size_value for p in points if p.size_value is not None]
+    smax = max(sizes) if sizes else None
+    legend_h = top + 16 * len(points) + (44 + 2 * MAX_R if smax else 0)
+    height = max(top + plot_h + 46, legend_h + 8)
     body = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
     if not points:
         body.append(_text(left + plot_w / 2, top + plot_h / 2, "not measured: no backend has both cost and accuracy",
                           anchor="middle", fill=MUTED))
         return _svg(width, height, body, title)
-    xs = [p.x for p in points]
-    use_log = log_x and all(x > 0 for x in xs)
-    if use_log:
-        ticks = _log_ticks(min(xs), max(xs))
-        lo, hi = math.log10(ticks[0]), math.log10(ticks[-1])
-        if hi - lo < 1:
-            hi = lo + 1
-            ticks.append(10 ** hi)
-
-        def fx(x: float) -> float:
-            return left + (math.log10(x) - lo) / (hi - lo) * plot_w
+    pad = MAX_R + 3
+    free = [p for p in points if p.x <= 0]
+    paid = [p for p in points if p.x > 0]
+    gutter = 44 if free else 0
+    x_free = left + gutter / 2
+    lo_px, hi_px = left + gutter + pad, left + plot_w - pad
+    if paid:
+        lo = math.log10(min(p.x for p in paid))
+        hi = math.log10(max(p.x for p in paid))
+        if hi - lo < 1:  # at least one decade, centred on the data, so ticks have room
+            mid = (lo + hi) / 2
+            lo, hi = mid - 0.5, mid + 0.5
     else:
-        hi_x = max(xs) * 1.1 or 1.0
-        ticks = [hi_x * k / 4 for k in range(5)]
+        lo, hi = -3.0, -1.0
 
-        def fx(x: float) -> float:
-            return left + x / hi_x * plot_w
+    def fx(x: float) -> float:
+        if x <= 0:
+            return x_free
+        return lo_px + (math.log10(x) - lo) / (hi - lo) * (hi_px - lo_px)
+
     y0, y1 = y_range
 
     def fy(y: float) -> float:
-        return top + plot_h - (min(max(y, y0), y1) - y0) / (y1 - y0) * plot_h
+        return top + plot_h - pad - (min(max(y, y0), y1) - y0) / (y1 - y0) * (plot_h - 2 * pad)
 
-    for t in ticks:
-        body.append(f'<line x1="{fx(t):.1f}" y1="{top}" x2="{fx(t):.1f}" y2="{top + plot_h}" stroke="#e4e4e4"/>')
-        body.append(_text(fx(t), top + plot_h + 14, f"{t:.2g}", size=10, anchor="middle"))
+    if paid:
+        for t in _log_ticks(lo, hi):
+            body.append(f'<line x1="{fx(t):.1f}" y1="{top}" x2="{fx(t):.1f}" y2="{top + plot_h}" stroke="#e4e4e4"/>')
+            body.append(_text(fx(t), top + plot_h + 14, f"{t:g}", size=10, anchor="middle"))
+    else:
+        body.append(_text((left + gutter + left + plot_w) / 2, top + plot_h / 2, "no priced backend",
+                          anchor="middle", fill=MUTED))
+    if free:  # the "0" column and the axis break that separates it from the log scale
+        xb = left + gutter
+        body.append(f'<line class="axis-break" x1="{xb}" y1="{top}" x2="{xb}" y2="{top + plot_h}" stroke="#bbb"/>')
+        body.append(f'<path d="M{xb - 4},{top + plot_h + 4} l4,-8 M{xb},{top + plot_h + 4} l4,-8" stroke="#666"/>')
+        body.append(_text(x_free, top + plot_h + 14, "0", size=10, anchor="middle"))
     for k in range(6):
         yv = y0 + (y1 - y0) * k / 5
         body.append(f'<line x1="{left}" y1="{fy(yv):.1f}" x2="{left + plot_w}" y2="{fy(yv):.1f}" stroke="#e4e4e4"/>')
         body.append(_text(left - 6, fy(yv) + 4, f"{yv:.1f}", size=10, anchor="end"))
-    body.append(_text(left + plot_w / 2, height - 6, x_label, size=11, anchor="middle"))
+    body.append(_text(left + plot_w / 2, top + plot_h + 32, x_label + (" (log scale)" if paid else ""), size=11,
+                      anchor="middle"))
     body.append(_text(14, top + plot_h / 2, y_label, size=11, anchor="middle", rotate=-90))
-    front = [p for p in points if p.on_frontier]
+    for p in free:
+        colour = MUTED if p.muted else "#444"
+        body.append(f'<line class="reference" x1="{left + gutter}" y1="{fy(p.y):.1f}" x2="{left + plot_w}" '
+                    f'y2="{fy(p.y):.1f}" stroke="{colour}" stroke-dasharray="2 3"/>')
+        # Labelled at the right end: the frontier leaves the free run towards the upper left's opposite.
+        body.append(_text(left + plot_w - 6, fy(p.y) - 4, f"{p.label}: cost 0, {p.y:.3f}", size=10, fill="#444",
+                          anchor="end"))
+    front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
-        path = " ".join(f"{fx(p.x):.1f},{fy(p.y):.1f}" for p in sorted(front, key=lambda p: p.x))
-        body.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#555" stroke-dasharray="5 3"/>')
-    sizes = [p.size_value for p in points if p.size_value is not None]
-    smax = max(sizes) if sizes else None
+        path = " ".join(f"{fx(p.x):.1f},{fy(p.y):.1f}" for p in front)
+        body.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#555" stroke-dasharray="6 3"/>')
+    lx = left + plot_w + 14
     for i, p in enumerate(points):
-        r = 5.0 if (p.size_value is None or not smax) else 4.0 + 10.0 * math.sqrt(p.size_value / smax)
+        r = marker_radius(p.size_value, smax)
         colour = MUTED if p.muted else PALETTE[i % len(PALETTE)]
         fill = "none" if p.muted else colour
-        tip = f"{p.label}: cost/doc {p.x:.3g}, accuracy {p.y:.3f}, p95 {_fmt(p.size_value)} s"
+        tip = (f"{p.label}: cost/doc {p.x:.3g}, accuracy {p.y:.3f}, {size_label} {_fmt(p.size_value)} {size_unit}"
+               + ("; on the frontier" if p.on_frontier else ""))
         body.append(f'<circle class="point" cx="{fx(p.x):.1f}" cy="{fy(p.y):.1f}" r="{r:.1f}" fill="{fill}" '
                     f'fill-opacity="0.55" stroke="{colour}" stroke-width="2"><title>{esc(tip)}</title></circle>')
         ly = top + 14 + i * 16
-        body.append(f'<circle cx="{left + plot_w + 14}" cy="{ly - 4}" r="5" fill="{fill}" stroke="{colour}" '
-                    f'stroke-width="2"/>')
-        body.append(_text(left + plot_w + 24, ly, p.label, size=10))
+        body.append(f'<circle cx="{lx}" cy="{ly - 4}" r="5" fill="{fill}" stroke="{colour}" stroke-width="2"/>')
+        body.append(_text(lx + 10, ly, p.label, size=10))
+    if smax:  # what the marker size means, with the smallest and largest values drawn to scale
+        y = top + 16 * len(points) + 22
+        body.append(_text(lx - 6, y, f"marker area: {size_label}", size=10, fill="#444"))
+        shown = sorted({min(sizes), smax})
+        cx = lx + MAX_R - 6
+        for v in shown:
+            r = marker_radius(v, smax)
+            cy = y + 8 + MAX_R
+            body.append(f'<circle class="size-key" cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}" fill="none" stroke="#666"/>')
+            body.append(_text(cx, cy + MAX_R + 12, f"{v:.2g} {size_unit}", size=10, anchor="middle"))
+            cx += 2 * MAX_R + 30
     return _svg(width, height, body, title)
 
 

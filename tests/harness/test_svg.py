@@ -67,21 +67,62 @@ def test_pareto_front_keeps_only_undominated_points(points: list, front: list) -
     assert [(p.x, p.y) for p in svg.pareto_front(pts)] == front
 
 
-def test_scatter_uses_log_cost_axis_unless_a_cost_is_zero() -> None:
-    logged = svg.scatter([svg.Point("a", 0.001, 0.5), svg.Point("b", 0.1, 0.9)])
-    assert re.search(r">0\.01<", logged)  # a decade tick between the two costs
-    linear = svg.scatter([svg.Point("a", 0.0, 0.5), svg.Point("b", 0.1, 0.9)])
-    parse(linear)
-    assert len(re.findall(r'class="point"', linear)) == 2
+def _points(root: ET.Element) -> list[ET.Element]:
+    return [c for c in root.iter(f"{NS}circle") if c.get("class") == "point"]
+
+
+def test_scatter_puts_cost_on_a_log_axis_and_a_free_run_left_of_the_break_with_a_reference_line() -> None:
+    doc = svg.scatter([svg.Point("ocr", 0.0, 0.6), svg.Point("a", 0.001, 0.5), svg.Point("b", 0.1, 0.9)])
+    root = parse(doc)
+    assert re.search(r">0\.01<", doc) and re.search(r">0<", doc)  # a decade tick, and the free column's 0
+    free, a, b = _points(root)
+    brk = next(e for e in root.iter(f"{NS}line") if e.get("class") == "axis-break")
+    assert float(free.get("cx")) < float(brk.get("x1")) < float(a.get("cx")) < float(b.get("cx"))
+    # log scale: 0.001 -> 0.01 -> 0.1 are equal steps, so 0.01 sits half way between a and b
+    tick = next(e for e in root.iter(f"{NS}text") if e.text == "0.01")
+    assert float(tick.get("x")) == pytest.approx((float(a.get("cx")) + float(b.get("cx"))) / 2, abs=0.2)
+    ref = next(e for e in root.iter(f"{NS}line") if e.get("class") == "reference")
+    assert ref.get("y1") == ref.get("y2") == free.get("cy")  # the free run's accuracy across the chart
+    assert float(ref.get("x2")) > float(b.get("cx"))
     assert "not measured" in svg.scatter([])
 
 
-def test_scatter_marker_radius_grows_with_latency_and_frontier_is_drawn() -> None:
-    a, b = svg.Point("fast", 0.01, 0.5, 1.0, on_frontier=True), svg.Point("slow", 0.1, 0.9, 9.0, on_frontier=True)
-    root = parse(svg.scatter([a, b]))
-    radii = [float(c.get("r")) for c in root.iter(f"{NS}circle") if c.get("class") == "point"]
+@pytest.mark.parametrize("pts", [
+    [(0.0, 1.0, 9.0), (0.002, 0.0, 9.0), (0.05, 1.0, 9.0)],  # corners, largest markers
+    [(0.0001, 0.99, 1.0), (0.0001, 0.99, 30.0)],  # one cost only, near the top
+    [(0.0, 0.0, None)],
+])
+def test_no_marker_is_clipped_by_the_plot_or_the_image(pts: list) -> None:
+    root = parse(svg.scatter([svg.Point(str(i), x, y, s) for i, (x, y, s) in enumerate(pts)]))
+    plot = next(root.iter(f"{NS}rect"))
+    x0, y0 = float(plot.get("x")), float(plot.get("y"))
+    x1, y1 = x0 + float(plot.get("width")), y0 + float(plot.get("height"))
+    for c in _points(root):
+        cx, cy, r = float(c.get("cx")), float(c.get("cy")), float(c.get("r"))
+        assert x0 <= cx - r and cx + r <= x1 and y0 <= cy - r and cy + r <= y1, (cx, cy, r)
+    assert x1 <= float(root.get("width")) and y1 <= float(root.get("height"))
+
+
+def test_marker_size_has_a_key_drawn_to_the_same_scale() -> None:
+    root = parse(svg.scatter([svg.Point("fast", 0.01, 0.5, 1.0), svg.Point("slow", 0.1, 0.9, 9.0)]))
+    radii = [float(c.get("r")) for c in _points(root)]
     assert radii[0] < radii[1]
-    assert any(e.get("class") == "frontier" for e in root.iter(f"{NS}polyline"))
+    keys = [float(c.get("r")) for c in root.iter(f"{NS}circle") if c.get("class") == "size-key"]
+    assert keys == pytest.approx(radii)  # the key shows the smallest and the largest value
+    texts = [e.text for e in root.iter(f"{NS}text")]
+    assert "marker area: p95 latency" in texts and "1 s" in texts and "9 s" in texts
+    no_sizes = parse(svg.scatter([svg.Point("a", 0.01, 0.5)]))
+    assert not [c for c in no_sizes.iter(f"{NS}circle") if c.get("class") == "size-key"]
+
+
+def test_frontier_line_is_drawn_only_through_two_or_more_frontier_points() -> None:
+    a, b = svg.Point("a", 0.0, 0.5, on_frontier=True), svg.Point("b", 0.1, 0.9, on_frontier=True)
+    root = parse(svg.scatter([a, b]))
+    line = next(e for e in root.iter(f"{NS}polyline") if e.get("class") == "frontier")
+    pa, pb = _points(root)
+    assert line.get("points") == f"{pa.get('cx')},{pa.get('cy')} {pb.get('cx')},{pb.get('cy')}"
+    b.on_frontier = False
+    assert 'class="frontier"' not in svg.scatter([a, b])
 
 
 def test_histogram_counts_every_value_in_range_once() -> None:
