@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from migbench.contracts import (
@@ -52,7 +53,9 @@ from migbench.residency import (
     load_policy,
     loopback_allowed_by_env,
 )
-from pydantic import Field
+from pydantic import Field, field_validator
+
+log = logging.getLogger("migbench.aws")
 
 # Residency: requests go to Sydney unless the region option names another allowed region.
 DEFAULT_REGION = "ap-southeast-2"
@@ -77,6 +80,23 @@ class AwsOptions(BackendOptions):
         "total seconds one attempt may take, answer read included (default: connect + read timeout + 60)"))
     max_image_dim: int | None = Field(None, ge=1, description="downscale pages whose longer side exceeds this")
     profile: str | None = Field(None, description="AWS named profile for the standard credential chain")
+    residency_file: str | None = Field(None, description=(
+        "residency policy YAML of your own (default: the packaged harness/data/residency.yaml)"))
+    allow_destinations: list[str] = Field([], description=(
+        "extra regions inference may run in, comma-separated (e.g. ap-southeast-6, Auckland); "
+        "every run that allows one records it and the report says so"))
+    model_catalog: str | None = Field(None, description=(
+        "model catalog YAML (a `migbench catalog refresh` file); default $MIGBENCH_MODEL_CATALOG, else packaged"))
+    quota_check: Literal["auto", "always", "never"] = Field("auto", description=(
+        "read the model's tokens-per-minute quota from Service Quotas at preflight (auto: when it and the "
+        "model endpoint are both AWS or both local); the rate limiter's default when no --tpm is given"))
+
+    @field_validator("allow_destinations", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # -o allow_destinations=ap-southeast-6,ap-southeast-4
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
 
 class AnswerError(BackendError):
@@ -440,8 +460,11 @@ class AwsBackend(Backend):
             self.connect_timeout + self.read_timeout + ATTEMPT_SLACK_S)
         self.max_image_dim = self.opts.max_image_dim
         self.allow_loopback = self.opts.allow_loopback or loopback_allowed_by_env()
-        self.policy = load_policy()
-        self.guard = ResidencyGuard(self.policy, allow_loopback=self.allow_loopback, catalog=load_model_catalog())
+        self.policy = load_policy(self.opts.residency_file).with_destinations(self.opts.allow_destinations)
+        self.model_catalog = load_model_catalog(self.opts.model_catalog)
+        self.guard = ResidencyGuard(self.policy, allow_loopback=self.allow_loopback, catalog=self.model_catalog)
+        self.quota_tpm: float | None = None  # read at preflight (Service Quotas); see quota_hint
+        self.quota_note: str = "not read"
         self.emulated: bool | None = None  # known after the first answered call
         self._client: Any = None
         self._session: Any = None
@@ -463,6 +486,62 @@ class AwsBackend(Backend):
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return classify_aws_error(exc)
+
+    def quota_hint(self) -> float | None:
+        """Tokens per minute this model may use in this region, as Service Quotas reported it at
+        preflight; None when not read (the runner then uses --tpm or no token limit)."""
+        return self.quota_tpm
+
+    def residency_facts(self) -> dict[str, Any]:
+        """What describe() records about the policy: allowed destinations, and any the user added
+        beyond Australia (the report shows those)."""
+        return self.policy.describe(self.opts.residency_file)
+
+    def read_quota(self, names: list[str], *, runtime_endpoint: str | None) -> None:
+        """Read the tokens-per-minute quota named by one of `names` (service-quotas
+        ListServiceQuotas, service code bedrock) into `quota_tpm`. Any failure is a note, never a
+        failure of the run: the quota only seeds the rate limiter."""
+        mode = self.opts.quota_check
+        if mode == "never":
+            self.quota_note = "not read: quota_check=never"
+            return
+        if not names:
+            self.quota_note = "not read: the catalog has no quota name for this model"
+            return
+        try:
+            sq = self.guard.attach(make_client("service-quotas", region=self.region, read_timeout=30,
+                                               connect_timeout=self.connect_timeout, session=self._session))
+        except Exception as exc:  # noqa: BLE001 - a note, never a failure
+            self.quota_note = f"not read: {safe_message(exc)}"
+            log.info("Service Quotas not read: %s", self.quota_note)
+            return
+        decisions: list[Decision] = []
+        try:
+            local = is_loopback(host_of(sq.meta.endpoint_url), self.policy)
+            if mode == "auto" and local != is_loopback(host_of(runtime_endpoint), self.policy):
+                # A dry run against a local model endpoint must not ask AWS; a real run must not
+                # take its quota from a local server.
+                self.quota_note = "not read: the Service Quotas endpoint and the model endpoint differ (local/AWS)"
+                return
+            wanted = {n.lower(): n for n in names}
+            with self.guard.recording(decisions):
+                for page in sq.get_paginator("list_service_quotas").paginate(ServiceCode="bedrock"):
+                    for quota in page.get("Quotas") or []:
+                        name = str(quota.get("QuotaName") or "")
+                        if name.lower() in wanted and quota.get("Value") is not None and float(quota["Value"]) > 0:
+                            self.quota_tpm = float(quota["Value"])
+                            self.quota_note = f"{name} = {self.quota_tpm:g} ({quota.get('QuotaCode')}, {self.region})"
+                            return
+            self.quota_note = f"not read: no quota named {names[0]!r} in {self.region}"
+        except Exception as exc:  # noqa: BLE001 - AccessDenied, unreachable, refused: a note
+            self.quota_note = f"not read: {safe_message(exc)}"
+        finally:
+            sq.close()
+            # Audited like the profile check: a request to AWS before any document (never a body).
+            self.record_outside_loop(self._facts("ListServiceQuotas", decisions, status=None, request_id=None,
+                                                 service="service-quotas"))
+            if self.quota_tpm is None:
+                log.info("Service Quotas: %s", self.quota_note)
 
     def endpoint_kind(self) -> str:
         host = host_of(self._get_client().meta.endpoint_url)

@@ -23,6 +23,7 @@ from migbench.contracts import (
     SetupError,
 )
 from migbench.residency import (
+    CATALOG_ENV,
     ModelEntry,
     ResidencyError,
     check_config,
@@ -33,7 +34,7 @@ from migbench.residency import (
     profile_prefix,
 )
 from migbench.tokens import estimate_image_tokens
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
 log = logging.getLogger("migbench.bedrock")
 
@@ -49,19 +50,24 @@ class BedrockOptions(aws.AwsOptions):
     catalog_model: str | None = Field(None, description=(
         "key of harness/data/bedrock_models.yaml (model id, vision, api, regions, facts)"))
     api: Api | None = Field(None, description="default: the catalog's api_default, else converse")
-    preflight_profile: Literal["auto", "always", "never"] = Field(
-        "auto", description="read an inference profile's destinations at preflight")
+    preflight_profile: Literal["auto", "always", "never"] = Field("auto", description=(
+        "read an inference profile's destinations (GetInferenceProfile) at preflight. auto: on every "
+        "AWS run, skipped against a local endpoint; always: against a local endpoint too; never: skip. A "
+        "real run whose destinations cannot be read stops, unless accept_unverified_profile=true"))
+    accept_unverified_profile: bool = Field(False, description=(
+        "run even though the profile's destinations could not be read (AccessDenied, unreachable); "
+        "recorded on the run and shown in red by the report"))
     pdf_mode: Literal["document", "pages"] = Field(
         "document", description="document: the PDF as a document block where the API takes one; pages: images")
     control_endpoint_url: str | None = Field(None, description="bedrock control plane (GetInferenceProfile)")
 
-    @field_validator("catalog_model")
-    @classmethod
-    def _catalogued(cls, key: str | None) -> str | None:
-        known = load_model_catalog().models
-        if key is not None and key not in known:
-            raise ValueError(f"not in bedrock_models.yaml; known: {', '.join(known)}")
-        return key
+    @model_validator(mode="after")
+    def _catalogued(self) -> BedrockOptions:
+        known = load_model_catalog(self.model_catalog).models
+        if self.catalog_model is not None and self.catalog_model not in known:
+            raise ValueError(f"catalog_model {self.catalog_model!r} is not in the model catalog; "
+                             f"known: {', '.join(known)}")
+        return self
 
 
 class BedrockBackend(aws.AwsBackend):
@@ -73,7 +79,7 @@ class BedrockBackend(aws.AwsBackend):
     def __init__(self, config: BackendConfig):
         super().__init__(config)
         opts: BedrockOptions = self.opts  # type: ignore[assignment]
-        catalog = load_model_catalog()
+        catalog = self.model_catalog
         key = opts.catalog_model
         entry: ModelEntry | None = catalog.models.get(key) if key else None
         if config.model and (entry is None or config.model != entry.model_id):
@@ -86,8 +92,11 @@ class BedrockBackend(aws.AwsBackend):
         if entry is not None and self.api not in entry.apis:
             raise SetupError(f"{self._model_id} does not take api {self.api!r} (catalog: {', '.join(entry.apis)})")
         self.preflight_profile = opts.preflight_profile
+        self.accept_unverified_profile = opts.accept_unverified_profile
         self.pdf_mode = opts.pdf_mode
         self.profile_check = "not run"
+        self.profile_destinations: list[str] | None = None  # read live by GetInferenceProfile
+        self.profile_unverified_accepted = False
         for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
             if os.environ.get(var) and os.environ[var] != self.region:
                 log.warning("%s=%s ignored: the bedrock region is %s (set the region option to change it)",
@@ -112,18 +121,39 @@ class BedrockBackend(aws.AwsBackend):
             "catalog_verified": self.entry.verified if self.entry else None,
             "unverified_facts": [f.claim for f in self.entry.facts if not f.verified] if self.entry else [],
             "max_image_dim": self.max_image_dim, "read_timeout": self.read_timeout,
+            # Residency facts for the report: added destinations (e.g. New Zealand) and an accepted
+            # unverified profile are shown prominently.
+            "residency": self.residency_facts(), "profile_destinations": self.profile_destinations,
+            "profile_unverified_accepted": self.profile_unverified_accepted,
+            "quota_tpm": self.quota_tpm, "quota_note": self.quota_note,
+            "model_catalog": self._catalog_source(),
         })
         return d
+
+    def _catalog_source(self) -> dict[str, Any]:
+        refreshed = self.model_catalog.refreshed
+        return {"file": self.opts.model_catalog or os.environ.get(CATALOG_ENV) or None,  # type: ignore[attr-defined]
+                "refreshed": refreshed.date.isoformat() if refreshed else None,
+                "source": refreshed.source if refreshed else "packaged bedrock_models.yaml (dated facts)"}
 
     def preflight(self) -> None:
         """Residency at config time (zero requests if refused), vision support, profile destinations."""
         client = self._get_client()
         check_config(self.region, client.meta.endpoint_url, self.model_id, policy=self.policy,
-                     allow_loopback=self.allow_loopback, catalog=load_model_catalog())
+                     allow_loopback=self.allow_loopback, catalog=self.model_catalog)
         if self.entry is not None and not self.entry.vision:
             raise SetupError(f"{self.model_id} is text-only (catalog): it cannot read document images")
         aws.require_credentials(self._session, self.name)
         self._check_profile(client.meta.endpoint_url)
+        self.read_quota(self._quota_names(), runtime_endpoint=client.meta.endpoint_url)
+
+    def _quota_names(self) -> list[str]:
+        """Service Quotas names of this model's tokens-per-minute quota (cross-Region for a profile)."""
+        if self.entry is None or not self.entry.quota_model_name:
+            return []
+        names = self.model_catalog.quota_names
+        templates = names.profile if self._is_profile() else names.base
+        return [t.format(model=self.entry.quota_model_name) for t in templates]
 
     def _is_profile(self) -> bool:
         arn = parse_arn(self.model_id)
@@ -133,23 +163,21 @@ class BedrockBackend(aws.AwsBackend):
             profile_prefix(self.model_id) in self.policy.allowed_profile_prefixes
 
     def _check_profile(self, endpoint: str) -> None:
-        mode = self.preflight_profile
-        if mode == "never":
-            self.profile_check = "not checked: preflight_profile=never"
-            return
+        """Fail closed: a profile is used only when every destination GetInferenceProfile lists is
+        an allowed destination. A real run whose destinations cannot be read stops here, before any
+        document, unless the user accepted that (recorded on the run)."""
+        self.profile_destinations = None
         if not self._is_profile():
             self.profile_check = "not applicable: base model id"
             return
-        why_not = None
-        if is_loopback(aws.host_of(endpoint), self.policy):
-            why_not = "endpoint is loopback (emulator)"
-        elif not aws.has_credentials(self._session):
-            why_not = "no AWS credentials"
-        if why_not:
-            if mode == "always":
-                raise SetupError(f"preflight_profile=always but the profile cannot be checked: {why_not}")
-            self.profile_check = f"not checked: {why_not}"
-            log.warning("inference profile %s destinations not checked: %s", self.model_id, why_not)
+        mode = self.preflight_profile
+        local = is_loopback(aws.host_of(endpoint), self.policy)
+        if mode == "never" or (mode == "auto" and local):
+            why = "preflight_profile=never" if mode == "never" else "endpoint is loopback (emulator)"
+            if local:  # documents go to a local server: nothing can leave
+                self.profile_check = f"not checked: {why}"
+                return
+            self._unverified(f"destinations not checked ({why})")
             return
         ctl = self.guard.attach(aws.make_client(
             "bedrock", region=self.region, endpoint_url=self.opts.control_endpoint_url,  # type: ignore[attr-defined]
@@ -158,30 +186,44 @@ class BedrockBackend(aws.AwsBackend):
         try:
             with self.guard.recording(decisions):
                 resp = ctl.get_inference_profile(inferenceProfileIdentifier=self.model_id)
-        except Exception as exc:  # noqa: BLE001 - refused, denied or unreachable: stop only when required
+        except Exception as exc:  # noqa: BLE001 - refused, denied or unreachable: fail closed below
             self.record_outside_loop(self._facts(
                 "GetInferenceProfile", decisions, status=aws.http_status(exc), request_id=aws.request_id(exc),
                 error_class=aws.classify_aws_error(exc), service="bedrock"))
-            if mode == "always" or isinstance(exc, ResidencyError):
-                raise SetupError(f"inference profile check failed: {aws.error_code(exc) or type(exc).__name__}: "
-                                 f"{exc}") from None
-            self.profile_check = f"not checked: {aws.error_code(exc) or type(exc).__name__}"
-            log.warning("inference profile %s destinations not checked: %s", self.model_id, exc)
+            if isinstance(exc, ResidencyError):  # the control request itself would leave the policy
+                raise SetupError(f"inference profile check refused: {exc}") from None
+            self._unverified(f"destinations could not be read: {aws.safe_message(exc)}")
             return
         finally:
             ctl.close()
         self.record_outside_loop(self._facts("GetInferenceProfile", decisions, status=aws.http_status(resp) or 200,
                                              request_id=aws.request_id(resp), service="bedrock"))
         verdict = judge_inference_profile(resp, self.policy)
-        if not verdict.ok:
-            raise SetupError(f"residency: inference profile {self.model_id} refused: {verdict.reason}")
+        if not verdict.ok and not verdict.unknown:
+            raise SetupError(f"residency: inference profile {self.model_id} refused before any document was "
+                             f"sent: {verdict.reason}")
+        if verdict.unknown:
+            self._unverified(f"destinations unreadable: {verdict.reason}")
+            return
+        self.profile_destinations = list(verdict.destinations)
         self.profile_check = "verified: destinations " + ", ".join(verdict.destinations)
+
+    def _unverified(self, reason: str) -> None:
+        """Stop the run (one line) unless the user accepted an unverified profile; then record it."""
+        if not self.accept_unverified_profile:
+            raise SetupError(f"residency: inference profile {self.model_id}: {reason}; refusing to send documents "
+                             "to destinations that were not verified (pass -o accept_unverified_profile=true to "
+                             "accept; the run and the report then say so)")
+        self.profile_unverified_accepted = True
+        self.profile_check = f"UNVERIFIED, accepted by the user (accept_unverified_profile=true): {reason}"
+        log.warning("inference profile %s: %s; running anyway because accept_unverified_profile=true",
+                    self.model_id, reason)
 
     # ------------------------------------------------------------ one attempt
 
     def image_budget(self) -> ImageBudget:
         """The catalog's image limits, max_image_dim, and whether this API and model take the PDF itself."""
-        limits = load_model_catalog().image_limits
+        limits = self.model_catalog.image_limits
         takes_pdf = self.pdf_mode == "document" and (
             self.api == "invoke-anthropic" or self.api == "converse" and (self.entry is None or self.entry.documents))
         side = min(limits.max_side_px, self.max_image_dim) if self.max_image_dim else limits.max_side_px

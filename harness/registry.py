@@ -36,6 +36,10 @@ def registry() -> Registry:
 def entry(name: str) -> BackendEntry:
     reg = registry().backends
     if name not in reg:
+        from migbench.residency import refused_backend  # the policy names backends it refuses, with why
+
+        if (why := refused_backend(name)) is not None:
+            raise SetupError(why)
         known = ", ".join(sorted(reg))
         raise SetupError(f"unknown backend {name!r}; known backends: {known}")
     return reg[name]

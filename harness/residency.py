@@ -33,8 +33,31 @@ from pydantic import BaseModel, Field
 # ---------------------------------------------------------------- data files
 
 
+class Fact(BaseModel):
+    claim: str
+    source: str
+    date: datetime.date  # when the source was read
+    verified: bool
+    # "availability": a claim about where an id exists or routes; a catalog refresh replaces these
+    # with what the API said.
+    kind: Literal["availability", "other"] = "other"
+
+
+class RefusedBackend(BaseModel):
+    """A backend name users will ask for that cannot meet the policy: refused with its reason."""
+
+    reason: str
+    facts: list[Fact] = []
+
+
 class ResidencyPolicy(BaseModel):
     allowed_regions: list[str] = Field(min_length=1)
+    # Where inference may RUN (a profile's destinations). Default: the allowed regions. A region
+    # added here (e.g. ap-southeast-6, Auckland) is reported on every run that allowed it.
+    allowed_destinations: list[str] | None = None
+    home_regions: list[str] = []  # the default, Australian set; anything else allowed is an addition
+    region_names: dict[str, str] = {}
+    refused_backends: dict[str, RefusedBackend] = {}
     allowed_profile_prefixes: list[str] = []
     refused_profile_prefixes: list[str] = []
     host_patterns: dict[str, list[str]]
@@ -42,16 +65,33 @@ class ResidencyPolicy(BaseModel):
     allowed_application_profiles: list[str] = []
     require_catalogued_base_ids: bool = True
 
+    @property
+    def destinations(self) -> list[str]:
+        return list(self.allowed_destinations) if self.allowed_destinations is not None else list(self.allowed_regions)
 
-class Fact(BaseModel):
-    claim: str
-    source: str
-    date: datetime.date  # when the source was read
-    verified: bool
+    def with_destinations(self, extra: Iterable[str]) -> ResidencyPolicy:
+        """A copy that also allows `extra` as destinations (the user's explicit addition)."""
+        added = [r for r in extra if r and r not in self.destinations]
+        return self.model_copy(update={"allowed_destinations": self.destinations + added}) if added else self
+
+    def added_destinations(self) -> list[str]:
+        """Allowed destinations beyond the home (Australian) regions: what a report must call out."""
+        home = set(self.home_regions or self.allowed_regions)
+        return [r for r in self.destinations if r not in home]
+
+    def describe(self, source: str | None = None) -> dict[str, Any]:
+        """The residency facts recorded on a run (the report shows added destinations)."""
+        added = self.added_destinations()
+        return {"allowed_regions": list(self.allowed_regions), "allowed_destinations": self.destinations,
+                "added_destinations": added,
+                "added_destination_names": [self.region_names.get(r, r) for r in added],
+                "outside_home": bool(added), "policy_file": source}
 
 
 class ModelEntry(BaseModel):
     model_id: str
+    # The model's name as Service Quotas spells it in "... tokens per minute for {name}".
+    quota_model_name: str | None = None
     kind: Literal["base", "profile"]
     provider: str
     vision: bool
@@ -74,9 +114,27 @@ class ImageLimits(BaseModel):
     max_request_bytes: int
 
 
+class QuotaNames(BaseModel):
+    """Service Quotas names of a model's tokens-per-minute quota; `{model}` is its quota_model_name."""
+
+    profile: list[str] = []
+    base: list[str] = []
+    source: str = ""
+
+
+class Refreshed(BaseModel):
+    """Set by `migbench catalog refresh`: when, from which API calls, in which regions."""
+
+    date: datetime.date
+    source: str
+    regions: list[str]
+
+
 class ModelCatalog(BaseModel):
     models: dict[str, ModelEntry]
     image_limits: ImageLimits
+    quota_names: QuotaNames = QuotaNames()
+    refreshed: Refreshed | None = None
 
     def by_model_id(self, model_id: str) -> ModelEntry | None:
         for entry in self.models.values():
@@ -89,11 +147,17 @@ class ModelCatalog(BaseModel):
         return {e.model_id: e.regions for e in self.models.values() if e.kind == "base"}
 
 
+CATALOG_ENV = "MIGBENCH_MODEL_CATALOG"
+
+
 def load_policy(path: str | None = None) -> ResidencyPolicy:
     return load_model(ResidencyPolicy, path) if path else load_packaged(ResidencyPolicy, "residency.yaml")
 
 
 def load_model_catalog(path: str | None = None) -> ModelCatalog:
+    """The model catalog: `path`, else $MIGBENCH_MODEL_CATALOG (a `migbench catalog refresh` file),
+    else the packaged, dated bedrock_models.yaml."""
+    path = path or os.environ.get(CATALOG_ENV) or None
     return load_model(ModelCatalog, path) if path else load_packaged(ModelCatalog, "bedrock_models.yaml")
 
 
@@ -315,11 +379,14 @@ class ProfileVerdict:
     ok: bool
     destinations: tuple[str, ...]
     reason: str | None = None
+    unknown: bool = False  # the destinations could not be read (no models, unreadable ARNs)
 
 
 def judge_inference_profile(response: Mapping[str, Any], policy: ResidencyPolicy | None = None) -> ProfileVerdict:
-    """Judge a bedrock GetInferenceProfile response: every model ARN must sit in an allowed region."""
+    """Judge a bedrock GetInferenceProfile response: every model ARN must sit in an allowed
+    destination region (`policy.destinations`)."""
     policy = policy or load_policy()
+    allowed = policy.destinations
     regions: list[str] = []
     bad: list[str] = []
     for model in response.get("models") or []:
@@ -330,12 +397,24 @@ def judge_inference_profile(response: Mapping[str, Any], policy: ResidencyPolicy
         if arn.region not in regions:
             regions.append(arn.region)
     if not regions and not bad:
-        return ProfileVerdict(False, (), "the profile lists no models: destinations unknown")
-    outside = [r for r in regions if r not in policy.allowed_regions]
+        return ProfileVerdict(False, (), "the profile lists no models: destinations unknown", unknown=True)
+    outside = [r for r in regions if r not in allowed]
     if outside:
+        named = ", ".join(f"{r} ({policy.region_names[r]})" if r in policy.region_names else r for r in outside)
         bad.append(f"profile {response.get('inferenceProfileId') or response.get('inferenceProfileArn')!r} "
-                   f"routes to {', '.join(outside)} outside {', '.join(policy.allowed_regions)}")
-    return ProfileVerdict(not bad, tuple(sorted(regions)), "; ".join(bad) or None)
+                   f"routes to {named} outside the allowed destinations {', '.join(allowed)}")
+        return ProfileVerdict(False, tuple(sorted(regions)), "; ".join(bad))
+    return ProfileVerdict(not bad, tuple(sorted(regions)), "; ".join(bad) or None, unknown=bool(bad))
+
+
+def refused_backend(name: str, policy: ResidencyPolicy | None = None) -> str | None:
+    """The reason a known backend name is refused by the residency policy, or None."""
+    policy = policy or load_policy()
+    entry = policy.refused_backends.get(name)
+    if entry is None:
+        return None
+    sources = "; ".join(dict.fromkeys(f"{f.source} (read {f.date})" for f in entry.facts))
+    return f"backend {name!r} is refused: {entry.reason}" + (f" [{sources}]" if sources else "")
 
 
 # ---------------------------------------------------------------- the botocore hook

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migbench.catalog import load_model, load_packaged
+from migbench.emulator import control as control_plane
 from migbench.emulator import protocol as P
 from migbench.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
 from migbench.emulator.quota import QuotaBook
@@ -48,6 +49,8 @@ class ModelEntry(BaseModel):
     verified: bool = False
     source: str = ""
     destinations: list[str] = []
+    foundation_model: str | None = None  # a profile's model (default: its id without the prefix)
+    quota_model_name: str | None = None  # the model's name in Service Quotas quota names
     tokens_per_minute: int | None = None
     requests_per_minute: int | None = None
 
@@ -113,6 +116,7 @@ class EmulatorConfig(BaseModel):
     latency: LatencyConfig = LatencyConfig()
     quota: QuotaConfig = QuotaConfig()
     faults: FaultConfig = FaultConfig()
+    control: control_plane.ControlConfig = control_plane.ControlConfig()
     regions: dict[str, RegionCatalog]
 
     @model_validator(mode="after")
@@ -232,7 +236,7 @@ class EmulatedBedrock:
         A signature mismatch is left to `handle`: the signature covers the body, not read yet."""
         if method == "POST":
             try:
-                verify(method, raw_path, headers, b"", self.policy)
+                verify(method, raw_path, headers, b"", control_plane.policy_for(self.policy, headers))
             except P.ApiError as err:
                 if err.message != P.MSG_BAD_SIGNATURE:
                     raise
@@ -251,6 +255,8 @@ class EmulatedBedrock:
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes,
                entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: (status, headers, body). Raises _Reset to drop the connection."""
+        if control_plane.is_control(method, raw_path, headers):  # GetInferenceProfile, ListServiceQuotas, ...
+            return control_plane.handle(self, method, raw_path, headers, body, entry_out)
         if method != "POST":
             raise P.ApiError("UnknownOperationException", "", 404)
         verify(method, raw_path, headers, body, self.policy)

@@ -193,13 +193,17 @@ def test_non_au_endpoint_is_refused_without_connecting(aws_env):
     assert sent(info.value)[0].host == "bedrock-runtime.us-west-2.amazonaws.com"
 
 
-def test_profile_preflight_is_skipped_against_the_emulator_unless_required(emu):
+def test_profile_preflight_is_skipped_against_the_emulator_unless_required(emu, monkeypatch):
     b = backend("au-nova-pro", endpoint_url=emu.url, allow_loopback=True)
     b.preflight()
     assert b.describe()["profile_check"].startswith("not checked: endpoint is loopback")
-    with pytest.raises(SetupError, match="cannot be checked"):
-        backend("au-nova-pro", endpoint_url=emu.url, allow_loopback=True, preflight_profile="always").preflight()
     assert emu.stats.requests == 0
+    # Asked for, the check reads the emulator's GetInferenceProfile through real botocore.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", emu.url)
+    b = backend("au-nova-pro", endpoint_url=emu.url, allow_loopback=True, preflight_profile="always")
+    b.preflight()
+    assert b.describe()["profile_check"] == "verified: destinations ap-southeast-2, ap-southeast-4"
+    assert emu.stats.by_operation == {"GetInferenceProfile": 1}
 
 
 def test_region_env_does_not_move_the_backend(aws_env, monkeypatch):
