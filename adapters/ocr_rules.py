@@ -19,7 +19,17 @@ from decimal import Decimal
 from migbench.adapters.ocr_layout import OcrLine, group_rows, row_text
 from migbench.adapters.ocr_statement import extract_statement
 from migbench.contracts import NOT_FOUND
-from migbench.normalize import format_amount, format_date, month_number, parse_amount, parse_date
+from migbench.language import fold_upper, label_regex
+from migbench.normalize import (
+    CURRENCY_CODES,
+    CURRENCY_SYMBOLS,
+    format_amount,
+    format_date,
+    month_number,
+    parse_amount,
+    parse_date,
+    parse_date_set,
+)
 from migbench.schema import Schema, load_schema
 from migbench.validation import abn_digits, abn_is_valid, format_abn, line_consistent
 
@@ -105,80 +115,260 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text.upper())
 
 
-def money_in(text: str) -> list[Decimal]:
-    out = []
-    for m in MONEY.finditer(text):
-        amt = parse_amount(f"{m.group(1)}.{m.group(2)}")
-        if amt is not None:
-            out.append(amt)
-    return out
+# ---------------------------------------------------------------------------------------------
+# Amounts: the document's number style, and never a date or a time
+# ---------------------------------------------------------------------------------------------
+
+# Times and dates are masked out before amounts are read: '20.00Uhr' (opening hours), '12.17:26PM'
+# and '06/01/18' must never become money.
+_TIME = re.compile(
+    r"(?<![\d.,])(?:[01]?\d|2[0-4])[:.][0-5]\d(?:[:.][0-5]\d)?\s?(?:[AaPp]\.?[Mm]\.?|[Uu][Hh][Rr]|[Hh](?:[Rr][Ss])?\b)"
+    r"|(?<![\d.,])(?:[01]?\d|2[0-4]):[0-5]\d(?::[0-5]\d)?(?![\d,])"
+    r"|(?<![\d.,])(?:[01]?\d|2[0-4])[.:][0-5]\d\s?[-–]\s?(?:[01]?\d|2[0-4])[.:][0-5]\d(?![\d,])")
+_CUR_CODES = sorted((c for c in CURRENCY_CODES if c.isalpha()), key=len, reverse=True)
+_CUR = (r"(?:(?<![A-Za-z])(?:" + "|".join(_CUR_CODES) + r")(?![A-Za-z])\.?|[A-Z]{0,2}\$|["
+        + CURRENCY_SYMBOLS.replace("$", "") + "])")
+_CUR_RE = re.compile(_CUR, re.IGNORECASE)
+# Evidence for the decimal separator: a comma or a dot followed by exactly two digits at a number's end,
+# and numbers whose two separators settle it ('4.904,94' / '4,904.94').
+_COMMA_DEC = re.compile(r"(?<![\d,])\d+(?:[.\u00a0\u202f']\d{3})*,\d{2}(?![\d,]|\.\d)")
+_DOT_DEC = re.compile(r"(?<![\d.])\d+(?:[,\u00a0\u202f']\d{3})*\.\d{2}(?![\d.]|,\d)")
+_BOTH_COMMA = re.compile(r"\d\.\d{3},\d{2}(?!\d)")
+_BOTH_DOT = re.compile(r"\d,\d{3}\.\d{2}(?!\d)")
+# Currencies that usually print a decimal comma: only a tie-breaker when the separators seen tie.
+_COMMA_CURRENCIES = {"€", "EUR", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "RP", "IDR", "KR"}
 
 
-def _row_amounts(row: Sequence[OcrLine]) -> list[tuple[Decimal, OcrLine]]:
-    return [(a, ln) for ln in row for a in money_in(ln.text)]
+class NumberStyle:
+    """How one document prints money: its decimal separator and its currency as printed.
+
+    Decided from the whole document (separators seen on amounts, dates and times masked; the
+    currency markers printed), so one odd token cannot flip it and the same rules read '15,69'
+    on a German receipt and '15.69' on a Malaysian one."""
+
+    def __init__(self, decimal: str = ".", currency: str = ""):
+        self.decimal = decimal
+        self.currency = currency
+        d, g = (r",", r"[.\u00a0\u202f']") if decimal == "," else (r"\.", r"[,\u00a0\u202f']")
+        sp = r"\s?" if decimal == "." else ""  # OCR spaces a decimal point ('12 . 50'), never a comma
+        self.money = re.compile(
+            rf"(?<![\d.,])(?<!\d{d}){_CUR}?\s?-?(\d{{1,3}}(?:{g}\d{{3}})+|\d+){sp}{d}{sp}(\d{{2}})(?!\d|[.,]\d)",
+            re.IGNORECASE)
+        # Amounts next to a currency: whole numbers ('Rs 1939', '12 EUR') and space-grouped ('1 234,56 €').
+        num = rf"(\d{{1,3}}(?:(?:{g}| )\d{{3}})+|\d{{1,7}})(?:{d}(\d{{1,2}}))?"
+        self.with_currency = re.compile(
+            rf"{_CUR}\s?({num})(?!\d|[.,]\d)|(?<![\d.,])({num})\s?{_CUR}", re.IGNORECASE)
+        self.whole = re.compile(rf"(?<![\d.,/\-])(\d{{1,3}}(?:{g}\d{{3}})+|\d{{1,7}})(?![\d%/]|[.,:]\d)")
+
+    @classmethod
+    def of(cls, texts: Iterable[str]) -> NumberStyle:
+        comma = dot = 0
+        currencies: dict[str, int] = {}
+        for t in texts:
+            t = mask_dates_times(t)
+            comma += len(_COMMA_DEC.findall(t)) + 2 * len(_BOTH_COMMA.findall(t))
+            dot += len(_DOT_DEC.findall(t)) + 2 * len(_BOTH_DOT.findall(t))
+            for m in _CUR_RE.finditer(t):
+                c = m.group().rstrip(".").upper()
+                currencies[c] = currencies.get(c, 0) + 1
+        currency = max(currencies, key=lambda c: (currencies[c], c == "$")) if currencies else ""
+        if comma == dot and comma:
+            decimal = "," if currency in _COMMA_CURRENCIES else "."
+        else:
+            decimal = "," if comma > dot else "."
+        printed = {"RS": "Rs", "RP": "Rp", "KR": "kr"}.get(currency, currency)
+        return cls(decimal, printed)
+
+    def plain(self, number: str) -> Decimal | None:
+        """A number in this style -> Decimal ('4.904,94' -> 4904.94)."""
+        g = "." if self.decimal == "," else ","
+        t = re.sub(r"[\s\u00a0\u202f']", "", number).replace(g, "")
+        return parse_amount(t.replace(",", ".")) if t else None
+
+    def amounts(self, text: str) -> list[Decimal]:
+        """Every amount in the text, in order: two-decimal amounts, and any amount next to a currency."""
+        text = mask_dates_times(text)
+        found: list[tuple[int, int, Decimal]] = []
+        for m in self.money.finditer(text):
+            a = self.plain(f"{m.group(1)}{self.decimal}{m.group(2)}")
+            if a is not None:
+                found.append((m.start(), m.end(), a))
+        for m in self.with_currency.finditer(text):
+            a = self.plain(m.group(1) or m.group(4))
+            if a is not None:
+                found.append((m.start(), m.end(), a))
+        # overlapping readings: the longer wins ('1 200,00 €' over its '200,00')
+        found.sort(key=lambda f: (f[0], f[0] - f[1]))
+        kept: list[tuple[int, int, Decimal]] = []
+        for f in found:
+            if kept and f[0] < kept[-1][1]:
+                if f[1] - f[0] > kept[-1][1] - kept[-1][0]:
+                    kept[-1] = f
+                continue
+            kept.append(f)
+        return [a for *_, a in kept]
+
+    def wholes(self, text: str) -> list[Decimal]:
+        """Whole numbers (for a labelled total printed without decimals)."""
+        out = []
+        for m in self.whole.finditer(mask_dates_times(text)):
+            a = self.plain(m.group(1))
+            if a is not None:
+                out.append(a)
+        return out
+
+    def format(self, amount: Decimal) -> str:
+        return format_amount(amount, self.currency)
+
+
+DOT = NumberStyle()
+
+
+def mask_dates_times(text: str) -> str:
+    """The text with every date and time blanked out (same length, so positions still hold)."""
+    spans = [m.span() for m in _TIME.finditer(text)]
+    for pat in (DATE_NUM, DATE_ISO, DATE_LAX):
+        spans.extend(m.span() for m in pat.finditer(text))
+    if not spans:
+        return text
+    chars = list(text)
+    for a, b in spans:
+        chars[a:b] = " " * (b - a)
+    return "".join(chars)
+
+
+def money_in(text: str, style: NumberStyle = DOT) -> list[Decimal]:
+    return style.amounts(text)
+
+
+def _row_amounts(row: Sequence[OcrLine], style: NumberStyle = DOT) -> list[tuple[Decimal, OcrLine]]:
+    return [(a, ln) for ln in row for a in style.amounts(ln.text)]
 
 
 # ---------------------------------------------------------------------------------------------
 # TOTAL_AMOUNT
 # ---------------------------------------------------------------------------------------------
 
-def _label_amount(rows: list[list[OcrLine]], i: int, label_re: re.Pattern) -> Decimal | None:
-    """The amount printed after a label on the same row, else just below it."""
+# Labels from harness/data/ocr_labels.yaml (every language), run on upper-cased, accent-free text.
+def _lbl(*categories: str) -> re.Pattern[str]:
+    return label_regex(*categories)
+
+
+_INCL = re.compile(r"INCL|INKL|INCLUSIVE|TTC|INCLUIDO|INCLUS|COMPRES|INBEGREPEN|BRUTTO")
+
+
+def _total_kind(text: str) -> int:
+    """0: not a total row; 2: a plain total; 3: the amount payable (strong label). English keywords
+    tolerate OCR confusions (code); every language's labels come from the labels file."""
+    s, f = squash(text), fold_upper(text)
+    if AMOUNT_DUE.search(s):
+        return 3
+    if GST_STATEMENT.search(s):
+        return 0
+    if (TOTAL_EXCLUDE.search(s) or _lbl("total_exclude").search(f)) and not _INCL.search(s):
+        return 0
+    if TOTAL_WORD.search(s):
+        return 3 if TOTAL_STRONG.search(s) or _lbl("total_strong").search(f) else 2
+    if _lbl("total_strong").search(f):
+        return 3
+    return 2 if _lbl("total").search(f) else 0
+
+
+def _has_total_word(text: str) -> bool:
+    return bool(TOTAL_WORD.search(squash(text)) or _lbl("total_strong", "total").search(fold_upper(text)))
+
+
+def _label_end(text: str) -> int | None:
+    """Where the (last) total label ends in the box's text, or None when the box has no total label."""
+    f = fold_upper(text)
+    ends = [m.end() for p in (_lbl("total_strong", "total"),) for m in p.finditer(f)]
+    sq_words = re.compile(_T + r"|AMOUNTDUE|AMTDUE|BALANCEDUE|TOTALDUE|AMOUNTPAYABLE")
+    # the legacy English words tolerate OCR confusions ('T0TAL'); map their end back onto the spaced text
+    sq = squash(text)
+    for m in sq_words.finditer(sq):
+        k, seen = 0, 0
+        while k < len(text) and seen < m.end():
+            if not text[k].isspace():
+                seen += 1
+            k += 1
+        ends.append(k)
+    return max(ends) if ends else None
+
+
+def _label_amount(rows: list[list[OcrLine]], i: int, style: NumberStyle = DOT,
+                  wholes: bool = False) -> Decimal | None:
+    """The amount printed after a total label on the same row, else just below it. With `wholes`,
+    a whole number after the label counts too ('SUMME 12', 'Total Rs 1939' without decimals)."""
     row = rows[i]
     label_x = None
+
+    def read(text: str) -> list[Decimal]:
+        got = style.amounts(text)
+        return got or (style.wholes(text) if wholes else [])
+
     for ln in row:
-        if label_re.search(squash(ln.text)):
+        end = _label_end(ln.text)
+        if end is not None:
             label_x = ln.x0
-            after = money_in(label_re.split(squash(ln.text), maxsplit=1)[-1])
+            after = read(ln.text[end:])
             if after:
                 return after[-1]
             break
     if label_x is None:
         return None
-    right = [a for a, ln in _row_amounts(row) if ln.x0 >= label_x]
+    right = [a for ln in row if ln.x0 > label_x for a in read(ln.text)]
     if right:
         # several amounts on a total row are columns (qty, excl, tax, incl): the last is the sum
         return right[-1]
     if i + 1 < len(rows):
         below = rows[i + 1]
-        if below[0].y0 - row[0].y1 < 1.5 * row[0].height and not TOTAL_WORD.search(squash(row_text(below))):
-            amts = [a for a, _ in _row_amounts(below)]
+        if below[0].y0 - row[0].y1 < 1.5 * row[0].height and not _has_total_word(row_text(below)):
+            amts = [a for a, _ in _row_amounts(below, style)]
             if len(amts) == 1:
                 return amts[0]
     return None
 
 
-def find_total(rows: list[list[OcrLine]]) -> Decimal | None:
-    cands: list[tuple[int, int, Decimal]] = []  # (priority, row index, amount)
+def _is_cash(s: str, f: str) -> bool:
+    return bool(CASH_WORD.search(s) or _lbl("cash").search(f))
+
+
+def _is_change(s: str, f: str) -> bool:
+    return bool(CHANGE_WORD.search(s) or _lbl("change").search(f))
+
+
+def find_total(rows: list[list[OcrLine]], style: NumberStyle = DOT) -> Decimal | None:
+    cands: list[tuple[float, int, Decimal]] = []  # (priority, row index, amount)
     cash = change = None
     summary_row = None
     for i, row in enumerate(rows):
-        s = squash(row_text(row))
+        t = row_text(row)
+        s, f = squash(t), fold_upper(t)
+        kind = _total_kind(t)
         if summary_row is None and re.search(r"(?:GST|TAX)SUMMARY|TAXCODE", s):
             summary_row = i
-        if CHANGE_WORD.search(s) and not TOTAL_WORD.search(s):
-            amts = [a for a, _ in _row_amounts(row)]
-            if amts and change is None:
-                change = amts[-1]
-        elif CASH_WORD.search(s) and not TOTAL_WORD.search(s):
-            amts = [a for a, _ in _row_amounts(row)]
-            if amts and cash is None:
-                cash = amts[-1]
-        if AMOUNT_DUE.search(s):
-            amt = _label_amount(rows, i, AMOUNT_DUE)
-            if amt is not None and amt > 0:
-                cands.append((3, i, amt))
+        if not kind:
+            if _has_total_word(t):
+                continue  # 'TOTAL CASH', 'SUMME NETTO': neither a total nor a tender
+            if _is_change(s, f):
+                amts = [a for a, _ in _row_amounts(row, style)]
+                if amts and change is None:
+                    change = amts[-1]
+            elif _is_cash(s, f):
+                amts = [a for a, _ in _row_amounts(row, style)]
+                if amts and cash is None:
+                    cash = amts[-1]
             continue
-        if not TOTAL_WORD.search(s) or TOTAL_EXCLUDE.search(s) and not re.search(r"INCL|INCLUSIVE", s):
-            continue
-        if GST_STATEMENT.search(s):
-            continue
-        amt = _label_amount(rows, i, TOTAL_WORD)
+        prio: float = kind
+        amt = _label_amount(rows, i, style)
+        if amt is None:
+            # a labelled total printed as a whole number: believed after every decimal total
+            amt = _label_amount(rows, i, style, wholes=True)
+            prio -= 1.5
         if amt is None or amt <= 0:
             continue
-        prio = 3 if TOTAL_STRONG.search(s) else 2
         if summary_row is not None and i > summary_row:
-            prio = 1  # a TOTAL row inside a GST summary table sums the tax columns
+            prio = min(prio, 1)  # a TOTAL row inside a GST summary table sums the tax columns
         cands.append((prio, i, amt))
     if cands:
         paid = cash - change if cash is not None and change is not None and cash > change else None
@@ -192,17 +382,18 @@ def find_total(rows: list[list[OcrLine]]) -> Decimal | None:
         return top[-1][2]
     if cash is not None and change is not None and cash > change:
         return cash - change
-    return _largest_amount(rows)
+    return _largest_amount(rows, style)
 
 
-def _largest_amount(rows: list[list[OcrLine]]) -> Decimal | None:
+def _largest_amount(rows: list[list[OcrLine]], style: NumberStyle = DOT) -> Decimal | None:
     """Fallback: the largest amount that is not a tendered/change figure."""
     amts = []
     for row in rows:
-        s = squash(row_text(row))
-        if CASH_WORD.search(s) or CHANGE_WORD.search(s):
+        t = row_text(row)
+        s, f = squash(t), fold_upper(t)
+        if _is_cash(s, f) or _is_change(s, f):
             continue
-        amts.extend(a for a, _ in _row_amounts(row) if 0 < a < Decimal(1000000))
+        amts.extend(a for a, _ in _row_amounts(row, style) if 0 < a < Decimal(1000000))
     return max(amts) if amts else None
 
 
@@ -213,13 +404,17 @@ def _largest_amount(rows: list[list[OcrLine]]) -> Decimal | None:
 # Date candidates are found with stricter patterns than the scorer's parser (same separator
 # twice, not glued to letters or to more digits) because receipts are full of item codes and
 # phone numbers that read as dates ("QI31-12/480", "05.22.95.66.66"). parse_date converts them.
-DATE_NUM = re.compile(r"(?<![A-Za-z0-9/.\-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![/.\-]\d)")
-DATE_ISO = re.compile(r"(?<![A-Za-z0-9/.\-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\d/.\-])")
+# A 4-digit year directly followed by ':' is a 2-digit year glued to a time ('25.04.2009:37' is
+# 25.04.20 09:37); a year-first date's day may be glued to a time ('2016/05/0114:11:20').
+DATE_NUM = re.compile(r"(?<![A-Za-z0-9/.\-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}(?!:\d)|\d{2})(?![/.\-]\d)")
+DATE_ISO = re.compile(
+    r"(?<![A-Za-z0-9/.\-])(\d{4})([-/.])(\d{1,2})\2(\d{2}(?=\d{1,2}[:.]\d{2})|\d{1,2}(?![\d/.\-]))")
+_W = r"[^\W\d_]"  # a letter of any alphabet ('März', 'févr')
 DATE_MON = re.compile(
-    r"(?<![A-Za-z0-9])(\d{1,2})(?:st|nd|rd|th)?[\s\-/.]{0,3}([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?[\s\-/.,]{0,3}"
-    r"((?:19|20)\d{2}(?=\d{1,2}:)|\d{4}(?!\d)|\d{2}(?!\d))")  # a 4-digit year may be glued to a time
+    rf"(?<![^\W_])(\d{{1,2}})(?:st|nd|rd|th|er)?[\s\-/.]{{0,3}}(?:de\s)?((?:{_W}|\d){{3}}{_W}{{0,7}})\.?[\s\-/.,]{{0,3}}"
+    r"(?:de\s)?((?:19|20)\d{2}(?=\d{1,2}:)|\d{4}(?!\d)|\d{2}(?!\d))")  # a 4-digit year may be glued to a time
 DATE_MON_FIRST = re.compile(
-    r"(?<![A-Za-z])([A-Za-z0-9]{3}[A-Za-z]{0,6})\.?\s{0,3}(\d{1,2})(?:st|nd|rd|th)?,?\s{0,3}(\d{4})(?!\d)")
+    rf"(?<!{_W})((?:{_W}|\d){{3}}{_W}{{0,7}})\.?\s{{0,3}}(\d{{1,2}})(?:st|nd|rd|th)?,?\s{{0,3}}(\d{{4}})(?!\d)")
 # Lax: a 4-digit-year date glued to what precedes it ("No.100007017/04/2018", "le30/03/2018").
 DATE_LAX = re.compile(r"(\d{2})([-/.])(\d{2})\2((?:19|20)\d{2})")
 _OCR_LETTERS = str.maketrans("015862", "OISBGZ")
@@ -266,6 +461,10 @@ def date_candidates(text: str) -> list[tuple[tuple[int, int, int], bool]]:
             d = parse_date(m.group())
             if d:
                 out.append((d, True))
+    if not out and any(month_number(w) for w in re.findall(r"[^\W\d_]{3,}", text)):
+        # a month-name date in a form the patterns above miss ('12 de marzo de 2019'): the scorer's
+        # reader converts it, believed less (numeric-only forms stay with the strict patterns)
+        out.extend((d, True) for d in parse_date_set(text))
     return out
 
 
@@ -294,9 +493,12 @@ def find_date(rows: list[list[OcrLine]], this_year: int | None = None) -> tuple[
                     continue  # the row-wide reading only adds dates no single box holds
                 seen.add(d)
                 score = 0.0
-                if DATE_LABEL.search(s):
+                f = fold_upper(context)
+                if _lbl("date_issue").search(f):
+                    score += 4  # the invoice / issue date beats every other labelled date
+                elif DATE_LABEL.search(s) or _lbl("date").search(f):
                     score += 2
-                if DATE_PENALTY.search(s):
+                if DATE_PENALTY.search(s) or _lbl("date_other").search(f):
                     score -= 3
                 if PHONE_LABEL.search(s):
                     score -= 3
@@ -444,16 +646,16 @@ def find_abn(lines: Iterable[str]) -> str | None:
     return fallback
 
 
-def find_gst(rows: list[list[OcrLine]], total: Decimal | None) -> Decimal | None:
+def find_gst(rows: list[list[OcrLine]], total: Decimal | None, style: NumberStyle = DOT) -> Decimal | None:
     cands: list[tuple[int, Decimal]] = []
     for row in rows:
         t = row_text(row)
         s = squash(t)
-        if not GST_WORD.search(t.upper()) and "GST" not in s:
+        if not GST_WORD.search(t.upper()) and "GST" not in s and not _lbl("tax").search(fold_upper(t)):
             continue
-        if GST_ID.search(s) and not money_in(t):
+        if GST_ID.search(s) and not style.amounts(t):
             continue
-        amts = [a for a, _ in _row_amounts(row) if a >= 0]
+        amts = [a for a, _ in _row_amounts(row, style) if a >= 0]
         if not amts:
             continue
         amt = amts[-1]
@@ -539,7 +741,8 @@ def _item_numbers(cleaned: str) -> tuple[tuple[int, int], ...] | None:
     return None
 
 
-def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decimal, Decimal]]:
+def find_line_items(rows: list[list[OcrLine]],
+                    style: NumberStyle = DOT) -> list[tuple[str, Decimal, Decimal, Decimal]]:
     """Rows where some qty x unit price = line total (1%): (description, qty, price, total).
     The description is the row's text without those three numbers, wherever the columns put them
     (quantity first or last); a row with no words takes the text row above it."""
@@ -551,7 +754,12 @@ def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decim
         if ITEM_HEADER_STOP.search(s) and items:
             break
         cleaned = re.sub(r"(?i)(?:\bRM|\bAUD|\bA?\$|(?<!\w)\$)\s?", "", t)
-        cleaned = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", cleaned)  # 1,176.25 is one amount
+        if style.decimal == ",":
+            # '1.176,25' is one amount: drop the groups, then read the decimal comma as a point
+            cleaned = re.sub(r"(?<=\d)\.(?=\d{3}(?!\d))", "", cleaned)
+            cleaned = re.sub(r"(?<=\d),(?=\d)", ".", cleaned)
+        else:
+            cleaned = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", cleaned)  # 1,176.25 is one amount
         cleaned = re.sub(r"(?i)(\d)\s?[x@]\s?(?=\d)", r"\1 ", cleaned)
         spans = _item_numbers(cleaned)
         if spans:
@@ -566,7 +774,7 @@ def find_line_items(rows: list[list[OcrLine]]) -> list[tuple[str, Decimal, Decim
             prev_text = ""
         else:
             header = len(ITEM_COLUMNS.findall(s)) >= 2  # a table header is never a description
-            prev_text = t if re.search(r"[A-Za-z]{2}", t) and not money_in(t) and not header else ""
+            prev_text = t if re.search(r"[A-Za-z]{2}", t) and not style.amounts(t) and not header else ""
     return items
 
 
@@ -592,24 +800,25 @@ def extract(lines: Sequence[OcrLine], doc_type: str, schema: Schema | None = Non
         out.update({k: v for k, v in extract_statement(rows).items() if k in out and v})
         return out
 
-    total = find_total(rows)
+    texts = [row_text(r) for r in rows]
+    style = NumberStyle.of(texts)  # decimal separator and currency, from the whole document
+    total = find_total(rows, style)
     date = find_date(rows)
     name, name_end = find_supplier(rows)
     address = find_address(rows, name_end) if name else None
-    texts = [row_text(r) for r in rows]
     abn = find_abn(texts)
-    gst = find_gst(rows, total)
+    gst = find_gst(rows, total, style)
     incl = gst_included("\n".join(texts), gst)
     payer, payer_addr = find_payer(rows)
-    items = find_line_items(rows)
+    items = find_line_items(rows, style)
 
     found = {
         "SUPPLIER_NAME": name,
         "BUSINESS_ADDRESS": address,
         "INVOICE_DATE": format_date(date) if date else None,
-        "TOTAL_AMOUNT": format_amount(total) if total is not None else None,
+        "TOTAL_AMOUNT": style.format(total) if total is not None else None,
         "BUSINESS_ABN": abn,
-        "GST_AMOUNT": format_amount(gst) if gst is not None else None,
+        "GST_AMOUNT": style.format(gst) if gst is not None else None,
         "IS_GST_INCLUDED": incl,
         "PAYER_NAME": payer,
         "PAYER_ADDRESS": payer_addr,
@@ -618,8 +827,8 @@ def extract(lines: Sequence[OcrLine], doc_type: str, schema: Schema | None = Non
         sep = schema.list_separator
         found["LINE_ITEM_DESCRIPTIONS"] = sep.join(i[0] for i in items)
         found["LINE_ITEM_QUANTITIES"] = sep.join(_num(i[1]) for i in items)
-        found["LINE_ITEM_PRICES"] = sep.join(format_amount(i[2]) for i in items)
-        found["LINE_ITEM_TOTAL_PRICES"] = sep.join(format_amount(i[3]) for i in items)
+        found["LINE_ITEM_PRICES"] = sep.join(style.format(i[2]) for i in items)
+        found["LINE_ITEM_TOTAL_PRICES"] = sep.join(style.format(i[3]) for i in items)
     for k, v in found.items():
         if k in out and v:
             out[k] = v
