@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from migbench.contracts import MigbenchError, exit_code_for
+from migbench.contracts import MigbenchError, UsageError, exit_code_for
 from rich.console import Console
 from rich.table import Table
 
@@ -22,10 +22,25 @@ def _store(args: argparse.Namespace):
     return RunStore(args.results)
 
 
+def _existing_store(args: argparse.Namespace):
+    """The store under --results for commands that read runs: a mistyped folder is one line, never a
+    new empty store (which would then answer "no runs")."""
+    from migbench.store import DB_NAME, RunStore
+
+    opener = getattr(RunStore, "open_existing", None)  # the store's own check, where it has one
+    if opener is not None:
+        return opener(args.results)
+    path = Path(args.results) / DB_NAME
+    if not path.is_file():
+        raise UsageError(f"--results {args.results}: no migbench run store there (no {DB_NAME}); "
+                         "pass the folder `migbench run` wrote to (default ./results, or MIGBENCH_RESULTS)")
+    return RunStore(args.results)
+
+
 # run -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from migbench.options import backend_options, check_limit, check_positive, resolve_dataset
-    from migbench.progress import RunProgress, summary_table
+    from migbench.options import apply_scoring, backend_options, check_limit, check_positive, resolve_dataset
+    from migbench.progress import run_progress, summary_table
     from migbench.registry import create_backend
     from migbench.runner import Runner, RunOptions
 
@@ -43,37 +58,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.allow_loopback or loopback_allowed_by_env():
         options["allow_loopback"] = True
     backend = create_backend(args.backend, model=args.model_path or args.model, options=options)
+    from migbench.options import resolve_schema
+
+    schema = resolve_schema(args.schema, warn=lambda line: console.print(f"[yellow]warning:[/] {line}"))
     dataset = resolve_dataset(args.dataset, ground_truth=args.ground_truth, doc_type=args.doc_type,
-                              encoding=args.gt_encoding)
+                              encoding=args.gt_encoding, schema=schema)
     if dataset.problems:
         console.print(f"[yellow]{len(dataset.problems)} dataset problem(s): each is recorded as a failed "
                       f"document[/] (first: {dataset.problems[0].message})")
     opts = RunOptions(prompt_style=args.prompt_style, prompt_family=args.prompt_family, limit=args.limit,
                       concurrency=args.concurrency, batch_size=args.batch_size, tokens_per_min=args.tpm,
                       requests_per_min=args.rpm, new_run=args.new, retry_failed=args.retry_failed,
-                      max_image_dim=args.max_image_dim)
+                      max_image_dim=args.max_image_dim, classify=args.classify)
+    store = _store(args)
     try:
-        with RunProgress(console, args.backend) as prog:
-            runner = Runner(backend, dataset, _store(args), opts, on_result=prog.on_result, on_start=prog.on_start)
+        with run_progress(console, args.backend) as prog:
+            runner = Runner(backend, dataset, store, opts, schema=schema, on_result=prog.on_result,
+                            on_start=prog.on_start)
             summary = runner.run()
     finally:
         backend.close()
-    _apply_scoring(args, summary.run_id)
-    console.print(summary_table(summary, args.backend))
+    profile = apply_scoring(store, summary.run_id, args.scoring, redone=summary.done_now, schema=schema)
+    run = store.run(summary.run_id)
+    console.print(summary_table(summary, args.backend, emulated=run.emulated,
+                                run_docs=store.documents(summary.run_id), profile=profile))
     print(summary.run_id)
     return 130 if summary.interrupted else 0
 
 
 # runs / backends ----------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = _existing_store(args)
+    runs = store.runs()
     t = Table(title=f"runs in {store.path}")
-    for col in ("run", "backend", "model", "status", "docs", "ok", "failed", "emulated", "started"):
-        t.add_column(col)
-    for r in store.runs():
-        c = store.counts(r["run_id"])
-        t.add_row(r["run_id"], r["backend"], str(r["model"]), r["status"], str(r["n_documents"]),
-                  str(c.get("ok", 0)), str(c.get("failed", 0)), "yes" if r["emulated"] else "", r["started_at"])
+    # Run ids are what rescore/export/--run take: never cut, whatever the terminal width; the other
+    # columns wrap instead.
+    t.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for col in ("backend", "model", "status", "docs", "ok", "failed", "emulated", "started"):
+        t.add_column(col, overflow="fold")
+    for r in runs:
+        c = store.counts(r.run_id)
+        t.add_row(r.run_id, r.backend, str(r.model), r.status, str(r.n_documents),
+                  str(c.get("ok", 0)), str(c.get("failed", 0)), "yes" if r.emulated else "", r.started_at)
     Console().print(t)
     return 0
 
@@ -95,7 +121,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # parse / rescore / export --------------------------------------------------------
 def cmd_parse(args: argparse.Namespace) -> int:
     from migbench.parsing import parse_output
+    from migbench.schema import load_schema
 
+    known = sorted(load_schema().document_types)
+    if args.doc_type not in known:
+        raise UsageError(f"--doc-type: unknown document type {args.doc_type!r}; known: {', '.join(known)}")
     data = sys.stdin.buffer.read()
     text = data.decode("utf-8", errors="replace")
     out = json.dumps(parse_output(text, args.doc_type), indent=2, ensure_ascii=False) + "\n"
@@ -118,26 +148,18 @@ def _write_stdout(data: bytes) -> None:
         os.close(devnull)
 
 
-def _apply_scoring(args: argparse.Namespace, run_id: str) -> None:
-    """The runner scores with the default profile; another --scoring re-scores the stored run."""
-    from migbench.rescore import rescore_run
-    from migbench.scoring_profiles import DEFAULT_PROFILE
-
-    store = _store(args)
-    if args.scoring not in (None, DEFAULT_PROFILE):
-        rescore_run(store, run_id, args.scoring)
-    elif hasattr(store, "set_scoring"):
-        store.set_scoring(run_id, DEFAULT_PROFILE)
-
-
 def cmd_rescore(args: argparse.Namespace) -> int:
     from migbench.headline import headline_f1
     from migbench.rescore import rescore_run
 
-    store = _store(args)
+    store = _existing_store(args)
     run_id = store.resolve(args.run)
-    profile, n, _ = rescore_run(store, run_id, args.scoring)
-    console.print(f"rescored {n} documents of {run_id} from stored raw responses ({profile} scoring)")
+    from migbench.options import resolve_schema
+
+    schema = resolve_schema(args.schema, warn=lambda line: console.print(f"[yellow]warning:[/] {line}"))
+    profile, n, _ = rescore_run(store, run_id, args.scoring, schema)
+    emulated = " [EMULATED]" if store.run(run_id).emulated else ""
+    console.print(f"rescored {n} documents of {run_id}{emulated} from stored raw responses ({profile} scoring)")
     for line in headline_f1(store.documents(run_id), profile).lines():
         console.print(line)
     return 0
@@ -146,15 +168,15 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from migbench.export import export_run
 
-    store = _store(args)
+    store = _existing_store(args)
     run = store.run(args.run)
     if args.format == "lmm-poc":  # the incumbent's artifact shapes (migbench.lmm_poc)
         from migbench.lmm_poc import write_lmm_poc
 
-        raw, cleaned = write_lmm_poc(run, store.documents(run["run_id"]), Path(args.out))
+        raw, cleaned = write_lmm_poc(run, store.documents(run.run_id), Path(args.out))
         console.print(f"wrote {raw} and {cleaned}")
         return 0
-    out, scores = export_run(run, store.documents(run["run_id"]), Path(args.out))
+    out, scores = export_run(run, store.documents(run.run_id), Path(args.out))
     console.print(f"wrote {out} and {scores}")
     return 0
 
@@ -176,6 +198,16 @@ def _run_pluggable(name: str, argv: list[str]) -> int:
     return getattr(importlib.import_module(module), func)(argv) or 0
 
 
+def _backend_names() -> str:
+    """Backend names from the registry's catalog (backends.yaml): no adapter is imported."""
+    try:
+        from migbench.registry import registry
+
+        return ", ".join(registry().backends)
+    except MigbenchError as exc:  # a broken catalog must not break `--help`; `run` reports it properly
+        return f"(backend catalog unreadable: {exc})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     r = with_results(sub.add_parser("run", help="run a backend over a dataset (resumable)"))
-    r.add_argument("--backend", default="ocr-baseline")
+    r.add_argument("--backend", default="ocr-baseline", metavar="NAME",
+                   help=f"backend to run (default: ocr-baseline): {_backend_names()}; see `migbench backends`")
     r.add_argument("--dataset", help="folder with documents + ground_truth.csv/.jsonl (default: shipped synthetic set)")
-    r.add_argument("--limit", type=int)
+    r.add_argument("--limit", type=int, metavar="N",
+                   help="only the first N documents of the dataset (a later run with a larger N resumes)")
     r.add_argument("--model", help="model / profile id or endpoint name (overrides the catalog)")
     r.add_argument("--model-path", help="local model directory (local backends)")
     r.add_argument("--region", help="AWS region (must be an allowed Australian region)")
@@ -214,19 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (repeatable), e.g. -o read_timeout=600")
     r.add_argument("--scoring", choices=PROFILES, help="scoring profile (default: incumbent)")
+    r.add_argument("--classify", action="store_true",
+                   help="ask the backend each document's type first and extract with that type's prompt "
+                        "(the incumbent's pipeline; DOCUMENT_TYPE is then scored). Default: the type is given")
+    r.add_argument("--schema", metavar="FILE",
+                   help="field schema: migbench's fields.yaml format or the incumbent's field_definitions.yaml")
     r.set_defaults(func=cmd_run)
 
     sub.add_parser("backends", help="list backends and whether their extra is installed").set_defaults(func=cmd_backends)
     with_results(sub.add_parser("runs", help="list stored runs")).set_defaults(func=cmd_runs)
 
     pa = sub.add_parser("parse", help="parse raw model text from stdin into fields (JSON)")
-    pa.add_argument("--doc-type", required=True)
+    pa.add_argument("--doc-type", required=True, help="document type: invoice, receipt or bank_statement "
+                    "(the schema's types, checked when run)")
     pa.set_defaults(func=cmd_parse)
 
     rs = with_results(sub.add_parser("rescore", help="re-parse and re-score stored raw responses"))
     rs.add_argument("run", help="run id or 'latest'")
     rs.add_argument("--scoring", choices=PROFILES,
                     help="scoring profile (default: the run's own, else incumbent); no model is called")
+    rs.add_argument("--schema", metavar="FILE",
+                    help="field schema the run was scored with (migbench's format or the incumbent's)")
     rs.set_defaults(func=cmd_rescore)
 
     ex = with_results(sub.add_parser("export", help="write predictions in the ground truth's format"))

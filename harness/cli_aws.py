@@ -21,13 +21,17 @@ def cmd_iam_policy(argv: list[str]) -> int:
                                              "restricted to the allowed Australian regions.")
     ap.add_argument("--backend", action="append", default=[], help="backend name (repeatable); default nova-pro, nova-lite")
     ap.add_argument("--sagemaker-endpoint", action="append", default=[], help="SageMaker endpoint name (repeatable)")
+    ap.add_argument("--s3-bucket", action="append", default=[],
+                    help="textract-expense: the bucket multi-page PDFs go through (repeatable)")
     ap.add_argument("--region", action="append", help="allowed region (repeatable; default from residency.yaml)")
     ap.add_argument("--account", default="*", help="AWS account id for ARNs (default *)")
-    ap.add_argument("--out", default="iam-policy.json")
+    ap.add_argument("--out", metavar="FILE",
+                    help="also write the policy to FILE (default: print it only; nothing is written)")
     args = ap.parse_args(argv)
     backends = args.backend or ["nova-pro", "nova-lite"]
     doc = write_policy(backends, args.out, account=args.account, sagemaker_endpoints=args.sagemaker_endpoint,
-                       regions=args.region)
+                       regions=args.region, s3_buckets=args.s3_bucket)
     print(json.dumps(doc, indent=2))
-    print(f"wrote {args.out}; regions reachable: {', '.join(sorted(policy_regions(doc)))}", file=sys.stderr)
+    wrote = f"wrote {args.out}; " if args.out else ""
+    print(f"{wrote}regions reachable: {', '.join(sorted(policy_regions(doc)))}", file=sys.stderr)
     return 0

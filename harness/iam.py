@@ -41,7 +41,9 @@ def _resolve(model: str, catalog: ModelCatalog) -> tuple[str, str, list[str], li
 
 def least_privilege_policy(models: Iterable[str], regions: Iterable[str] | None = None, account: str = "*", *,
                            sagemaker_endpoints: Iterable[str] = (), include_preflight: bool = True,
-                           catalog: ModelCatalog | None = None, policy: ResidencyPolicy | None = None) -> dict[str, Any]:
+                           catalog: ModelCatalog | None = None, policy: ResidencyPolicy | None = None,
+                           textract: bool = False, s3_buckets: Iterable[str] = (),
+                           s3_prefix: str = "migbench/") -> dict[str, Any]:
     """IAM policy document for Bedrock models (catalog keys or ids) and SageMaker endpoint names.
 
     Raises ValueError for a region outside the residency policy or a model that would leave it.
@@ -101,12 +103,40 @@ def least_privilege_policy(models: Iterable[str], regions: Iterable[str] | None 
         statements.append({"Sid": "InvokeSageMakerEndpointsInAllowedRegions", "Effect": "Allow",
                            "Action": ["sagemaker:InvokeEndpoint"], "Resource": endpoints,
                            "Condition": region_condition})
+    if textract:
+        statements += textract_statements(regions, list(s3_buckets), s3_prefix)
     if not statements:
         raise ValueError("no Bedrock model or SageMaker endpoint given: nothing to allow")
     statements.append({"Sid": "DenyEverythingOutsideAllowedRegions", "Effect": "Deny",
-                       "Action": ["bedrock:*", "sagemaker:InvokeEndpoint*"], "Resource": "*",
+                       "Action": ["bedrock:*", "sagemaker:InvokeEndpoint*"] + (["textract:*"] if textract else []),
+                       "Resource": "*",
                        "Condition": {"StringNotEquals": {"aws:RequestedRegion": regions}}})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def textract_statements(regions: list[str], buckets: list[str], prefix: str) -> list[dict[str, Any]]:
+    """Textract expense analysis in the regions that offer it (textract_expense.yaml) and are allowed.
+    Textract actions take no resource ARN (Resource "*"), so the region condition is what pins them;
+    the S3 grants name only the upload prefix of each bucket (Textract reads the object with the
+    caller's permission, hence GetObject) and GetBucketLocation for the residency check."""
+    from migbench.catalog import data_path, read_yaml
+
+    offered = (read_yaml(data_path("textract_expense.yaml")) or {}).get("regions") or []  # type: ignore[union-attr]
+    in_region = [r for r in regions if r in offered]
+    if not in_region:
+        raise ValueError(f"Textract is offered in none of the regions {regions} (textract_expense.yaml: {offered})")
+    condition = {"StringEquals": {"aws:RequestedRegion": in_region}}
+    actions = ["textract:AnalyzeExpense"] + (["textract:StartExpenseAnalysis", "textract:GetExpenseAnalysis"]
+                                             if buckets else [])
+    out: list[dict[str, Any]] = [{"Sid": "TextractExpenseInAllowedRegions", "Effect": "Allow", "Action": actions,
+                                  "Resource": "*", "Condition": condition}]
+    if buckets:
+        out.append({"Sid": "TextractUploadsInTheBucketPrefix", "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                    "Resource": [f"arn:aws:s3:::{b}/{prefix}*" for b in buckets], "Condition": condition})
+        out.append({"Sid": "TextractBucketRegionCheck", "Effect": "Allow", "Action": ["s3:GetBucketLocation"],
+                    "Resource": [f"arn:aws:s3:::{b}" for b in buckets], "Condition": condition})
+    return out
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -136,9 +166,11 @@ def policy_regions(policy: dict[str, Any]) -> set[str]:
     return reachable
 
 
-def write_policy(backend_names: Iterable[str], out_path: str | Path, *, account: str = "*",
-                 sagemaker_endpoints: Iterable[str] = (), regions: Iterable[str] | None = None) -> dict[str, Any]:
-    """Policy for registry backends (their catalog_model) -> JSON file; returns the policy.
+def write_policy(backend_names: Iterable[str], out_path: str | Path | None, *, account: str = "*",
+                 sagemaker_endpoints: Iterable[str] = (), regions: Iterable[str] | None = None,
+                 s3_buckets: Iterable[str] = ()) -> dict[str, Any]:
+    """Policy for registry backends (their catalog_model); returns it, and writes it as JSON to
+    `out_path` when one is given (None: nothing is written).
 
     SageMaker backends carry no endpoint name in the registry: pass them as `sagemaker_endpoints`.
     """
@@ -146,9 +178,12 @@ def write_policy(backend_names: Iterable[str], out_path: str | Path, *, account:
     from migbench.registry import entry
 
     models: list[str] = []
+    textract = False
     for name in backend_names:
         e = entry(name)
-        if e.target.startswith("migbench.adapters.bedrock:"):
+        if e.target.startswith("migbench.adapters.textract:"):
+            textract = True
+        elif e.target.startswith("migbench.adapters.bedrock:"):
             key = e.defaults.get("catalog_model")
             if not key:
                 raise SetupError(f"backend {name!r} has no catalog_model: cannot derive its resources")
@@ -156,8 +191,10 @@ def write_policy(backend_names: Iterable[str], out_path: str | Path, *, account:
         elif not e.target.startswith("migbench.adapters.sagemaker:"):
             raise SetupError(f"backend {name!r} does not call AWS: no IAM policy needed")
     try:
-        doc = least_privilege_policy(models, regions, account, sagemaker_endpoints=sagemaker_endpoints)
+        doc = least_privilege_policy(models, regions, account, sagemaker_endpoints=sagemaker_endpoints,
+                                     textract=textract, s3_buckets=s3_buckets)
     except ValueError as exc:
         raise SetupError(f"iam-policy: {exc}") from None
-    Path(out_path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if out_path is not None:
+        Path(out_path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return doc

@@ -78,3 +78,36 @@ def resolve_thresholds(ref: str | Path | None, schema: Any = None) -> Any:
         return load_threshold_set(ref, schema)
     except (CatalogError, OSError) as exc:
         raise UsageError(f"--thresholds: {exc}") from None
+
+
+def apply_scoring(store: Any, run_id: str, requested: str | None, *, redone: int = 0, schema: Any = None) -> str:
+    """Leave the stored run scored wholly with `requested` (default: incumbent); returns the profile.
+
+    The runner scores with the default profile, so a run asked for under another profile, or a
+    resumed run scored earlier with another one, is re-scored from its stored raw responses
+    (migbench.rescore: no model is called): never half one profile and half the other.
+    """
+    from migbench.rescore import rescore_run
+    from migbench.scoring_profiles import DEFAULT_PROFILE
+
+    profile = requested or DEFAULT_PROFILE
+    recorded = store.scoring(run_id)
+    if (profile != DEFAULT_PROFILE and (redone or recorded != profile)) or recorded not in (None, profile):
+        return rescore_run(store, run_id, profile, schema)[0]
+    store.set_scoring(run_id, profile)
+    return profile
+
+
+def resolve_schema(path: str | Path | None, warn: Any = None) -> Any:
+    """The field schema: the packaged one, or --schema FILE (migbench's format or the incumbent's
+    config/field_definitions.yaml, told apart by its keys). Each assumption loading made (a field with
+    no migbench type scored as text) goes to `warn` as one line."""
+    from migbench.schema import load_schema
+
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"--schema {path}: file not found")
+    schema = load_schema(path)
+    for line in schema.warnings:
+        if warn is not None:
+            warn(line)
+    return schema

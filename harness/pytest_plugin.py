@@ -15,7 +15,9 @@ changes nothing in other projects' pytest runs. Module-level imports stay light.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import pytest
@@ -45,7 +47,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--model", default=None, help="model / profile id or endpoint name (overrides the catalog)")
     g.addoption("--model-path", default=None, help="local model directory (local backends)")
     g.addoption("--scoring", default=None, choices=["incumbent", "exact"],
-                help="scoring profile (ground_truth/scoring_profiles.yaml; default: incumbent)")
+                help="scoring profile (ground_truth/scoring_profiles.yaml; default: incumbent); the stored run "
+                     "is re-scored with it before the gates, without calling any model")
+    g.addoption("--classify", action="store_true", default=False,
+                help="the backend predicts each document's type first and extracts with that type's prompt "
+                     "(the incumbent's pipeline; DOCUMENT_TYPE is then scored); default: the type is given")
+    g.addoption("--schema", default=os.environ.get("MIGBENCH_SCHEMA"), metavar="FILE",
+                help="field schema: migbench's fields.yaml format or the incumbent's field_definitions.yaml")
+    g.addoption("--report", default=None, metavar="PATH",
+                help="render the HTML report to PATH after a complete gating (a session that gated nothing "
+                     "leaves the last report as it was)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
         st = SuiteSession.from_options(config.option)
         # A bad file or folder given on the command line is a usage error now, in one line, not a
         # collection error (with tracebacks) later.
+        if getattr(config.option, "schema", None):
+            _ = st.schema
         if config.option.thresholds:
             _ = st.threshold_set
         if config.option.dataset:
@@ -96,6 +109,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("migbench_volume", vols, ids=[f"{b}/{v}-per-day" for v in vols])
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Choices the session made for the user (e.g. dry-run thresholds for an emulator), one line each."""
+    st = session.config.stash.get(STATE, None)
+    reporter = session.config.pluginmanager.getplugin("terminalreporter")
+    if st is not None and reporter is not None:
+        for note in st.notes:
+            reporter.write_line(f"migbench: {note}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("live"):
         skip = pytest.mark.skip(reason="calls real cloud services: pass --live")
@@ -129,14 +151,33 @@ def migbench_state(request: pytest.FixtureRequest) -> SuiteSession:
     return state_of(request.config)
 
 
+@contextmanager
+def _on_terminal(config: pytest.Config) -> Iterator[Callable[[str], Any]]:
+    """A progress factory that writes past pytest's output capture (the run takes minutes inside a
+    fixture): the bar on a terminal, a plain line every 30 s in a CI log (migbench.progress)."""
+    from migbench.progress import run_progress
+    from rich.console import Console
+
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
+        if reporter is not None:
+            reporter.ensure_newline()
+        # sys.stdout here is pytest's own terminal again; the console is made inside the block.
+        yield lambda label: run_progress(Console(file=sys.stdout, soft_wrap=True), label)
+
+
 @pytest.fixture(scope="session")
-def migbench_run(migbench_state: SuiteSession) -> tuple[Any, Any, list[Any]]:
+def migbench_run(request: pytest.FixtureRequest, migbench_state: SuiteSession) -> tuple[Any, Any, list[Any]]:
     """(store, RunRecord, typed document rows) of the backend's run over the dataset, run once."""
     why = _or_fail(migbench_state.live_refusal)
     if why:
         migbench_state.failure = why
         pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
-    return _or_fail(migbench_state.ensure_run)
+    if "run" in migbench_state._cache or migbench_state.failure:  # no progress to show
+        return _or_fail(migbench_state.ensure_run)
+    with _on_terminal(request.config) as progress:
+        return _or_fail(lambda: migbench_state.ensure_run(progress))
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +239,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):  # xdist workers: the controller writes it
         return
     summary = st.finish(exitstatus)
+    summary["report"] = st.write_report()
     st.write_summary()
     from _pytest.junitxml import xml_key
 
@@ -218,8 +260,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     st = config.stash.get(STATE, None)
     if st is None or st.summary is None:
         return
-    terminalreporter.write_sep("-", st.verdict_line())
     for g in st.summary.get("gates") or []:
         if g["status"] == "fail":
             terminalreporter.write_line(f"GATE FAILED {g['message']}")
-    terminalreporter.write_line(f"summary: {st.summary_path}")
+    terminalreporter.write_line(f"migbench summary (JSON): {st.summary_path}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The verdict is the session's last line, after pytest's test counts: documents, verdict, gates,
+    the thresholds that judged them, the scoring profile and where the report is."""
+    st = config.stash.get(STATE, None)
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if st is None or st.summary is None or reporter is None or hasattr(config, "workerinput"):
+        return
+    failed = st.summary.get("verdict") != "pass"
+    reporter.write_line(st.verdict_line(), bold=True, red=failed, green=not failed)

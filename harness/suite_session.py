@@ -34,6 +34,17 @@ def cloud_endpoint(family: str, options: dict[str, Any], env: dict[str, str]) ->
     return env.get(f"AWS_ENDPOINT_URL_{service}") or env.get("AWS_ENDPOINT_URL") if service else None
 
 
+def loopback_cloud(family: str, options: dict[str, Any], env: dict[str, str]) -> bool:
+    """A cloud backend pointed at a loopback endpoint: an emulator (or moto), never AWS."""
+    from urllib.parse import urlsplit
+
+    from migbench.gates import CLOUD_FAMILIES
+    from migbench.residency import is_loopback, load_policy
+
+    endpoint = cloud_endpoint(family, options, env) if family in CLOUD_FAMILIES else None
+    return bool(endpoint and is_loopback(urlsplit(endpoint).hostname, load_policy()))
+
+
 def live_refusal(backend: str, family: str, options: dict[str, Any], env: dict[str, str], live: bool) -> str | None:
     """Why this run needs --live (it would reach real AWS), or None."""
     from urllib.parse import urlsplit
@@ -64,12 +75,19 @@ class SuiteSession:
     limit: int | None
     options: dict[str, Any]
     model: str | None
+    scoring: str | None = None  # --scoring; None: the default profile (incumbent)
+    classify: bool = False  # --classify: the backend predicts each type first (DOCUMENT_TYPE then scored)
+    schema_path: Path | None = None  # --schema FILE: migbench's format or the incumbent's field_definitions.yaml
+    report_path: Path | None = None  # --report: rendered after a complete gating only
     checked: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, gate id) -> test node id
     extras: dict[str, Any] = field(default_factory=dict)  # benchmarks, break-even, ... for the summary
     outcomes: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     used: bool = False
     summary: dict[str, Any] | None = None  # the verdict, once the session finished
+    gated: bool = False  # the verdict was stored with the run (complete gating, run made)
+    notes: list[str] = field(default_factory=list)  # one-line facts the console shows before the tests
+    report: str | None = None  # what became of --report, for the closing line
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -80,7 +98,10 @@ class SuiteSession:
         return cls(backend=o.backend, dataset_dir=Path(o.dataset) if o.dataset else None,
                    thresholds_ref=o.thresholds, results=Path(o.results), baseline_ref=o.baseline, live=o.live,
                    limit=check_limit(o.limit), options=parse_backend_options(o.backend_option, "--backend-option"),
-                   model=o.model_path or o.model)
+                   model=o.model_path or o.model, scoring=getattr(o, "scoring", None),
+                   classify=bool(getattr(o, "classify", False)),
+                   schema_path=Path(o.schema) if getattr(o, "schema", None) else None,
+                   report_path=Path(o.report) if getattr(o, "report", None) else None)
 
     # cheap, collection-time facts ------------------------------------------------
     def _memo(self, key: str, make: Callable[[], Any]) -> Any:
@@ -90,18 +111,37 @@ class SuiteSession:
 
     @property
     def schema(self) -> Any:
-        from migbench.schema import load_schema
-        return self._memo("schema", load_schema)
+        from migbench.options import resolve_schema
+        return self._memo("schema", lambda: resolve_schema(self.schema_path, warn=self.notes.append))
 
     @property
     def dataset(self) -> Any:
         from migbench.options import resolve_dataset
-        return self._memo("dataset", lambda: resolve_dataset(self.dataset_dir))
+        return self._memo("dataset", lambda: resolve_dataset(self.dataset_dir, schema=self.schema))
 
     @property
     def threshold_set(self) -> Any:
         from migbench.options import resolve_thresholds
-        return self._memo("thresholds", lambda: resolve_thresholds(self.thresholds_ref, self.schema))
+        return self._memo("thresholds", lambda: resolve_thresholds(self.effective_thresholds_ref, self.schema))
+
+    @property
+    def effective_thresholds_ref(self) -> str | None:
+        """--thresholds, else dry-run for a cloud backend on a loopback endpoint (an emulated run can only
+        prove the plumbing, and real thresholds would refuse it), else the default (incumbent)."""
+        if self.thresholds_ref is not None:
+            return self.thresholds_ref
+        if "auto_thresholds" not in self._cache:
+            from migbench.registry import load_backend_class
+
+            try:
+                emulated = loopback_cloud(load_backend_class(self.backend).family, self.options, dict(os.environ))
+            except MigbenchError:  # the backend cannot load: the run's test fails with why
+                emulated = False
+            self._cache["auto_thresholds"] = "dry-run" if emulated else None
+            if emulated:
+                self.notes.append(f"{self.backend} points at a loopback endpoint (an emulator): gating with the "
+                                  "dry-run thresholds (plumbing, not accuracy); pass --thresholds to choose")
+        return self._cache["auto_thresholds"]
 
     @property
     def thresholds(self) -> Any:
@@ -131,8 +171,10 @@ class SuiteSession:
         self.failure = message
         return SessionFailure(message)
 
-    def ensure_run(self) -> tuple[Any, Any, list[Any]]:
-        """(store, RunRecord, typed rows of the selected documents); runs the backend once."""
+    def ensure_run(self, progress: Callable[[str], Any] | None = None) -> tuple[Any, Any, list[Any]]:
+        """(store, RunRecord, typed rows of the selected documents); runs the backend once, then
+        scores the stored run with --scoring. `progress(label)`: a context manager with the runner's
+        on_start/on_result callbacks (migbench.progress), or None for a silent run."""
         self.used = True
         if "run" in self._cache:
             return self._cache["run"]
@@ -147,8 +189,16 @@ class SuiteSession:
             backend = create_backend(self.backend, model=self.model, options=self.options)
         except MigbenchError as exc:
             raise self._fail(f"{self.backend}: {exc}") from None
+        from contextlib import nullcontext
+
+        from migbench.options import apply_scoring
+
         try:
-            summary = Runner(backend, self.dataset, store, RunOptions(limit=self.limit), schema=self.schema).run()
+            with progress(self.backend) if progress is not None else nullcontext() as prog:
+                callbacks = {"on_start": prog.on_start, "on_result": prog.on_result} if prog is not None else {}
+                summary = Runner(backend, self.dataset, store, RunOptions(limit=self.limit, classify=self.classify),
+                                 schema=self.schema,
+                                 **callbacks).run()
         except MigbenchError as exc:
             raise self._fail(f"{self.backend}: {exc}") from None
         finally:
@@ -156,6 +206,9 @@ class SuiteSession:
         if summary.interrupted or summary.remaining:
             raise self._fail(f"{self.backend}: run {summary.run_id} incomplete ({summary.remaining} documents left"
                              f"{', interrupted' if summary.interrupted else ''}); rerun to resume")
+        # After the run, before any analysis: every figure the suites gate is in this profile.
+        self.extras["scoring"] = apply_scoring(store, summary.run_id, self.scoring, redone=summary.done_now,
+                                               schema=self.schema)
         run = store.run(summary.run_id)
         wanted = self.doc_ids
         rows = [d for d in store.documents(run.run_id) if d.doc_id in wanted]
@@ -213,7 +266,7 @@ class SuiteSession:
         failed_tests = sorted(n for n, v in self.outcomes.items() if v in ("failed", "error"))
         out: dict[str, Any] = {"backend": self.backend, "exit_status": int(exitstatus), "failure": self.failure,
                                "limit": self.limit, "tests": tests, "failed_tests": failed_tests,
-                               "extras": self.extras}
+                               "scoring": self.extras.get("scoring"), "extras": self.extras}
         analysis = self._cache.get("analysis")
         if "thresholds" in self._cache:
             out["thresholds"] = self.threshold_set.record()
@@ -238,7 +291,9 @@ class SuiteSession:
                 store.record_gating(run.run_id, {
                     "thresholds": analysis.thresholds.record(), "verdict": out["verdict"],
                     "gates": len(keys), "gates_failed": len(analysis.failed), "tests": tests,
-                    "failed_tests": failed_tests[:20], "at": utc_now(), "by": "pytest suites"})
+                    "failed_tests": failed_tests[:20], "scoring": self.extras.get("scoring"),
+                    "at": utc_now(), "by": "pytest suites"})
+                self.gated = True
         self.summary = out
         return out
 
@@ -267,4 +322,26 @@ class SuiteSession:
                          + ("" if s.get("coverage") == "complete" else f" ({s.get('coverage')})"))
         if th:
             parts.append(f"thresholds {th['name']} ({th['file']}, sha256 {th['sha256'][:12]})")
+        if s.get("scoring"):
+            parts.append(f"{s['scoring']} scoring")
+        if self.report:
+            parts.append(self.report)
         return "; ".join(parts)
+
+    def write_report(self) -> str | None:
+        """Render --report after a complete gating; otherwise the last good report stays as it was.
+        Returns the line the console shows about it (None without --report)."""
+        if self.report_path is None:
+            return None
+        if not self.gated:
+            self.report = f"report not written ({self.report_path} left as it was: this session gated no run)"
+            return self.report
+        from migbench.report import generate
+
+        try:
+            generate(self.results, self.report_path)
+        except (MigbenchError, OSError) as exc:
+            self.report = f"report not written: {exc}"
+        else:
+            self.report = f"report {self.report_path}"
+        return self.report

@@ -62,7 +62,9 @@ def test_score_document_hot_path(request, migbench_run, migbench_state, migbench
     calls: list[int] = []
 
     def score_all():
-        return [score_document(r.ground_truth, r.fields, migbench_schema) for r in rows]
+        # in the profile the session scored the run with (--scoring)
+        return [score_document(r.ground_truth, r.fields, migbench_schema, migbench_state.extras.get("scoring"))
+                for r in rows]
 
     out = benchmark.pedantic(_counted(score_all, calls), rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert len(calls) == _expected_calls(benchmark)

