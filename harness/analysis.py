@@ -31,6 +31,8 @@ class RunAnalysis:
     gates: list[g.Gate]
     paired: Paired | None = None  # all documents against the baseline (the gates are per document type)
     baseline: RunRecord | None = None
+    review: Any = None  # migbench.review.ReviewSummary: flagged / escaped rates, total cost with review
+    power: list[Any] = field(default_factory=list)  # migbench.planning.PlanRow per type: powered or not
     _index: dict[tuple[str, str], g.Gate] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,15 +74,22 @@ class RunAnalysis:
         }
         if self.paired is not None and self.baseline is not None:
             out["baseline"] = {"run_id": self.baseline.run_id, "backend": self.baseline.backend,
-                               "paired": asdict(self.paired)}
+                               "paired": asdict(self.paired), "power": [asdict(p) for p in self.power]}
+        if self.review is not None:
+            out["review"] = self.review.to_dict()
         return out
 
 
 def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSet, schema: Any, *,
             pricing: Any = None, baseline: tuple[RunRecord, Sequence[DocResult]] | None = None,
-            gpu_hourly: float | None = None) -> RunAnalysis:
-    """Every figure and every gate of one run, judged with `thresholds` (in the suites' order)."""
+            gpu_hourly: float | None = None, review_rules: Any = None) -> RunAnalysis:
+    """Every figure and every gate of one run, judged with `thresholds` (in the suites' order).
+
+    `review_rules` (migbench.review.ReviewRules; default: the packaged ones) route documents to
+    human review for the total cost per document."""
     from migbench.cost import load_pricing, run_cost
+    from migbench.planning import power_checks
+    from migbench.review import load_review_rules, review_run
 
     th = thresholds.thresholds
     rows = list(rows)
@@ -88,7 +97,10 @@ def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSe
     crit = g.critical_fields(th, schema)
     doc_types = sorted({str(r.doc_type) for r in rows if r.doc_type in schema.document_types})
     summary = aggregate(rows, th.confidence)
-    cost = run_cost(run, rows, pricing or load_pricing(), gpu_hourly)
+    pricing = pricing or load_pricing()
+    cost = run_cost(run, rows, pricing, gpu_hourly)
+    review = review_run(rows, review_rules or load_review_rules(schema=schema), crit, schema,
+                        model_cost_per_doc=cost.per_doc, currency=pricing.currency, level=th.confidence)
     gates = [g.overall_gate(backend, rows, th), g.failure_gate(backend, rows, th),
              g.hallucination_gate(backend, rows, th)]
     gates += [g.doc_type_gate(backend, rows, dt, th) for dt in doc_types]
@@ -98,8 +110,10 @@ def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSe
     gates.append(g.cost_per_doc_gate(backend, cost, th))
     gates += [g.monthly_cost_gate(backend, cost, v, th) for v in th.cost.volumes_per_day]
     paired = base_run = None
+    power: list[Any] = []
     if baseline is not None:
         base_run, base_rows = baseline
         gates += [g.non_inferiority_gate(backend, base_run.backend, rows, base_rows, dt, th) for dt in doc_types]
         paired = g.paired(rows, base_rows, base_run.backend, None, th)
-    return RunAnalysis(run, rows, thresholds, summary, cost, gates, paired, base_run)
+        power = power_checks(rows, base_rows, th)
+    return RunAnalysis(run, rows, thresholds, summary, cost, gates, paired, base_run, review, power)
