@@ -114,7 +114,7 @@ def build_store(results: Path, *, error_rates: dict[str, float] | None = None, f
 
 
 # ------------------------------------------------------------------------------------- helpers
-SECTIONS = ("decision", "accuracy", "latency", "cost", "residency", "errors", "provenance")
+SECTIONS = ("decision", "accuracy", "latency", "cost", "review", "residency", "errors", "provenance")
 
 
 class _Tags(HTMLParser):
@@ -397,3 +397,113 @@ def test_select_runs_prefers_complete_runs_with_results_per_backend_and_model() 
     assert set(why) == {"ocr-1", "nova-403", "nova-us", "old-ds"}
     assert "superseded by the later complete run ocr-2" in why["ocr-1"]
     assert "0 ok" in why["nova-403"] and "not a candidate" in why["nova-us"] and "another dataset" in why["old-ds"]
+
+
+# ------------------------------------------------------------- next steps, links, scoring (issues 11, 13)
+def test_no_recommendation_names_the_missing_evidence_and_the_exact_commands(report: str) -> None:
+    decision = section(report, "decision")
+    assert "What is missing, and the command that produces it" in decision
+    # the emulated nova-lite has no live run: its own tox environment, on the same dataset
+    assert f'<code class="cmd">tox -e nova-lite -- --live --dataset {DATASET}</code>' in decision
+    # the baseline is the OCR floor, not the incumbent: import the incumbent's own results
+    assert (f'<code class="cmd">migbench import PATH --format lmm-poc --name incumbent --dataset {DATASET}</code>'
+            in decision)
+    assert '<code class="cmd">migbench report --results ' in decision
+
+
+def test_recommendation_lists_no_missing_evidence(tmp_path: Path) -> None:
+    build_store(tmp_path, error_rates={"nova-pro": 0.0, "nova-lite": 0.0}, fail_one=False, hostile=False)
+    decision = section(render(tmp_path, tmp_path / "a.html"), "decision")
+    assert "Migrate to nova-pro" in decision and "What is missing" not in decision
+
+
+def test_sources_are_links_when_they_are_urls_and_text_otherwise(report: str) -> None:
+    cost = section(report, "cost")
+    link = '<a href="https://aws.amazon.com/bedrock/pricing/" rel="noopener noreferrer">'
+    assert link + "https://aws.amazon.com/bedrock/pricing/</a> : US list" in cost
+    assert "<td class=\"src\">not priced: set --gpu-hourly or a pricing file with your own cost per GPU-hour</td>" in cost
+    residency = section(report, "residency")  # the catalog's claims about the models called, sourced
+    assert '<table class="catalog">' in residency and "<code>amazon.nova-pro-v1:0</code>" in residency
+    assert '<a href="https://docs.aws.amazon.com/bedrock/latest/userguide/models-regions.html"' in residency
+
+
+def test_linkify_escapes_everything_and_links_only_https_urls() -> None:
+    from migbench.report import linkify
+
+    out = str(linkify('see https://a.example/p?x=1&y="><script>alert(1)</script> or http://b.example, '
+                      "and (https://c.example/d)."))
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert '<a href="https://a.example/p?x=1&amp;y=" rel="noopener noreferrer">' in out
+    assert "http://b.example" in out and 'href="http://' not in out  # not https: stays text
+    assert '<a href="https://c.example/d" rel="noopener noreferrer">https://c.example/d</a>).' in out
+    assert str(linkify("seen in public code")) == "seen in public code"
+
+
+def test_report_names_each_runs_scoring_profile_and_the_other_headline_without_writing(tmp_path: Path) -> None:
+    from migbench.headline import headline_f1
+    from migbench.report import generate
+
+    ids = build_store(tmp_path)
+    with RunStore(tmp_path) as store:
+        store.set_scoring(ids["nova-pro"], "incumbent")
+        # one response whose raw text the runner had to cut before parsing
+        doc = store.documents(ids["nova-pro"])[0]
+        doc.response.extra["raw_text_truncated"] = True
+        store.save_result(ids["nova-pro"], doc, doc.ground_truth)
+        before = {d.doc_id: d.doc_f1 for d in store.documents(ids["nova-pro"])}
+    model = generate(tmp_path, tmp_path / "r.html")
+    pro = next(v for v in model["runs"] if v["backend"] == "nova-pro")
+    ocr = next(v for v in model["runs"] if v["backend"] == "ocr-baseline")
+    assert pro["scoring"]["profile"] == "incumbent" and pro["scoring"]["truncated"] == 1
+    assert ocr["scoring"]["profile"] is None and ocr["scoring"]["truncated"] == 0
+    (exact,) = pro["scoring"]["others"]
+    with RunStore(tmp_path) as store:
+        rows = store.documents(ids["nova-pro"])
+        assert {d.doc_id: d.doc_f1 for d in rows} == before and store.scoring(ids["nova-pro"]) == "incumbent"
+    schema = load_schema()
+    want = headline_f1([{"status": d.status, "doc_f1": document_f1(score_document(d.ground_truth, d.fields, schema,
+                                                                                   "exact")) if d.status == "ok"
+                         else None} for d in rows], "exact")
+    assert exact == want and exact.n_failed == 1
+    stored = pro["scoring"]["headline"]
+    assert stored.median_excluded is not None and stored.mean_as_zero < stored.mean_excluded  # failed doc as 0
+    acc = section((tmp_path / "r.html").read_text(encoding="utf-8"), "accuracy")
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", acc, re.DOTALL) if 'class="who">nova-pro<' in r
+               and "<strong>incumbent</strong>" in r)
+    assert f"<strong>exact</strong>: excluded mean {exact.mean_excluded:.3f}" in row
+    assert f"{stored.median_excluded:.3f}" in row and "failed documents excluded" in acc
+    ocr_row = next(r for r in re.findall(r"<tr>(.*?)</tr>", acc, re.DOTALL) if 'class="who">ocr-baseline<' in r
+                   and "not recorded" in r)
+    assert "<strong>incumbent</strong>: excluded mean" in ocr_row and "<strong>exact</strong>" in ocr_row
+
+
+def test_an_imported_incumbent_run_is_selected_and_becomes_the_default_baseline() -> None:
+    from migbench.contracts import RunRecord
+    from migbench.report_data import default_baseline, select_runs
+
+    ocr = RunRecord("ocr-1", "ocr-baseline", "ocr", "rapidocr", status="complete", dataset_hash="d", started_at="1")
+    imp = RunRecord("imp-1", "imported", "incumbent", "internvl3.5", status="done", dataset_hash="d", started_at="2",
+                    config={"imported": True, "name": "incumbent"})
+    other = RunRecord("imp-2", "imported", "vendor-x", "internvl3.5", status="done", dataset_hash="d",
+                      started_at="3", config={"imported": True, "name": "vendor-x"})
+    counts = {r: {"ok": 3} for r in ("ocr-1", "imp-1", "imp-2")}
+    chosen, left = select_runs([ocr, imp, other], counts)
+    assert [r.run_id for r in chosen] == ["ocr-1", "imp-1", "imp-2"] and not left  # two imported systems, both kept
+    assert default_baseline(chosen) == "imp-1"
+
+
+def test_trade_off_caption_describes_only_what_is_drawn() -> None:
+    from types import SimpleNamespace
+
+    from migbench.report_data import trade_off_caption
+
+    def view(label: str, cost: float | None, f1: float, emulated: bool = False) -> dict:
+        return {"label": label, "emulated": emulated, "latency": {"p95": 1.0}, "cost": SimpleNamespace(per_doc=cost),
+                "summary": SimpleNamespace(overall_failed_as_zero=SimpleNamespace(mean=f1))}
+
+    alone = trade_off_caption([view("ocr", 0.0, 0.9), view("nova-pro", 0.002, 0.8), view("emu", 0.001, 1.0, True)])
+    assert "Dashed line" not in alone and "ocr alone is on the cost/accuracy frontier" in alone
+    assert "Cost 0 (ocr)" in alone and "Hollow grey markers are emulated" in alone
+    both = trade_off_caption([view("ocr", 0.0, 0.6), view("nova-pro", 0.002, 0.8), view("gpu", None, 0.7)])
+    assert "Dashed line: the cost/accuracy frontier among real runs (ocr, nova-pro)" in both
+    assert "Left out (cost not measured): gpu." in both and "Hollow" not in both

@@ -83,3 +83,41 @@ def check_in_chromium(report: Path, shot: Path, *, hostile_text: str | None = No
 
 def test_report_renders_in_chromium_without_errors_requests_or_script(page_report: Path, tmp_path: Path) -> None:
     check_in_chromium(page_report, tmp_path / "report.png", hostile_text="<script>alert(1)</script>")
+
+
+# Where the layout screenshots go: MIGBENCH_SCREENSHOTS (CI keeps them as artifacts), else the test's tmp dir.
+def _shot_dir(tmp_path: Path) -> Path:
+    import os
+
+    d = Path(os.environ.get("MIGBENCH_SCREENSHOTS") or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.mark.parametrize("width", [1024, 1280])
+def test_layout_never_scrolls_sideways_and_the_verdict_column_is_on_screen(page_report: Path, tmp_path: Path,
+                                                                          width: int) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.goto(page_report.resolve().as_uri(), wait_until="load")
+            scroll_w, inner_w = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+            # Every "all gates" cell, header included: its box lies inside the viewport without scrolling.
+            boxes = page.evaluate("""[...document.querySelectorAll('table.gates .verdict')].map(e => {
+                const r = e.getBoundingClientRect(); return [r.left, r.right, e.textContent.trim()]; })""")
+            chart = page.locator("section#decision svg").last
+            chart_box = chart.bounding_box()
+            shots = _shot_dir(tmp_path)
+            page.screenshot(path=str(shots / f"report-{width}.png"))
+            page.locator("table.gates").scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / f"report-{width}-gates.png"))
+            chart.screenshot(path=str(shots / f"report-{width}-trade-off.png"))
+        finally:
+            browser.close()
+    assert scroll_w <= inner_w, f"the page scrolls sideways at {width}px: {scroll_w} > {inner_w}"
+    assert len(boxes) == 1 + 3  # the header and one verdict per run
+    for left, right, text in boxes:
+        assert 0 <= left and right <= inner_w, f"verdict cell {text!r} at {left:.0f}-{right:.0f} px, viewport {width}"
+    assert chart_box is not None and chart_box["x"] + chart_box["width"] <= inner_w
