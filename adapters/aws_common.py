@@ -398,6 +398,16 @@ def host_of(url: str | None) -> str | None:
     return urlsplit(url).hostname
 
 
+def error_line(exc: BaseException) -> str:
+    """`Code: message` for a service error (botocore's own wording repeats the operation), else
+    safe_message; scrubbed, one line."""
+    code = error_code(exc)
+    message = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message") if code else None
+    if code:
+        return (scrub(f"{code}: {str(message).splitlines()[0]}") if message else None) or code
+    return safe_message(exc)
+
+
 def safe_message(exc: BaseException) -> str:
     """One scrubbed line naming the error (a server may echo anything, credentials included)."""
     code = error_code(exc)
@@ -534,7 +544,7 @@ class AwsBackend(Backend):
                             return
             self.quota_note = f"not read: no quota named {names[0]!r} in {self.region}"
         except Exception as exc:  # noqa: BLE001 - AccessDenied, unreachable, refused: a note
-            self.quota_note = f"not read: {safe_message(exc)}"
+            self.quota_note = f"not read: {error_line(exc)}"
         finally:
             sq.close()
             # Audited like the profile check: a request to AWS before any document (never a body).

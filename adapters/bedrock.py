@@ -192,7 +192,7 @@ class BedrockBackend(aws.AwsBackend):
                 error_class=aws.classify_aws_error(exc), service="bedrock"))
             if isinstance(exc, ResidencyError):  # the control request itself would leave the policy
                 raise SetupError(f"inference profile check refused: {exc}") from None
-            self._unverified(f"destinations could not be read: {aws.safe_message(exc)}")
+            self._unverified(f"destinations could not be read: {aws.error_line(exc)}")
             return
         finally:
             ctl.close()

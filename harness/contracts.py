@@ -441,6 +441,11 @@ class Backend(ABC):
         than the shared estimate (migbench.tokens); None uses the shared one."""
         return None
 
+    def quota_hint(self) -> float | None:
+        """Tokens per minute the provider allows this model, when the backend could read it at
+        preflight (AWS Service Quotas); the runner's token limit when the user set none. None: unknown."""
+        return None
+
     def max_concurrency(self) -> int:
         return int(self.config.get("concurrency", 1))
 

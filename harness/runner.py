@@ -241,6 +241,7 @@ class Runner:
             for r in problems:
                 record(r)
             self.backend.preflight()
+            self._apply_quota_hint()
             if self.backend.batches:
                 self._run_batched(docs, record)
             else:
@@ -261,6 +262,19 @@ class Runner:
         mean_f1 = sum(f1s) / len(f1s) if f1s else None
         return RunSummary(run_id, resumed, total, skipped, counts["ok"] + counts["failed"], counts["ok"],
                           counts["failed"], remaining, wall, interrupted, mean_f1, failures)
+
+    def _apply_quota_hint(self) -> None:
+        """The provider's own tokens-per-minute quota, read at preflight (Backend.quota_hint), paces
+        the run when the user gave no token limit: a first run stays under the account's quota."""
+        if self.opts.tokens_per_min or self.backend.config.get("tokens_per_min"):
+            return
+        hint = self.backend.quota_hint()
+        if not hint:
+            return
+        if self.limiter is None:
+            self.limiter = RateLimiter(hint, None, window_s=self.opts.quota_window_s)
+        else:
+            self.limiter.tpm = hint
 
     def _describe(self) -> dict[str, Any]:
         try:

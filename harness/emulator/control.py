@@ -71,7 +71,20 @@ def is_control(method: str, raw_path: str, headers: Any) -> bool:
 
 def handle(service: _Service, method: str, raw_path: str, headers: Any, body: bytes,
            entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-    """Answer one control-plane request (the caller checked `is_control`). Raises ApiError."""
+    """Answer one control-plane request (the caller checked `is_control`). Raises ApiError, except
+    for AWS JSON 1.1 requests, whose errors carry their code in the body (`__type`)."""
+    if method == "POST":
+        try:
+            return _handle(service, method, raw_path, headers, body, entry_out)
+        except P.ApiError as err:
+            entry_out.update(error=err.code, message=err.message)
+            return err.status, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": err.code}, \
+                json.dumps({"__type": err.code, "message": err.message}).encode()
+    return _handle(service, method, raw_path, headers, body, entry_out)
+
+
+def _handle(service: _Service, method: str, raw_path: str, headers: Any, body: bytes,
+            entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     verify(method, raw_path, headers, body, policy_for(service.policy, headers))
     parts = urlsplit(raw_path)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
