@@ -59,6 +59,12 @@ class HourlyPrice(_Dated):
     per_hour: float | None = Field(ge=0)
 
 
+class PagePrice(_Dated):
+    """APIs billed per page processed (Textract AnalyzeExpense), whatever the text on it."""
+
+    per_page: float = Field(ge=0)
+
+
 class PricingDefaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     sagemaker_instance: str
@@ -72,6 +78,7 @@ class Pricing(BaseModel):
     token: dict[str, TokenPrice]  # keyed by model id
     profiles: dict[str, ProfilePrice] = {}  # keyed by inference profile id
     hourly: dict[str, HourlyPrice]  # keyed by instance type
+    page: dict[str, PagePrice] = {}  # keyed by the API billed per page (the backend's model id)
     defaults: PricingDefaults
 
     @model_validator(mode="after")
@@ -123,9 +130,26 @@ def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int |
     return (input_tokens or 0) / 1000 * price.input_per_1k + (output_tokens or 0) / 1000 * price.output_per_1k
 
 
+def page_price(pricing: Pricing, model_id: str | None) -> PagePrice | None:
+    return pricing.page.get(model_id) if model_id else None
+
+
+def document_cost(pricing: Pricing, model_id: str | None, response: Any) -> float | None:
+    """What one answer cost: tokens x the model's token price, or the pages the service billed
+    (Response.extra["billed_pages"]) x its page price; None when neither is known."""
+    price = token_price(pricing, model_id)
+    if price is not None:
+        return token_cost(price, response.input_tokens, response.output_tokens)
+    per_page = page_price(pricing, model_id)
+    pages = (response.extra or {}).get("billed_pages")
+    if per_page is not None and isinstance(pages, int) and pages > 0:
+        return pages * per_page.per_page
+    return None
+
+
 @dataclass
 class RunCost:
-    basis: str  # "token" | "hourly" | "none"
+    basis: str  # "token" | "page" | "hourly" | "none"
     price_key: str | None  # the model / profile id or instance type priced; None when nothing is
     per_doc: float | None  # mean over documents that completed
     per_1000: float | None
@@ -136,7 +160,7 @@ class RunCost:
     def monthly(self, docs_per_day: float) -> float | None:
         if self.per_doc is None:
             return None
-        if self.basis == "token":
+        if self.basis in ("token", "page"):
             return self.per_doc * docs_per_day * DAYS_PER_MONTH
         if self.basis == "hourly" and self.price and self.docs_per_hour:
             per_hour = self.price["per_hour"]
@@ -150,6 +174,8 @@ def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
     family, model = run.family, run.model
     if token_price(pricing, model) is not None:
         return "token", _billed_id(model)
+    if page_price(pricing, model) is not None:
+        return "page", model
     if family == "sagemaker":
         inst = (run.config or {}).get("instance_type") or pricing.defaults.sagemaker_instance
         return "hourly", inst
@@ -185,6 +211,17 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
         per_doc = math.fsum(costs) / max(1, len(ok))
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
                        f"{price.source} (as of {price.as_of})", dumped)
+    if basis == "page":
+        pp = page_price(pricing, key)
+        assert pp is not None  # price_basis chose "page" because it exists
+        costs = [d.response.cost_usd for d in docs if d.response.cost_usd is not None]
+        unpriced = [d.doc_id for d in ok if d.response.cost_usd is None]
+        if not costs or unpriced:
+            return RunCost(basis, key, None, None, None, f"{len(unpriced)} of {len(ok)} completed documents have no "
+                           "stored cost (no billed pages recorded)", pp.model_dump(mode="json"))
+        per_doc = math.fsum(costs) / max(1, len(ok))  # pages of failed attempts are billed too
+        return RunCost(basis, key, per_doc, per_doc * 1000, None,
+                       f"{pp.per_page:g}/page: {pp.source} (as of {pp.as_of})", pp.model_dump(mode="json"))
     if basis == "hourly":
         price = pricing.hourly.get(key)
         per_hour = gpu_hourly if (gpu_hourly is not None and run.family == "local") else (

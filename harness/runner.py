@@ -26,7 +26,7 @@ from migbench.contracts import (
     Request,
     Response,
 )
-from migbench.cost import Pricing, load_pricing, token_cost, token_price
+from migbench.cost import Pricing, document_cost, load_pricing
 from migbench.datasets import Dataset
 from migbench.images import prepare_document
 from migbench.parsing import cap_raw_text, max_raw_chars, parse_output
@@ -160,9 +160,8 @@ class Runner:
 
     def _complete(self, doc: Document, resp: Response) -> DocResult:
         cap_raw_text(resp, self.opts.max_raw_chars)  # before parsing, so a rescore reads what was scored
-        price = token_price(self.pricing, self.backend.model_id)  # the model called sets the price, not the name
-        if price is not None and resp.cost_usd is None:
-            resp.cost_usd = token_cost(price, resp.input_tokens, resp.output_tokens)
+        if resp.cost_usd is None:  # the model or API called sets the price (tokens or pages), not the name
+            resp.cost_usd = document_cost(self.pricing, self.backend.model_id, resp)
         try:
             return finish_document(doc, resp, self.schema)
         except Exception as exc:  # noqa: BLE001 - a scorer bug must not lose the raw response

@@ -11,6 +11,7 @@ from migbench.cost import (
     HOURS_PER_MONTH,
     break_even_docs_per_day,
     load_pricing,
+    page_price,
     run_cost,
     token_cost,
     token_price,
@@ -50,6 +51,13 @@ def test_usage_recorded_for_every_document(migbench_run, cost, pricing):
         assert not drift, (f"{run.backend}: stored cost differs from recorded tokens x {cost.price_key} price "
                            f"(as of {price.as_of}) for {drift[:5]}: pricing.yaml changed since the run?")
         assert cost.per_doc is not None and cost.per_doc > 0
+    elif cost.basis == "page":
+        price = page_price(pricing, cost.price_key)
+        missing = [r.doc_id for r in ok if not r.response.extra.get("billed_pages")]
+        assert not missing, f"{run.backend}: no billed pages recorded for {len(missing)} documents: {missing[:5]}"
+        drift = [r.doc_id for r in ok if r.response.cost_usd is None or not math.isclose(
+            r.response.cost_usd, r.response.extra["billed_pages"] * price.per_page, rel_tol=1e-9)]
+        assert not drift, f"{run.backend}: stored cost differs from billed pages x {cost.price_key} price: {drift[:5]}"
     elif cost.basis == "hourly":
         assert (run.wall_s or 0) > 0, f"{run.backend}: run time not recorded: hourly cost cannot be derived"
         if cost.docs_per_hour is not None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from migbench.catalog import load_model, load_packaged
 from migbench.emulator import control as control_plane
 from migbench.emulator import protocol as P
+from migbench.emulator import textract as textract_api
 from migbench.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
 from migbench.emulator.quota import QuotaBook
 from migbench.emulator.responders import NotFoundResponder, Responder
@@ -234,6 +235,8 @@ class EmulatedBedrock:
         that is not a size or is over the payload limit (400/413). Returns the declared size.
 
         A signature mismatch is left to `handle`: the signature covers the body, not read yet."""
+        if textract_api.is_textract(raw_path, headers):  # AnalyzeExpense & co., in their own protocol
+            return textract_api.precheck(self, method, raw_path, headers)
         if method == "POST":
             try:
                 verify(method, raw_path, headers, b"", control_plane.policy_for(self.policy, headers))
@@ -255,6 +258,8 @@ class EmulatedBedrock:
     def handle(self, method: str, raw_path: str, headers: Any, body: bytes,
                entry_out: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: (status, headers, body). Raises _Reset to drop the connection."""
+        if textract_api.is_textract(raw_path, headers):
+            return textract_api.handle(self, method, raw_path, headers, body, entry_out)
         if control_plane.is_control(method, raw_path, headers):  # GetInferenceProfile, ListServiceQuotas, ...
             return control_plane.handle(self, method, raw_path, headers, body, entry_out)
         if method != "POST":
@@ -320,6 +325,13 @@ class EmulatedBedrock:
                          "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
                          "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
         return 200, hdrs, json.dumps(payload).encode()
+
+
+def _error_reply(err: P.ApiError) -> tuple[dict[str, str], bytes]:
+    """An error's headers and body: in the protocol of its API (Textract's CBOR/JSON 1.1 errors
+    render themselves), else bedrock's rest-json."""
+    reply = getattr(err, "reply", None)
+    return reply() if callable(reply) else (P.error_headers(err.code), P.error_body(err.message))
 
 
 # A refused request's body up to this size is read and discarded (never kept); beyond it the
@@ -392,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 status, headers, out = self.service.handle(self.command, self.path, self.headers, body, entry)
             except P.ApiError as err:
-                status, headers, out = err.status, P.error_headers(err.code), P.error_body(err.message)
+                status, (headers, out) = err.status, _error_reply(err)
                 entry.update(error=err.code, message=err.message)
             entry["status"] = status
             self.service.stats.record(entry)
@@ -411,7 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
         stays usable; a larger one is not read at all and the connection closes after the answer."""
         entry.update(status=err.status, error=err.code, message=err.message)
         self.service.stats.record(entry)
-        headers = P.error_headers(err.code)
+        headers, reply = _error_reply(err)
         try:
             declared = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -429,7 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             headers = {**headers, "Connection": "close"}
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._send(err.status, headers, P.error_body(err.message), request_id)
+            self._send(err.status, headers, reply, request_id)
 
     def _reset(self) -> None:
         # SO_LINGER 0 makes close() send RST instead of FIN: the client sees a reset connection.
