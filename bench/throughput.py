@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         docs = store.documents(summary.run_id)
         stats = emu.stats.snapshot()
         b.close()
-    stored_ok = sum(d["status"] == "ok" for d in docs)
+    stored_ok = sum(d.status == "ok" for d in docs)
     lost = args.docs - len(docs)
-    retries = sum((d["attempts"] or 1) - 1 for d in docs)
+    retries = sum((d.response.attempts or 1) - 1 for d in docs)
     throttled_pct = 100 * stats["throttled"] / max(1, stats["requests"])
     # Steady state: the admission rate once the burst allowance (a share of one window) is spent,
     # up to the last admission; the overall figure also carries start-up and the last latencies.

@@ -237,27 +237,27 @@ def lmm_poc_records(run: Any, docs: Iterable[Any], schema: Schema | None = None
     """(raw_extractions records, cleaned_extractions records) of a stored run, in the incumbent's shapes."""
     schema = schema or load_schema()
     raw, cleaned = [], []
-    root = Path(str(run["dataset_path"] or ""))
+    root = Path(str(run.dataset_path or ""))
     for d in docs:
-        ok = d["status"] == "ok"
-        error = None if ok else f"{d['error_class']}: {d['error']}"
-        label = _label(d["doc_type"], schema)
+        ok = d.status == "ok"
+        error = None if ok else f"{d.error_class}: {d.error}"
+        label = _label(d.doc_type, schema)
         base = {
-            "image_name": Path(d["doc_id"]).name,
-            "image_path": str(root / d["doc_id"]),
+            "image_name": Path(d.doc_id).name,
+            "image_path": str(root / d.doc_id),
             "document_type": label,
-            "raw_response": d["raw_text"] or "" if ok else "",
-            "processing_time": float(d["latency_s"] or 0.0),
-            "prompt_used": f"migbench:{run['backend']}:{run['prompt_style']}",
+            "raw_response": d.response.text or "" if ok else "",
+            "processing_time": float(d.response.latency_s or 0.0),
+            "prompt_used": f"migbench:{run.backend}:{run.prompt_style}",
             "error": error,
         }
         raw.append(base)
-        if ok and d["doc_type"] in schema.document_types:
+        if ok and d.doc_type in schema.document_types:
             # the incumbent's cleaned record lists every field of the type, NOT_FOUND when absent
-            data = {f: d["fields"].get(f, NOT_FOUND) for f in schema.fields_for(d["doc_type"])}
-            data["DOCUMENT_TYPE"] = d["fields"].get("DOCUMENT_TYPE", label)
+            data = {f: d.fields.get(f, NOT_FOUND) for f in schema.fields_for(d.doc_type)}
+            data["DOCUMENT_TYPE"] = d.fields.get("DOCUMENT_TYPE", label)
         else:
-            data = dict(d["fields"]) if ok else {}
+            data = dict(d.fields) if ok else {}
         cleaned.append({**base, "extracted_data": data})
     return raw, cleaned
 

@@ -21,17 +21,17 @@ def rescore_run(store: RunStore, run_id: str, profile: str | None = None,
     recorded = getattr(store, "scoring", None)
     name, _ = profile_for(profile or (recorded(run_id) if recorded else None))
     run = store.run(run_id)
-    classified = bool((run["config"] or {}).get("classified"))
+    classified = bool((run.config or {}).get("classified"))
     n, f1s = 0, []
     for d in store.iter_documents(run_id):
-        if d["status"] != "ok":
+        if d.status != "ok":
             continue
-        fields = parse_output(d["raw_text"] or "", d["doc_type"], schema)
-        if classified and "DOCUMENT_TYPE" in d["fields"]:
-            fields["DOCUMENT_TYPE"] = d["fields"]["DOCUMENT_TYPE"]  # the type the source predicted
-        scores = score_document(d["ground_truth"], fields, schema, name, classified=classified)
+        fields = parse_output(d.response.text or "", d.doc_type, schema)
+        if classified and "DOCUMENT_TYPE" in d.fields:
+            fields["DOCUMENT_TYPE"] = d.fields["DOCUMENT_TYPE"]  # the type the source predicted
+        scores = score_document(d.ground_truth, fields, schema, name, classified=classified)
         f1 = document_f1(scores)
-        store.update_scores(run_id, d["doc_id"], fields, scores, f1)
+        store.update_scores(run_id, d.doc_id, fields, scores, f1)
         n += 1
         if f1 is not None:
             f1s.append(f1)

@@ -13,9 +13,9 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from migbench.contracts import (
     AuditEntry,
@@ -329,52 +329,11 @@ class _RunAudit:
 
 
 # ------------------------------------------------------------------------------------ typed rows
-class _LegacyKeys:
-    """Transition aid: read a typed row by its old dict key (`row["latency_s"]`).
-
-    The store used to yield dicts. Every analysis module (stats, gates, analysis, report, suites)
-    reads attributes; this only keeps not-yet-migrated callers (cost.run_cost, export, the CLI's
-    rescore and a few tests) working. Delete it once none is left.
-    """
-
-    _ALIASES: ClassVar[dict[str, str]] = {}
-
-    def _resolve(self, key: str) -> Any:
-        path = self._ALIASES.get(key, key)
-        obj: Any = self
-        for part in path.split("."):
-            if not hasattr(obj, part) or part.startswith("_"):
-                raise KeyError(key)
-            obj = getattr(obj, part)
-        return obj
-
-    def __getitem__(self, key: str) -> Any:
-        return self._resolve(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self._resolve(key)
-        except KeyError:
-            return default
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self)] + list(self._ALIASES)  # type: ignore[arg-type]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key, _MISSING) is not _MISSING
-
-
-_MISSING = object()
-
-
 @dataclass(eq=True)
-class StoredDocument(_LegacyKeys, DocResult):
+class StoredDocument(DocResult):
     """A document row as stored: a DocResult with its ground truth and completion time."""
 
-    _ALIASES: ClassVar[dict[str, str]] = {"raw_text": "response.text", "extra": "response.extra",
-                                          **{k: f"response.{k}" for k in _RESPONSE_COLUMNS}}
-
 
 @dataclass(eq=True)
-class StoredRun(_LegacyKeys, RunRecord):
+class StoredRun(RunRecord):
     """A run row as stored (a RunRecord)."""

@@ -174,11 +174,11 @@ def test_cli_run_uses_the_standard_endpoint_variable_and_an_endpoint_name(moto_u
                  "--instance-type", "ml.g5.2xlarge", "--limit", "3", "--results", str(results)]) == 0
     store = RunStore(results)
     run = store.run("latest")
-    docs = store.documents(run["run_id"])
-    assert run["family"] == "sagemaker" and len(docs) == 3
-    assert run["emulated"]  # moto on loopback is not AWS: never evidence of a model
-    assert all(d["status"] == "ok" and d["input_tokens"] == 500 for d in docs)
-    assert {a["model_id"] for a in store.audit(run["run_id"])} == {"qwen25vl-sydney"}
+    docs = store.documents(run.run_id)
+    assert run.family == "sagemaker" and len(docs) == 3
+    assert run.emulated  # moto on loopback is not AWS: never evidence of a model
+    assert all(d.status == "ok" and d.response.input_tokens == 500 for d in docs)
+    assert {a["model_id"] for a in store.audit(run.run_id)} == {"qwen25vl-sydney"}
 
 
 # ---------------------------------------------------------------- answers that are not answers (tiny server)

@@ -69,7 +69,7 @@ def test_sigkill_at_random_points_then_rerun_finishes_the_rest_exactly_once(tmp_
     assert all(after[k] == v for k, v in seen.items())
     store = RunStore(tmp_path)
     (run,) = store.runs()
-    assert run["status"] == "complete"
-    assert all(d["status"] == "ok" for d in store.documents(run["run_id"]))
+    assert run.status == "complete"
+    assert all(d.status == "ok" for d in store.documents(run.run_id))
     # Each kill can lose at most the in-flight requests (2 workers, 2 queued): the rest were never redone.
     assert len(ds) <= requests["requests"] <= len(ds) + kills * 4

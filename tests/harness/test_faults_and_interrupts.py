@@ -45,9 +45,9 @@ def test_fault_storm_every_document_ends_with_a_result_or_its_class(tmp_path, aw
     assert len(rows) == len(ds) and s.remaining == 0
     assert sum(seen["faults"].values()) > 5, seen["faults"]
     for r in rows:
-        assert 1 <= r["attempts"] <= policy.max_attempts
-        assert r["status"] == "ok" or r["error_class"] in ("throttling", "transient", "timeout"), r
-    assert sum(r["attempts"] for r in rows) > len(rows), "faults were retried"
+        assert 1 <= r.response.attempts <= policy.max_attempts
+        assert r.status == "ok" or r.error_class in ("throttling", "transient", "timeout"), r
+    assert sum(r.response.attempts for r in rows) > len(rows), "faults were retried"
     # Retries were counted and most documents still made it.
     assert s.ok >= len(ds) * 0.6
 
@@ -69,7 +69,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
             if (tmp_path / "migbench.sqlite").exists():
                 store = RunStore(tmp_path)
                 runs = store.runs()  # the run row may not be written yet
-                if runs and len(store.documents(runs[-1]["run_id"])) >= 2:
+                if runs and len(store.documents(runs[-1].run_id)) >= 2:
                     break
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -77,11 +77,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
         assert "interrupted" in err and "remain" in err
         store = RunStore(tmp_path)
         run = store.run("latest")
-        assert run["status"] == "interrupted"
-        done = len(store.documents(run["run_id"]))
+        assert run.status == "interrupted"
+        done = len(store.documents(run.run_id))
         assert 2 <= done < len(ds)
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0, again.stderr[-2000:]
     assert f"{done} already stored" in again.stderr
-    assert len(store.documents(run["run_id"])) == len(ds)
-    assert store.run("latest")["status"] == "complete"
+    assert len(store.documents(run.run_id)) == len(ds)
+    assert store.run("latest").status == "complete"

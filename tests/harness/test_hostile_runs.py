@@ -31,10 +31,10 @@ def _check_outcomes(rows: dict[str, dict]) -> None:
     for name, expect in EXPECT.items():
         row = rows[name]
         if expect == "ok":
-            assert row["status"] == "ok", (name, row["error"])
+            assert row.status == "ok", (name, row.error)
         else:
-            assert row["status"] == "failed" and row["error_class"] == expect, (name, row["status"], row["error"])
-            assert row["error"] and "\n" not in row["error"].strip(), "one-line cause"
+            assert row.status == "failed" and row.error_class == expect, (name, row.status, row.error)
+            assert row.error and "\n" not in row.error.strip(), "one-line cause"
 
 
 def test_hostile_corpus_through_bedrock_against_the_emulator(tmp_path, aws_env):
@@ -44,11 +44,11 @@ def test_hostile_corpus_through_bedrock_against_the_emulator(tmp_path, aws_env):
         store = RunStore(tmp_path)
         s = Runner(backend, ds, store, FAST).run()
         backend.close()
-    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert "escapes the dataset folder" in rows["../../etc/passwd"]["error"]
+    rows = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert "escapes the dataset folder" in rows["../../etc/passwd"].error
     _check_outcomes(rows)
     # The 9000 px strip was shrunk under Nova's 8000 px limit rather than refused by the service.
-    assert rows["huge_strip.png"]["status"] == "ok"
+    assert rows["huge_strip.png"].status == "ok"
     assert s.remaining == 0
 
 
@@ -69,8 +69,8 @@ def test_hostile_model_outputs_are_stored_parsed_and_rescorable(tmp_path, name):
     store = RunStore(tmp_path)
     s = Runner(Hostile(), ds, store, FAST).run()
     (row,) = store.documents(s.run_id)
-    assert row["status"] == "ok" and isinstance(row["fields"], dict)
-    assert row["raw_text"] is not None
+    assert row.status == "ok" and isinstance(row.fields, dict)
+    assert row.response.text is not None
 
 
 def test_hostile_output_through_the_real_http_path(tmp_path, aws_env):
@@ -83,7 +83,7 @@ def test_hostile_output_through_the_real_http_path(tmp_path, aws_env):
         backend.close()
     rows = store.documents(s.run_id)
     assert len(rows) == len(ds.documents) + len(ds.problems)
-    assert all(r["status"] in ("ok", "failed") for r in rows)
+    assert all(r.status in ("ok", "failed") for r in rows)
 
 
 def test_fake_credentials_never_reach_store_logs_exports_or_report(tmp_path, monkeypatch, caplog, capsys):
@@ -118,8 +118,8 @@ def _offline_outcomes(backend, tmp_path) -> dict[str, dict]:
     store = RunStore(tmp_path)
     s = Runner(backend, ds, store, FAST).run()
     backend.close()
-    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert "escapes the dataset folder" in rows["../../etc/passwd"]["error"]
+    rows = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert "escapes the dataset folder" in rows["../../etc/passwd"].error
     return rows
 
 
@@ -136,7 +136,7 @@ def test_hostile_corpus_through_the_ocr_baseline(tmp_path):
     _check_outcomes(rows)
     # Every loadable page shows the same receipt: the OCR reads its total through every format quirk.
     for name in ("cmyk.jpg", "palette.png", "rgba_alpha.png", "png_named.jpg", "receipt.png"):
-        assert rows[name]["fields"]["TOTAL_AMOUNT"] in ("$12.34", "12.34"), (name, rows[name]["fields"])
+        assert rows[name].fields["TOTAL_AMOUNT"] in ("$12.34", "12.34"), (name, rows[name].fields)
 
 
 def test_an_emulated_dry_run_and_a_real_aws_run_never_share_a_run(tmp_path, aws_env):

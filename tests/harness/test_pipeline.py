@@ -146,8 +146,8 @@ def test_a_batched_backend_gets_decoded_pages_and_bad_files_fail_alone(tmp_path)
     backend = Batched({d: GT for d in pages})
     store = RunStore(tmp_path / "results")
     s = Runner(backend, load_dataset(data), store, RunOptions(retry=FAST, batch_size=4)).run()
-    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert rows["broken.png"]["status"] == "failed" and rows["broken.png"]["error_class"] == "input"
-    assert all(rows[d]["status"] == "ok" for d in pages)
+    rows = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert rows["broken.png"].status == "failed" and rows["broken.png"].error_class == "input"
+    assert all(rows[d].status == "ok" for d in pages)
     assert backend.batch_sizes == [3]  # the others still shared one batch
     assert all(p.mode == "RGB" for r in backend.seen for p in r.pages)

@@ -24,8 +24,8 @@ def test_report_from_an_ocr_run_and_an_emulated_bedrock_run(tmp_path, monkeypatc
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
         assert main(["run", "--backend", "nova-pro", "--results", str(results), "--limit", "6",
                      "--allow-loopback"]) == 0
-    runs = {r["backend"]: r for r in RunStore(results).runs()}
-    assert runs["nova-pro"]["emulated"] and not runs["ocr-baseline"]["emulated"]
+    runs = {r.backend: r for r in RunStore(results).runs()}
+    assert runs["nova-pro"].emulated and not runs["ocr-baseline"].emulated
     out = tmp_path / "report.html"
     assert main(["report", "--results", str(results), "--out", str(out), "--redact"]) == 0
     html = out.read_text()

@@ -28,21 +28,21 @@ def test_perfect_answers_score_one_and_everything_is_stored(tmp_path, dataset):
     assert (s.ok, s.failed, s.remaining) == (len(dataset), 0, 0)
     docs = store.documents(s.run_id)
     assert len(docs) == len(dataset)
-    assert all(d["doc_f1"] == pytest.approx(1.0) for d in docs)
-    assert all(d["input_tokens"] == 100 and d["raw_text"] for d in docs)
+    assert all(d.doc_f1 == pytest.approx(1.0) for d in docs)
+    assert all(d.response.input_tokens == 100 and d.response.text for d in docs)
 
 
 def test_rerunning_the_same_command_resumes_and_redoes_nothing(tmp_path, dataset):
     store = RunStore(tmp_path)
     first = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(limit=5, retry=FAST)).run()
     assert first.done_now == 5
-    stored_first = {d["doc_id"]: d["completed_at"] for d in store.documents(first.run_id)}
+    stored_first = {d.doc_id: d.completed_at for d in store.documents(first.run_id)}
     b = ScriptedBackend(_answers(dataset))
     second = Runner(b, dataset, store, RunOptions(retry=FAST)).run()
     assert second.run_id == first.run_id and second.resumed
     assert second.skipped == 5 and second.done_now == len(dataset) - 5
     assert len(b.calls) == len(dataset) - 5 and not set(b.calls) & set(stored_first)
-    again = {d["doc_id"]: d["completed_at"] for d in store.documents(first.run_id)}
+    again = {d.doc_id: d.completed_at for d in store.documents(first.run_id)}
     assert all(again[k] == v for k, v in stored_first.items())
     third = ScriptedBackend(_answers(dataset))
     Runner(third, dataset, store, RunOptions(retry=FAST)).run()
@@ -55,10 +55,10 @@ def test_failures_are_recorded_with_their_class_and_the_run_continues(tmp_path, 
     store = RunStore(tmp_path)
     s = Runner(ScriptedBackend(_answers(dataset), faults), dataset, store, RunOptions(retry=FAST)).run()
     assert s.failed == 2 and s.ok == len(dataset) - 2
-    by_id = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert by_id[ids[0]]["error_class"] == "permanent" and by_id[ids[0]]["attempts"] == 1
-    assert by_id[ids[1]]["error_class"] == "throttling" and by_id[ids[1]]["attempts"] == 3
-    assert by_id[ids[2]]["status"] == "ok" and by_id[ids[2]]["attempts"] == 2
+    by_id = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert by_id[ids[0]].error_class == "permanent" and by_id[ids[0]].response.attempts == 1
+    assert by_id[ids[1]].error_class == "throttling" and by_id[ids[1]].response.attempts == 3
+    assert by_id[ids[2]].status == "ok" and by_id[ids[2]].response.attempts == 2
 
 
 def test_retry_failed_redoes_only_failed_documents(tmp_path, dataset):
@@ -81,11 +81,11 @@ def test_unreadable_documents_and_dataset_problems_become_failed_rows(tmp_path):
     ds = load_dataset(tmp_path)
     store = RunStore(tmp_path / "results")
     s = Runner(ScriptedBackend({"good.png": {"TOTAL_AMOUNT": "$1.00"}}), ds, store, RunOptions(retry=FAST)).run()
-    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert rows["good.png"]["status"] == "ok"
-    assert "empty file" in rows["empty.png"]["error"] and rows["empty.png"]["error_class"] == "input"
-    assert "file not found" in rows["gone.png"]["error"]
-    assert "no ground truth row" in rows["orphan.png"]["error"]
+    rows = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert rows["good.png"].status == "ok"
+    assert "empty file" in rows["empty.png"].error and rows["empty.png"].error_class == "input"
+    assert "file not found" in rows["gone.png"].error
+    assert "no ground truth row" in rows["orphan.png"].error
     assert s.total == 4 and s.remaining == 0
 
 
@@ -97,7 +97,7 @@ def test_store_is_wal_and_one_row_per_document(tmp_path, dataset):
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM documents WHERE run_id=?",
                        (s.run_id,)).fetchone() == (3, 3)
     run = store.run("latest")
-    assert run["dataset_hash"] == dataset.hash and run["prompt_hash"] and run["versions"]["python"]
+    assert run.dataset_hash == dataset.hash and run.prompt_hash and run.versions["python"]
 
 
 def test_a_different_prompt_style_is_a_different_run(tmp_path, dataset):
@@ -122,9 +122,9 @@ def test_an_unforeseen_reader_failure_fails_that_document_only(tmp_path, dataset
     monkeypatch.setattr(runner_mod, "prepare_document", flaky)
     store = RunStore(tmp_path)
     s = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(retry=FAST)).run()
-    rows = {d["doc_id"]: d for d in store.documents(s.run_id)}
-    assert s.remaining == 0 and rows[victim]["status"] == "failed" and "MemoryError" in rows[victim]["error"]
-    assert sum(r["status"] == "ok" for r in rows.values()) == len(dataset) - 1
+    rows = {d.doc_id: d for d in store.documents(s.run_id)}
+    assert s.remaining == 0 and rows[victim].status == "failed" and "MemoryError" in rows[victim].error
+    assert sum(r.status == "ok" for r in rows.values()) == len(dataset) - 1
 
 
 def test_every_stored_record_carries_its_documents_ground_truth(tmp_path, dataset):

@@ -44,8 +44,8 @@ def test_a_document_row_round_trips_with_scores_and_usage(tmp_path):
                     [FieldScore("TOTAL_AMOUNT", "$1.00", "$1", 1.0, 1.0, 1.0)], 1.0)
     store.save_result(run, res, {"TOTAL_AMOUNT": "$1.00"})
     (row,) = store.documents(run)
-    assert row["scores"][0].f1 == 1.0 and row["attempts"] == 2 and row["extra"] == {"emulated": True}
-    assert row["ground_truth"] == {"TOTAL_AMOUNT": "$1.00"}
+    assert row.scores[0].f1 == 1.0 and row.response.attempts == 2 and row.response.extra == {"emulated": True}
+    assert row.ground_truth == {"TOTAL_AMOUNT": "$1.00"}
     assert store.counts(run) == {"ok": 1} and store.done_ids(run) == {"a.png"}
 
 
@@ -53,7 +53,7 @@ def test_lone_surrogates_in_model_text_are_stored_not_fatal(tmp_path):
     store = RunStore(tmp_path)
     run, _ = store.open_run(_meta())
     store.save_result(run, DocResult("a", "receipt", "x", "ok", Response(text="bad \ud800 text")), {})
-    assert store.documents(run)[0]["raw_text"] == "bad ? text"  # the one unencodable character, replaced
+    assert store.documents(run)[0].response.text == "bad ? text"  # the one unencodable character, replaced
 
 
 def test_the_database_is_in_wal_mode(tmp_path):
