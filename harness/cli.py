@@ -188,6 +188,8 @@ PLUGGABLE = {
     "report": ("migbench.report", "main", "render the HTML migration report"),
     "generate": ("migbench.fixtures.generate", "main", "generate a synthetic corpus"),
     "import": ("migbench.lmm_poc", "main", "store a run from the incumbent's artifacts or a predictions file"),
+    "plan": ("migbench.planning", "main", "documents needed to show non-inferiority at a margin, per type"),
+    "compare": ("migbench.compare", "main", "paired comparison of two runs: differences, changed documents"),
 }
 
 

@@ -12,7 +12,8 @@ Formulas (one-sample / paired mean, non-inferiority), with d = assumed true diff
       n = ((z_{1-alpha/2} + z_{power}) * sd / d) ^ 2
 - Student-t refinement (Julious, "Sample sizes for clinical trials with Normal data", Stat Med
   2004;23:1921-1986, section 3): the same with t quantiles on n - 1 degrees of freedom, iterated
-  from the normal answer until n stops changing; it is what `required_n` returns, because the
+  from the normal answer until n stops changing, then settled on the smallest n whose exact power
+  (noncentral t, scipy.stats.nct) reaches the target; it is what `required_n` returns, because the
   intervals migbench prints are t (mean_ci) or bootstrap intervals on small samples.
 sd is the standard deviation of the paired per-document differences when a candidate run is
 given; with the baseline alone it is sqrt(2) x the baseline's standard deviation (the candidate
@@ -68,9 +69,27 @@ def required_n_normal(sd: float, margin: float, *, alpha: float = DEFAULT_ALPHA,
     return max(MIN_N, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / d) ** 2))
 
 
+def exact_power(n: int, sd: float, margin: float, *, alpha: float = DEFAULT_ALPHA,
+                assumed_diff: float = 0.0) -> float:
+    """Power of the one-sided t test at alpha/2 on n paired documents: P(T > t_crit) with T
+    noncentral t, df = n - 1, noncentrality (assumed_diff + margin) / (sd / sqrt(n))."""
+    try:
+        from scipy.stats import nct
+    except ImportError:
+        raise ImportError("sample-size planning needs scipy: pip install 'migbench[report]'") from None
+    if n < MIN_N:
+        return 0.0
+    if sd <= 0:
+        return 1.0 if assumed_diff + margin > 0 else 0.0
+    df = n - 1
+    nc = (assumed_diff + margin) / (sd / math.sqrt(n))
+    return float(nct.sf(t_quantile(1 - alpha / 2, df), df, nc))
+
+
 def required_n(sd: float, margin: float, *, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
                assumed_diff: float = 0.0) -> int | None:
-    """Documents needed (Student-t, iterated from the normal answer); None when unreachable."""
+    """Documents needed (Student-t formula iterated from the normal answer, then checked against the
+    exact noncentral-t power and moved to the smallest n that reaches it); None when unreachable."""
     n = required_n_normal(sd, margin, alpha=alpha, power=power, assumed_diff=assumed_diff)
     if n is None or sd <= 0:
         return n
@@ -80,11 +99,21 @@ def required_n(sd: float, margin: float, *, alpha: float = DEFAULT_ALPHA, power:
         df = n - 1
         nxt = max(MIN_N, math.ceil(((t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * sd / d) ** 2))
         if nxt == n:
-            return n
+            break
         if nxt in seen:  # alternates between two values: take the larger (the safe side)
-            return max(n, nxt)
+            n = max(n, nxt)
+            break
         seen.add(n)
         n = nxt
+
+    # The t formula is itself an approximation (it can be a document short); the exact power decides.
+    def reaches(m: int) -> bool:
+        return exact_power(m, sd, margin, alpha=alpha, assumed_diff=assumed_diff) >= power
+
+    while not reaches(n):
+        n += 1
+    while n > MIN_N and reaches(n - 1):
+        n -= 1
     return n
 
 
