@@ -226,15 +226,15 @@ DOT = NumberStyle()
 
 def mask_dates_times(text: str) -> str:
     """The text with every date and time blanked out (same length, so positions still hold)."""
-    spans = [m.span() for m in _TIME.finditer(text)]
-    for pat in (DATE_NUM, DATE_ISO, DATE_LAX):
-        spans.extend(m.span() for m in pat.finditer(text))
-    if not spans:
-        return text
-    chars = list(text)
-    for a, b in spans:
-        chars[a:b] = " " * (b - a)
-    return "".join(chars)
+    # dates first: a time glued to a date ('06/01/1812.17:26PM') only shows once the date is gone
+    for pats in ((DATE_NUM, DATE_ISO, DATE_LAX), (_TIME,)):
+        spans = [m.span() for pat in pats for m in pat.finditer(text)]
+        if spans:
+            chars = list(text)
+            for a, b in spans:
+                chars[a:b] = " " * (b - a)
+            text = "".join(chars)
+    return text
 
 
 def money_in(text: str, style: NumberStyle = DOT) -> list[Decimal]:

@@ -263,3 +263,87 @@ def test_ocr_month_names_are_the_scorers_month_table_with_ocr_confusions(text, d
     """'0CT' is OCT misread; a word the scorer's table does not know is no month."""
     got = [d for d, _ in date_candidates(text)]
     assert (got[0] if got else None) == date
+
+
+# ---- other locales, dates and times, labels in other languages (issue 16) ---------------------
+
+@pytest.mark.parametrize("rows,total", [
+    ((("SUMME", "EUR", "15,69"), ("Bar", "20,00"), ("Rückgeld", "4,31")), "15.69"),       # de receipt, comma decimal
+    ((("Gesamtbetrag", "4.904,94 €"), ("MwSt 19%", "783,13")), "4904.94"),              # dot groups + comma decimal
+    ((("Total HT", "1 000,00 €"), ("TVA 20%", "200,00 €"), ("Total TTC", "1 200,00 €")), "1200.00"),  # space groups
+    ((("Subtotaal", "100,00"), ("BTW 21%", "21,00"), ("TOTAAL", "€ 121,00")), "121.00"),
+    ((("IMPORTE TOTAL", "37,50"),), "37.50"),
+    ((("TOTALE COMPLESSIVO", "8,90"),), "8.90"),
+    ((("Item", "12.50"), ("Net Amount", "Rs 1939")), "1939.00"),                          # whole number by a code
+    ((("ZU ZAHLEN", "12"),), "12.00"),                                                   # labelled whole number
+    ((("Grand Total", "1,234.56"),), "1234.56"),                                         # dot decimal still read
+])
+def test_totals_in_other_locales(rows, total):
+    lines = page("Some Shop GmbH", "Market Street 1", *rows)
+    got = extract(lines, "receipt", SCHEMA)["TOTAL_AMOUNT"]
+    assert got.split()[-1].lstrip("€$") == total, got
+
+
+@pytest.mark.parametrize("text", ["Mo-Sa 8.00 - 20.00Uhr", "06/01/1812.17:26PM", "25.04.20 09:37", "12:45",
+                                  "Opening 09.30h", "2016/05/0114:11:20"])
+def test_dates_and_times_are_never_money(text):
+    from migbench.adapters.ocr_rules import NumberStyle, money_in
+
+    assert money_in(text) == []
+    assert NumberStyle(",").amounts(text) == []
+
+
+def test_a_time_is_not_the_total_even_on_a_total_row_s_page():
+    lines = page("Backhaus Meier", "Öffnungszeiten 7.00 - 20.00Uhr", ("Brot", "3,10"), ("SUMME", "3,10"),
+                 "Geöffnet bis 20.00Uhr")
+    assert extract(lines, "receipt", SCHEMA)["TOTAL_AMOUNT"].endswith("3.10")
+
+
+@pytest.mark.parametrize("text,date", [
+    ("25.04.20 09:37", (25, 4, 2020)),          # two-digit year before a time
+    ("25.04.2009:37", (25, 4, 2020)),           # ... glued to it
+    ("2016/05/0114:11:20", (1, 5, 2016)),       # year first, day glued to a time
+    ("06/01/1812.17:26PM", (6, 1, 2018)),
+    ("29 maart 2014", (29, 3, 2014)),
+    ("1. März 2020", (1, 3, 2020)),
+    ("3 févr. 2021", (3, 2, 2021)),
+    ("12 de marzo de 2019", (12, 3, 2019)),
+    ("5 Ogos 2022", (5, 8, 2022)),
+])
+def test_dates_glued_to_times_and_month_names_of_other_languages(text, date):
+    assert date in [d for d, _ in date_candidates(text)]
+
+
+@pytest.mark.parametrize("order_label,issue_label", [
+    ("Order Date:", "Invoice Date:"), ("Bestelldatum:", "Rechnungsdatum:"), ("Besteldatum", "Factuurdatum"),
+    ("Date de commande", "Date de facture"), ("Fecha de pedido", "Fecha de factura"),
+])
+def test_an_order_date_loses_to_the_invoice_date_printed_below_it(order_label, issue_label):
+    lines = page("Firma Beispiel", "Weg 2", (order_label, "01.03.2021"), (issue_label, "03.03.2021"),
+                 ("Due:", "17.03.2021"))
+    assert extract(lines, "invoice", SCHEMA)["INVOICE_DATE"] == "03/03/2021"
+
+
+def test_a_labelled_date_beats_an_unlabelled_one_above_it():
+    lines = page("Shop", "Printed 01/01/2021", ("Datum:", "15/02/2021"), ("TOTAL", "5.00"))
+    assert extract(lines, "receipt", SCHEMA)["INVOICE_DATE"] == "15/02/2021"
+
+
+@pytest.mark.parametrize("rows,printed", [
+    ((("Total", "EUR 12,50"),), "EUR 12.50"),
+    ((("TOTAL", "RM 9.00"),), "RM 9.00"),
+    ((("Total", "€ 12,50"),), "€12.50"),
+    ((("Total", "$12.50"),), "$12.50"),
+    ((("Total", "12.50"),), "12.50"),  # no currency printed: none invented
+])
+def test_the_total_keeps_the_printed_currency(rows, printed):
+    assert extract(page("Shop", *rows), "receipt", SCHEMA)["TOTAL_AMOUNT"] == printed
+
+
+def test_the_number_style_follows_the_document_not_one_token():
+    from migbench.adapters.ocr_rules import NumberStyle
+
+    assert NumberStyle.of(["1,29", "2,49", "SUMME 3,78", "Tel 12.34"]).decimal == ","
+    assert NumberStyle.of(["1.29", "2.49", "TOTAL 3.78", "Ref 12,34"]).decimal == "."
+    assert NumberStyle.of(["4.904,94"]).decimal == ","
+    assert NumberStyle.of(["25.04.20 09:37", "20.00Uhr", "TOTAL 3,78"]).decimal == ","  # dates/times are no evidence
