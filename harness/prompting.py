@@ -5,6 +5,11 @@ and `json` styles. The field list, the answer skeleton and the descriptions come
 ground_truth/fields.yaml, so adding a field there reaches every prompt. A family file may
 `extends:` another and override only some styles or notes. Files are validated at load: an
 unknown placeholder or a template that does not list the fields fails with the file and style.
+
+A family's `classify` entry is the question asked first when a run classifies (--classify): which
+of the schema's document types is this? Its answer routes the document to that type's prompt.
+Every document type of the schema gets a prompt: a type no file has notes for (e.g. one from the
+incumbent's field_definitions.yaml) is built from its field list like any other.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Literal
 
 from migbench.catalog import CatalogError, load_model
 from migbench.schema import Schema, load_schema
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Style = Literal["kv", "json"]
 STYLES: tuple[str, ...] = ("kv", "json")
@@ -30,6 +35,9 @@ PLACEHOLDERS = frozenset({"doc_label", "doc_type", "field_list", "field_names", 
                           "json_template", "not_found", "list_separator", "notes"})
 # a template must name the fields somehow, or the schema would not reach the prompt
 FIELD_PLACEHOLDERS = frozenset({"field_list", "field_names", "kv_template", "json_template"})
+# the classification question names the schema's document types (labels, or labels with descriptions)
+CLASSIFY_PLACEHOLDERS = frozenset({"doc_labels", "doc_type_list"})
+CLASSIFY_DOC_TYPE = ""  # the doc_type of a classification request and Prompt: it names no type yet
 _FAMILY_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
@@ -64,6 +72,32 @@ class StyleTemplate(BaseModel):
         return v
 
 
+class ClassifyTemplate(BaseModel):
+    """The classification question: names the document types, asks for one label back."""
+
+    model_config = ConfigDict(extra="forbid")
+    system: str | None = None
+    user: str
+    max_tokens: int = Field(64, ge=1, le=4096)  # a label, not an extraction
+
+    @field_validator("system", "user")
+    @classmethod
+    def _known_placeholders(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        unknown = sorted(n for n in _placeholders(v) if n not in CLASSIFY_PLACEHOLDERS)
+        if unknown:
+            raise ValueError(f"unknown placeholders {unknown}; allowed: {sorted(CLASSIFY_PLACEHOLDERS)}")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _names_types(cls, v: str) -> str:
+        if not _placeholders(v) & CLASSIFY_PLACEHOLDERS:
+            raise ValueError(f"classify user template must contain one of {sorted(CLASSIFY_PLACEHOLDERS)}")
+        return v
+
+
 class PromptFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     family: str
@@ -71,6 +105,7 @@ class PromptFile(BaseModel):
     description: str = ""
     styles: dict[Style, StyleTemplate] = {}
     notes: dict[str, str] = {}
+    classify: ClassifyTemplate | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +114,16 @@ class Prompt:
     user: str
     style: str
     family: str  # the family whose templates were used (default when the asked one has none)
-    doc_type: str
+    doc_type: str  # CLASSIFY_DOC_TYPE for the classification question
+    max_tokens: int | None = None  # set for the classification question (its own small budget)
 
     @property
     def sha256(self) -> str:
         """Hash of what the model sees (system, user, style): identical prompts, identical hash."""
-        blob = json.dumps([self.system, self.user, self.style], ensure_ascii=False)
+        parts: list[object] = [self.system, self.user, self.style]
+        if self.max_tokens is not None:  # the classification budget changes what comes back
+            parts.append(self.max_tokens)
+        blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -99,6 +138,17 @@ def _load_file(path: Path) -> PromptFile:
 
 def _resolve(family: str, root: Path) -> tuple[str, dict[str, StyleTemplate], dict[str, str]]:
     """Merged styles and notes of a family along its extends chain; unknown family -> default."""
+    name, chain = _chain(family, root)
+    styles: dict[str, StyleTemplate] = {}
+    notes: dict[str, str] = {}
+    for pf in reversed(chain):  # base first, then overrides
+        styles.update(pf.styles)
+        notes.update(pf.notes)
+    return name, styles, notes
+
+
+def _chain(family: str, root: Path) -> tuple[str, list[PromptFile]]:
+    """The family's file and the files it extends, nearest first; unknown family -> default."""
     name = family.strip().lower()
     if not _FAMILY_NAME.match(name) or not (root / f"{name}.yaml").is_file():
         name = DEFAULT_FAMILY
@@ -115,12 +165,7 @@ def _resolve(family: str, root: Path) -> tuple[str, dict[str, StyleTemplate], di
         pf = _load_file(path)
         chain.append(pf)
         current = pf.extends
-    styles: dict[str, StyleTemplate] = {}
-    notes: dict[str, str] = {}
-    for pf in reversed(chain):  # base first, then overrides
-        styles.update(pf.styles)
-        notes.update(pf.notes)
-    return name, styles, notes
+    return name, chain
 
 
 def _fill(schema: Schema, doc_type: str, notes: str) -> dict[str, str]:
@@ -163,6 +208,32 @@ def load_prompt(family: str, doc_type: str, style: str = "kv", schema: Schema | 
     user = tmpl.user.format(**values).strip()
     system = tmpl.system.format(**values).strip() if tmpl.system else None
     return Prompt(system=system or None, user=user, style=style, family=name, doc_type=doc_type)
+
+
+def _type_values(schema: Schema) -> dict[str, str]:
+    labels = [spec.label for spec in schema.document_types.values()]
+    joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " or " + labels[-1]
+    return {
+        "doc_labels": joined,
+        "doc_type_list": "\n".join(f"- {spec.label}" + (f" ({spec.description})" if spec.description else "")
+                                   for spec in schema.document_types.values()),
+    }
+
+
+def load_classify_prompt(family: str, schema: Schema | None = None, root: str | Path | None = None) -> Prompt:
+    """The classification question of a model family (the nearest `classify` along its extends
+    chain), naming the schema's document types. A family chain without one is a ValueError."""
+    schema = schema or load_schema()
+    base = Path(root) if root is not None else prompts_dir()
+    name, chain = _chain(str(family or ""), base)
+    tmpl = next((pf.classify for pf in chain if pf.classify is not None), None)
+    if tmpl is None:
+        raise ValueError(f"prompt family {name!r} has no classify entry (nor does any family it extends)")
+    values = _type_values(schema)
+    user = tmpl.user.format(**values).strip()
+    system = tmpl.system.format(**values).strip() if tmpl.system else None
+    return Prompt(system=system or None, user=user, style="classify", family=name, doc_type=CLASSIFY_DOC_TYPE,
+                  max_tokens=tmpl.max_tokens)
 
 
 def prompt_hash(family: str, doc_type: str, style: str = "kv", schema: Schema | None = None,

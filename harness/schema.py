@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from migbench.catalog import load_model
-from migbench.contracts import NOT_FOUND
+from migbench.catalog import load_model, read_yaml
+from migbench.contracts import NOT_FOUND, UsageError
 from migbench.ground_truth import schema_path
 from pydantic import BaseModel, PrivateAttr, model_validator
 
@@ -37,6 +39,16 @@ class DocTypeSpec(BaseModel):
     label: str
     fields: list[str]
     max_tokens: int = 1024
+    # The incumbent's per-type floor on output tokens (its field_definitions.yaml `min_tokens`: "bank
+    # statements have many transactions; need more output tokens"); the request asks for the larger.
+    min_tokens: int | None = None
+    description: str = ""  # what the type covers, for the classification prompt
+    aliases: list[str] = []  # other names a classifier or a ground-truth row may use for the type
+
+    @property
+    def output_tokens(self) -> int:
+        """max_tokens for an extraction request: the type's budget, never below its floor."""
+        return max(self.max_tokens, self.min_tokens or 0)
 
 
 class Schema(BaseModel):
@@ -49,6 +61,10 @@ class Schema(BaseModel):
     critical_fields: list[str]
     # alias -> field, built on first use and kept with this schema object (parsing asks per output)
     _alias_map: Mapping[str, str] | None = PrivateAttr(default=None)
+    # Where a schema given with --schema came from (format, path, sha256); None for the packaged one.
+    _origin: dict[str, str] | None = PrivateAttr(default=None)
+    # One line each, for the user: what loading had to assume (e.g. fields scored as text).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _names_known(self) -> Schema:
@@ -89,11 +105,22 @@ class Schema(BaseModel):
     def fields_for(self, doc_type: str) -> list[str]:
         return list(self.document_types[doc_type].fields)
 
+    @property
+    def origin(self) -> dict[str, str] | None:
+        return self._origin
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
     def doc_type_from_label(self, label: str) -> str | None:
         """Map 'RECEIPT', 'Bank Statement', 'tax invoice' ... to a schema key."""
         norm = "_".join(label.strip().lower().replace("-", " ").split())
         for key, spec in self.document_types.items():
             if norm in (key, spec.label.lower()):
+                return key
+        for key, spec in self.document_types.items():
+            if norm in {"_".join(a.lower().replace("-", " ").split()) for a in spec.aliases}:
                 return key
         for key in self.document_types:
             if key in norm or norm.endswith(key.split("_")[-1]):
@@ -101,7 +128,24 @@ class Schema(BaseModel):
         return None
 
 
-def load_schema(path: str | None = None) -> Schema:
-    if path:
-        return load_model(Schema, path)
-    return load_model(Schema, schema_path())
+def load_schema(path: str | Path | None = None) -> Schema:
+    """The packaged schema, or the file given: migbench's own format (version, fields,
+    document_types) or the incumbent's config/field_definitions.yaml (document_fields), told apart
+    by their keys (migbench.incumbent_schema merges the latter with the packaged field types)."""
+    if not path:
+        return load_model(Schema, schema_path())
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and "document_fields" in raw:
+        from migbench.incumbent_schema import schema_from_incumbent
+
+        schema = schema_from_incumbent(raw, load_model(Schema, schema_path()), str(path))
+        fmt = "incumbent"
+    elif isinstance(raw, dict) and {"version", "fields", "document_types"} <= raw.keys():
+        schema = load_model(Schema, path)
+        fmt = "migbench"
+    else:
+        raise UsageError(f"{path}: not a field schema: expected migbench's (keys version, fields, "
+                         f"document_types) or the incumbent's field_definitions.yaml (key document_fields)")
+    schema._origin = {"format": fmt, "path": str(path),
+                      "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    return schema
