@@ -453,6 +453,9 @@ class TextractBackend(aws.AwsBackend):
         why = self.catalog.unsupported_doc_types.get(request.doc_type)
         if why:
             raise BackendError(why, ErrorClass.PERMANENT)
+        if request.doc_type not in self.schema.document_types:  # e.g. a classification question
+            raise BackendError(f"textract-expense reads no prompt: it cannot answer a {request.doc_type!r} request "
+                               "(run it without --classify)", ErrorClass.PERMANENT)
         self._check_region()
         lim = self.catalog.limits
         if request.pdf_bytes is not None:

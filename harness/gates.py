@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 Score = Field(default=None, ge=0.0, le=1.0)
 OFFLINE_FAMILIES = frozenset({"ocr", "local"})
-CLOUD_FAMILIES = frozenset({"bedrock", "sagemaker"})
+CLOUD_FAMILIES = frozenset({"bedrock", "sagemaker", "textract"})
 # Named threshold files shipped with the package: `--thresholds dry-run`.
 PACKAGED = {"incumbent": "thresholds.yaml", "default": "thresholds.yaml", "dry-run": "thresholds-dryrun.yaml",
             "offline-floor": "thresholds-offline-floor.yaml"}

@@ -30,7 +30,7 @@ def cloud_endpoint(family: str, options: dict[str, Any], env: dict[str, str]) ->
     """Endpoint a cloud backend will call: its option, else botocore's AWS_ENDPOINT_URL_* variables."""
     if options.get("endpoint_url"):
         return str(options["endpoint_url"])
-    service = {"bedrock": "BEDROCK_RUNTIME", "sagemaker": "SAGEMAKER_RUNTIME"}.get(family)
+    service = {"bedrock": "BEDROCK_RUNTIME", "sagemaker": "SAGEMAKER_RUNTIME", "textract": "TEXTRACT"}.get(family)
     return env.get(f"AWS_ENDPOINT_URL_{service}") or env.get("AWS_ENDPOINT_URL") if service else None
 
 

@@ -441,3 +441,12 @@ def test_a_textract_client_outside_the_policy_is_refused_and_melbourne_has_no_te
     melbourne = TextractBackend(BackendConfig("textract-expense", options={"region": "ap-southeast-4"}))
     with pytest.raises(SetupError, match="not offered in ap-southeast-4"):
         melbourne.preflight()
+
+
+def test_suites_treat_textract_as_cloud_and_refuse_real_aws_without_live():
+    from migbench.suite_session import live_refusal, loopback_cloud
+
+    assert "would call real AWS" in live_refusal("textract-expense", "textract", {}, {}, live=False)
+    env = {"AWS_ENDPOINT_URL_TEXTRACT": "http://127.0.0.1:8787"}
+    assert live_refusal("textract-expense", "textract", {}, env, live=False) is None
+    assert loopback_cloud("textract", {}, env)
