@@ -185,6 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 PLUGGABLE = {
     "emulator": ("migbench.cli_aws", "cmd_emulator", "serve the local Bedrock emulator (synthetic answers)"),
     "iam-policy": ("migbench.cli_aws", "cmd_iam_policy", "write a least-privilege IAM policy"),
+    "catalog": ("migbench.cli_aws", "cmd_catalog", "refresh the model catalog from the Bedrock API (credentials)"),
     "report": ("migbench.report", "main", "render the HTML migration report"),
     "generate": ("migbench.fixtures.generate", "main", "generate a synthetic corpus"),
     "import": ("migbench.lmm_poc", "main", "store a run from the incumbent's artifacts or a predictions file"),

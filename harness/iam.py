@@ -7,6 +7,8 @@ What the AWS docs say (read 2026-11-24 with the search tool):
 - A geographic cross-Region profile needs the profile ARN, the foundation model in the source Region
   and the foundation model in every destination Region. For `au.` profiles those are Sydney and
   Melbourne per the catalog (unverified: the preflight reads the real destinations).
+Preflight also reads the model's tokens-per-minute quota (servicequotas:ListServiceQuotas), and
+`catalog_refresh=True` adds the read-only listings `migbench catalog refresh` makes.
 The policy also carries `aws:RequestedRegion` conditions and an explicit Deny outside the allowed
 regions, so even a later edit that widens a resource cannot reach another region.
 """
@@ -43,7 +45,7 @@ def least_privilege_policy(models: Iterable[str], regions: Iterable[str] | None 
                            sagemaker_endpoints: Iterable[str] = (), include_preflight: bool = True,
                            catalog: ModelCatalog | None = None, policy: ResidencyPolicy | None = None,
                            textract: bool = False, s3_buckets: Iterable[str] = (),
-                           s3_prefix: str = "migbench/") -> dict[str, Any]:
+                           s3_prefix: str = "migbench/", catalog_refresh: bool = False) -> dict[str, Any]:
     """IAM policy document for Bedrock models (catalog keys or ids) and SageMaker endpoint names.
 
     Raises ValueError for a region outside the residency policy or a model that would leave it.
@@ -97,6 +99,19 @@ def least_privilege_policy(models: Iterable[str], regions: Iterable[str] | None 
         statements.append({"Sid": "ReadInferenceProfileDestinations", "Effect": "Allow",
                            "Action": ["bedrock:GetInferenceProfile"], "Resource": profile_arns,
                            "Condition": region_condition})
+    if (profile_arns or model_arns) and include_preflight:
+        # The model's tokens-per-minute quota, read at preflight to pace the run. List actions
+        # take no resource ARN: the region condition is what pins them.
+        statements.append({"Sid": "ReadModelQuotas", "Effect": "Allow", "Action": ["servicequotas:ListServiceQuotas"],
+                           "Resource": "*", "Condition": region_condition})
+    if catalog_refresh:  # `migbench catalog refresh`: read-only listings in the allowed regions
+        statements.append({"Sid": "RefreshModelCatalog", "Effect": "Allow",
+                           "Action": ["bedrock:ListFoundationModels", "bedrock:ListInferenceProfiles"],
+                           "Resource": "*", "Condition": region_condition})
+        statements.append({"Sid": "ReadAllInferenceProfileDestinations", "Effect": "Allow",
+                           "Action": ["bedrock:GetInferenceProfile"],
+                           "Resource": [f"arn:aws:bedrock:{r}:{account}:inference-profile/*" for r in regions],
+                           "Condition": region_condition})
     endpoints = [f"arn:aws:sagemaker:{r}:{account}:endpoint/{name.lower()}"
                  for name in sagemaker_endpoints for r in regions]
     if endpoints:
@@ -108,7 +123,8 @@ def least_privilege_policy(models: Iterable[str], regions: Iterable[str] | None 
     if not statements:
         raise ValueError("no Bedrock model or SageMaker endpoint given: nothing to allow")
     statements.append({"Sid": "DenyEverythingOutsideAllowedRegions", "Effect": "Deny",
-                       "Action": ["bedrock:*", "sagemaker:InvokeEndpoint*"] + (["textract:*"] if textract else []),
+                       "Action": ["bedrock:*", "sagemaker:InvokeEndpoint*", "servicequotas:ListServiceQuotas"]
+                       + (["textract:*"] if textract else []),
                        "Resource": "*",
                        "Condition": {"StringNotEquals": {"aws:RequestedRegion": regions}}})
     return {"Version": "2012-10-17", "Statement": statements}
@@ -168,7 +184,7 @@ def policy_regions(policy: dict[str, Any]) -> set[str]:
 
 def write_policy(backend_names: Iterable[str], out_path: str | Path | None, *, account: str = "*",
                  sagemaker_endpoints: Iterable[str] = (), regions: Iterable[str] | None = None,
-                 s3_buckets: Iterable[str] = ()) -> dict[str, Any]:
+                 s3_buckets: Iterable[str] = (), catalog_refresh: bool = False) -> dict[str, Any]:
     """Policy for registry backends (their catalog_model); returns it, and writes it as JSON to
     `out_path` when one is given (None: nothing is written).
 
@@ -192,7 +208,7 @@ def write_policy(backend_names: Iterable[str], out_path: str | Path | None, *, a
             raise SetupError(f"backend {name!r} does not call AWS: no IAM policy needed")
     try:
         doc = least_privilege_policy(models, regions, account, sagemaker_endpoints=sagemaker_endpoints,
-                                     textract=textract, s3_buckets=s3_buckets)
+                                     textract=textract, s3_buckets=s3_buckets, catalog_refresh=catalog_refresh)
     except ValueError as exc:
         raise SetupError(f"iam-policy: {exc}") from None
     if out_path is not None:

@@ -101,11 +101,18 @@ class ModelEntry(BaseModel):
     regions: list[str] = Field(min_length=1)
     destinations: list[str] = Field(min_length=1)
     foundation_model: str | None = None
+    # Set by `migbench catalog refresh`: True when the API listed the id, False when it did not
+    # (None: never refreshed; the dated facts are all there is).
+    confirmed: bool | None = None
     facts: list[Fact] = []
 
     @property
     def verified(self) -> bool:
-        return all(f.verified for f in self.facts)
+        """Whether the id's availability is established: confirmed by a catalog refresh, else every
+        availability claim verified. Other unverified claims stay listed as such (describe())."""
+        if self.confirmed is not None:
+            return self.confirmed
+        return all(f.verified for f in self.facts if f.kind == "availability")
 
 
 class ImageLimits(BaseModel):
