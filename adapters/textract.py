@@ -351,6 +351,7 @@ class TextractBackend(aws.AwsBackend):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update({"region": self.region, "emulated": self.emulated, "s3_bucket": self.bucket,
+                  "residency": self.residency_facts(),
                   "bucket_region": self._bucket_region, "limits_source": self.catalog.limits.source,
                   "unverified_facts": [f.claim for f in self.catalog.facts if not f.verified],
                   "endpoint": self._client.meta.endpoint_url if self._client is not None else self.endpoint_url})
