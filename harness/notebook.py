@@ -71,8 +71,7 @@ def open_store(results: str | Path) -> Iterator[Any]:
     path = Path(results) / DB_NAME
     if not path.is_file():
         raise UsageError(f"no run store at {path}: pass the results directory (--results DIR or $MIGBENCH_RESULTS)")
-    opener = getattr(RunStore, "open_existing", None)  # the store's read-only opener, where it has one
-    store = opener(results) if opener is not None else RunStore(results)
+    store = RunStore(results)
     try:
         yield store
     finally:

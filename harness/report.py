@@ -150,11 +150,13 @@ def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
 
 def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
              redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
-             top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None) -> dict[str, Any]:
+             top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None,
+             review_rules: str | None = None) -> dict[str, Any]:
     """Render the report to `out` (written atomically); returns the view model."""
     from migbench.analysis import analyse
     from migbench.cost import load_pricing
     from migbench.options import resolve_thresholds
+    from migbench.review import load_review_rules
     from migbench.schema import load_schema
 
     results = Path(results)
@@ -170,6 +172,7 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     finally:
         store.close()
     pricing = load_pricing(pricing_path)
+    rules = load_review_rules(review_rules, schema)
     by_id = {r.run_id: r for r in run_rows}
     base = (by_id[base_id], docs[base_id]) if base_id in by_id else None
     analyses, origins, second = [], {}, {}
@@ -177,10 +180,10 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
         ts, origins[run.run_id], alt = thresholds_for(run, given, default, schema)
         pair = None if base is None or run.run_id == base_id else base
         analyses.append(analyse(run, docs[run.run_id], ts, schema, pricing=pricing, baseline=pair,
-                                gpu_hourly=gpu_hourly))
+                                gpu_hourly=gpu_hourly, review_rules=rules))
         if alt is not None:
             second[run.run_id] = analyse(run, docs[run.run_id], alt, schema, pricing=pricing, baseline=pair,
-                                         gpu_hourly=gpu_hourly)
+                                         gpu_hourly=gpu_hourly, review_rules=rules)
     opts = ReportOptions(volumes=volumes, gpu_hourly=gpu_hourly, redact=redact, top_n=top_n,
                          generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          results_dir=str(results))
@@ -283,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", help="thresholds YAML or packaged name for runs the suites never gated (default: "
                                         "the incumbent's); a run gated by `pytest suites` keeps the thresholds "
                                         "stored with it and shows these beside them as a second set")
+    p.add_argument("--review-rules", metavar="FILE", help="rules routing documents to human review, and the price of "
+                                                          "a review (default: harness/data/review_rules.yaml)")
     return p
 
 
@@ -291,7 +296,7 @@ def main(argv: list[str]) -> int:
     try:
         model = generate(args.results, args.out, runs=args.runs, baseline=args.baseline, redact=args.redact,
                          volumes=args.volumes, gpu_hourly=args.gpu_hourly, top_n=max(0, args.top_n),
-                         pricing_path=args.pricing, thresholds=args.thresholds)
+                         pricing_path=args.pricing, thresholds=args.thresholds, review_rules=args.review_rules)
     except (UsageError, StoreError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

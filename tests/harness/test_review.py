@@ -171,3 +171,32 @@ def test_the_analysis_computes_review_once_for_suites_json_and_report(tmp_path):
     assert out["flagged"]["k"] == 3 and out["total_per_doc"] == pytest.approx(6.01) and "docs" not in out
     default = analyse(run, tiny_run(), resolve_thresholds(None, SCHEMA), SCHEMA)
     assert default.review.rules_file == "review_rules.yaml"
+
+
+def test_report_shows_total_cost_with_the_teams_rules_and_whether_each_comparison_is_powered(tmp_path):
+    import re
+
+    from migbench.report import fmt_money, generate
+
+    from tests.harness.test_report import build_store
+
+    ids = build_store(tmp_path / "results")
+    rules = _rules(tmp_path, RULES_YAML.replace("2.00", "4.00"))
+    model = generate(tmp_path / "results", tmp_path / "report.html", baseline=ids["ocr-baseline"],
+                     review_rules=str(rules))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="review">'):]
+    section = section[:section.index("</section>")]
+    assert "A review costs 4.00 USD" in section and "rules.yaml" in section
+    rows = {x["v"]["backend"]: x for x in model["review"]["rows"]}
+    pro = rows["nova-pro"]["r"]
+    # total = model + flagged rate x 4.00 + escaped rate x 30.00, and the monthly total sits beside model-only
+    assert pro.total_per_doc == pytest.approx(
+        pro.model_cost_per_doc + pro.flagged.rate * 4.0 + pro.escaped.rate * 30.0)
+    month = rows["nova-pro"]["monthly"][1000]
+    assert month["total"] == pytest.approx(month["model"] + (pro.flagged.rate * 4 + pro.escaped.rate * 30)
+                                           * 1000 * DAYS_PER_MONTH)
+    assert f"<strong>{fmt_money(pro.total_per_doc)}</strong>" in section
+    # 24 paired documents cannot size a 0.02 margin: every comparison is marked underpowered
+    assert {p["plan"].status for p in model["review"]["power"]} == {"underpowered"}
+    assert len(re.findall(r"class=\"st warn\">underpowered<", section)) == len(model["review"]["power"])
