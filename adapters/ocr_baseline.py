@@ -6,12 +6,13 @@ incumbent's `FIELD: value` format so the same parser and scorer path applies as 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from typing import Any
 
-from migbench.adapters.ocr_layout import OcrLine
+from migbench.adapters.ocr_layout import OcrLine, pdf_text_lines
 from migbench.adapters.ocr_rules import extract
 from migbench.contracts import (
     Backend,
@@ -55,7 +56,9 @@ class OCRBaselineOptions(BackendOptions):
 class OCRBaseline(Backend):
     family = "ocr"
     Options = OCRBaselineOptions
-    input_form = "pages"  # decoded by the runner, once per page
+    # A PDF's text layer is read as it is (exact words, no OCR); only its pages without one arrive
+    # decoded, like every image page (by the runner, once per page).
+    input_form = "pdf-text-or-pages"
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
@@ -103,14 +106,50 @@ class OCRBaseline(Backend):
             lines.extend(ocr_result_to_lines(result, i))
         return lines
 
+    def read_pdf(self, request: Request) -> tuple[list[OcrLine], int]:
+        """(lines of every page, number of pages read from the text layer): text-layer pages as
+        they are, the others OCR'd from the decoded pages the runner prepared for exactly them."""
+        import pypdfium2 as pdfium
+        from migbench.images import PDF_DPI, pdf_text_usable
+
+        try:
+            pdf = pdfium.PdfDocument(request.pdf_bytes)
+        except pdfium.PdfiumError as exc:
+            raise BackendError(f"{request.doc_id}: unreadable PDF ({exc})", ErrorClass.INPUT) from None
+        lines: list[OcrLine] = []
+        scanned = iter(request.pages)
+        from_text = 0
+        try:
+            for i in range(len(pdf)):
+                page = pdf[i]
+                tp = page.get_textpage()
+                try:
+                    if pdf_text_usable(tp):
+                        lines.extend(pdf_text_lines(tp, page.get_size()[1], i, PDF_DPI / 72))
+                        from_text += 1
+                        continue
+                finally:
+                    tp.close()
+                image = next(scanned, None)
+                if image is None:
+                    raise BackendError(f"{request.doc_id}: page {i + 1} has no text layer and no decoded image",
+                                       ErrorClass.INPUT)
+                lines.extend(dataclasses.replace(ln, page=i) for ln in self.ocr_pages([image]))
+        finally:
+            pdf.close()
+        return lines, from_text
+
     def generate(self, request: Request) -> Response:
-        if not request.pages:
+        if not request.pages and not request.pdf_bytes:
             raise BackendError(f"{request.doc_id}: no decoded pages to OCR", ErrorClass.INPUT)
         if request.doc_type not in self._schema.document_types:
             raise BackendError(f"{request.doc_id}: unknown document type {request.doc_type!r}",
                                ErrorClass.PERMANENT)
         t0 = time.perf_counter()
-        lines = self.ocr_pages(request.pages)
+        if request.pdf_bytes:
+            lines, text_pages = self.read_pdf(request)
+        else:
+            lines, text_pages = self.ocr_pages(request.pages), 0
         ocr_s = time.perf_counter() - t0
         fields = extract(lines, request.doc_type, self._schema)
         latency = time.perf_counter() - t0
@@ -123,7 +162,7 @@ class OCRBaseline(Backend):
             endpoint="local",
             stop_reason="end",
             extra={"ocr_lines": [ln.to_compact() for ln in lines], "ocr_s": round(ocr_s, 3),
-                   "pages": len(request.pages)},
+                   "pages": len(request.pdf_page_sizes) or len(request.pages), "text_layer_pages": text_pages},
         )
 
     def close(self) -> None:

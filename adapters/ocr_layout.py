@@ -90,3 +90,60 @@ def group_rows(lines: Iterable[OcrLine], overlap: float = 0.5) -> list[list[OcrL
 
 def row_text(row: Sequence[OcrLine]) -> str:
     return " ".join(ln.text.strip() for ln in row if ln.text.strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# PDF text layer -> the same lines OCR gives
+# ---------------------------------------------------------------------------------------------
+
+def pdf_text_lines(textpage, page_height_pt: float, page: int, scale: float) -> list[OcrLine]:
+    """A PDF page's text layer as OcrLines in page pixels (at `scale` px per point, top-left origin),
+    so the rules run unchanged on either source. Characters are joined into runs along a baseline; a
+    gap wider than about one em starts a new box (columns, label and value apart), a narrower one
+    wider than a thin space becomes a space (PDFs often position words without space characters)."""
+    import pypdfium2.raw as pdfium_c
+
+    lines: list[OcrLine] = []
+    run: list[str] = []
+    box: list[float] = []  # x0, y0 (bottom), x1, y1 (top) in points
+    pending_space = False
+
+    def flush() -> None:
+        text = "".join(run).strip()
+        if text:
+            x0, b, x1, t = box
+            lines.append(OcrLine(text, (x0 * scale, (page_height_pt - t) * scale, x1 * scale,
+                                        (page_height_pt - b) * scale), 1.0, page))
+        run.clear()
+        box.clear()
+
+    for i in range(textpage.count_chars()):
+        code = pdfium_c.FPDFText_GetUnicode(textpage.raw, i)
+        ch = chr(code) if 0 < code < 0x110000 else ""
+        if not ch or ch.isspace() or code < 32:
+            pending_space = pending_space or bool(run)
+            if ch in "\r\n":
+                flush()
+                pending_space = False
+            continue
+        left, bottom, right, top = textpage.get_charbox(i, loose=True)  # advance boxes: no side bearings
+        if right <= left or top <= bottom:
+            continue
+        if box:
+            h = max(box[3] - box[1], top - bottom, 1.0)
+            same_line = abs((bottom + top) / 2 - (box[1] + box[3]) / 2) < 0.5 * h
+            gap = left - box[2]
+            if not same_line or gap > 1.2 * h or gap < -h:
+                flush()
+                pending_space = False
+            elif pending_space or gap > 0.25 * h:
+                run.append(" ")
+        if not box:
+            box.extend((left, bottom, right, top))
+        else:
+            box[0], box[1] = min(box[0], left), min(box[1], bottom)
+            box[2], box[3] = max(box[2], right), max(box[3], top)
+        run.append(ch)
+        pending_space = False
+    flush()
+    return lines

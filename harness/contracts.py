@@ -57,8 +57,9 @@ class GenParams:
 # What a backend needs the runner to prepare from each document file (migbench.images, once per
 # document; retries reuse it): "encoded" page bytes within the backend's ImageBudget (cloud APIs),
 # decoded "pages" (local models, OCR), or "pdf-or-encoded": the original PDF where the backend
-# takes document blocks (ImageBudget.takes_pdf), encoded pages otherwise.
-InputForm = Literal["encoded", "pages", "pdf-or-encoded"]
+# takes document blocks (ImageBudget.takes_pdf), encoded pages otherwise; or "pdf-text-or-pages": a
+# PDF's bytes plus decoded pages only for its pages without a text layer (OCR), decoded pages otherwise.
+InputForm = Literal["encoded", "pages", "pdf-or-encoded", "pdf-text-or-pages"]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ The runner calls `prepare_document` for each document, in the form its backend d
   when the bytes do not fit. The request budget is shared equally between the pages.
 - "pdf-or-encoded": the original PDF bytes where the backend takes document blocks (checked for
   encryption, page count and page size, never rendered); otherwise "encoded".
+- "pdf-text-or-pages": for a PDF, its bytes (checked as above) plus decoded pages only for the pages
+  without a usable text layer (in page order; `pdf_text_usable` decides, and a backend reading the
+  text layer uses the same test to pair them back); for an image, "pages". Text-layer pages are
+  never rendered.
 
 Formats are recognised by content, not extension (a PNG called .jpg is still a PNG). EXIF
 orientation is applied to the decoded original, so a phone photo taken sideways is read upright
@@ -38,6 +42,7 @@ __all__ = [
     "fit_within",
     "load_pages",
     "load_pages_from_bytes",
+    "pdf_text_usable",
     "prepare_document",
     "prepare_input",
     "read_document",
@@ -193,8 +198,31 @@ def _open_pdf(data: bytes, what: str):
     return pdfium, pdf
 
 
-def _pdf_walk(data: bytes, what: str, *, render: bool, dpi: int = PDF_DPI):
-    """(rendered sizes, rendered pages or []): page count and sizes checked before any rendering."""
+def pdf_text_usable(textpage) -> bool:
+    """Whether a PDF page's text layer carries the page's words: enough characters, and not the
+    unmapped-glyph garbage some PDFs carry (their text then has to be read from the pixels)."""
+    import pypdfium2.raw as pdfium_c
+
+    n = textpage.count_chars()
+    if n < 5:
+        return False
+    codes = [pdfium_c.FPDFText_GetUnicode(textpage.raw, i) for i in range(n)]
+    visible = [u for u in codes if u > 32 and u not in (0xFFFD, 0xFFFE)]
+    junk = sum(1 for u in codes if u == 0xFFFD or (u < 32 and u not in (9, 10, 13)))
+    return len(visible) >= 5 and junk <= 0.1 * n
+
+
+def _page_has_text(page) -> bool:
+    tp = page.get_textpage()
+    try:
+        return pdf_text_usable(tp)
+    finally:
+        tp.close()
+
+
+def _pdf_walk(data: bytes, what: str, *, render: bool, dpi: int = PDF_DPI, skip_text: bool = False):
+    """(rendered sizes, rendered pages or []): page count and sizes checked before any rendering.
+    With skip_text, pages with a usable text layer are not rendered (see pdf_text_usable)."""
     pdfium, pdf = _open_pdf(data, what)
     try:
         n = len(pdf)
@@ -210,7 +238,7 @@ def _pdf_walk(data: bytes, what: str, *, render: bool, dpi: int = PDF_DPI):
             size = (int(w * scale), int(h * scale))
             _check_size(*size, f"{what} page {i + 1}")
             sizes.append(size)
-            if render:
+            if render and not (skip_text and _page_has_text(page)):
                 pages.append(DecodedPage(page.render(scale=scale).to_pil()))
         return sizes, pages
     except pdfium.PdfiumError as exc:
@@ -333,7 +361,7 @@ def prepare_input(data: bytes, form: str, budget: ImageBudget | None = None, *, 
     allowed, else PNG); `max_dim` lowers the budget's side limit.
     """
     budget = budget or ImageBudget()
-    if form not in ("encoded", "pages", "pdf-or-encoded"):
+    if form not in ("encoded", "pages", "pdf-or-encoded", "pdf-text-or-pages"):
         raise ValueError(f"unknown input form {form!r}")
     max_side = _side(budget, max_dim)
     if not data:
@@ -345,8 +373,12 @@ def prepare_input(data: bytes, form: str, budget: ImageBudget | None = None, *, 
         if fits:
             sizes, _ = _pdf_walk(data, what, render=False)
             return PreparedInput(pdf_bytes=data, pdf_page_sizes=sizes)
+    if form == "pdf-text-or-pages" and sniff(data) == "pdf":
+        sizes, textless = _pdf_walk(data, what, render=True, skip_text=True)
+        return PreparedInput(pages=[fit_within(to_rgb(p.image), max_side) for p in textless], pdf_bytes=data,
+                             pdf_page_sizes=sizes)
     pages = decode_pages(data, what)
-    if form == "pages":
+    if form in ("pages", "pdf-text-or-pages"):
         return PreparedInput(pages=[fit_within(to_rgb(p.image), max_side) for p in pages])
     share = None
     if budget.max_request_bytes is not None:

@@ -151,3 +151,40 @@ def test_a_batched_backend_gets_decoded_pages_and_bad_files_fail_alone(tmp_path)
     assert all(rows[d].status == "ok" for d in pages)
     assert backend.batch_sizes == [3]  # the others still shared one batch
     assert all(p.mode == "RGB" for r in backend.seen for p in r.pages)
+
+
+def test_pdf_text_or_pages_renders_only_the_pages_without_a_text_layer(tmp_path, counted):
+    """A PDF with a text layer reaches the backend as bytes, never rendered; a scanned PDF's pages
+    and image pages arrive decoded, once each, retries included."""
+    from migbench.fixtures.render import text_pdf
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pages = _write_dataset(data)  # the PDF here is image-only: every page rendered
+    page = Image.new("L", (600, 400), 255)
+    page.text_ops = [("ACME PTY LTD", 50, "left", 40, 24, True), ("TOTAL $12.50", 550, "right", 300, 20, False)]
+    (data / "text.pdf").write_bytes(text_pdf(page))
+    with open(data / "ground_truth.csv", "a") as fh:
+        fh.write("text.pdf,RECEIPT,$1.00\n")
+    docs = {**pages, "text.pdf": 1}
+    ds = load_dataset(data)
+    backend = Recording({d: list(TWICE) for d in docs}, "pdf-text-or-pages")
+    store = RunStore(tmp_path / "results")
+    counts = counted()
+    s = Runner(backend, ds, store, RunOptions(retry=FAST)).run()
+
+    assert s.ok == 4 and s.failed == 0
+    assert {name: counts["reads"][name] for name in docs} == {name: 1 for name in docs}
+    assert counts["pdf"] == pages["three.pdf"]  # the text-layer PDF: no page rendered
+    by_doc = {r.doc_id: r for r in backend.seen}
+    assert by_doc["text.pdf"].pdf_bytes == (data / "text.pdf").read_bytes() and not by_doc["text.pdf"].pages
+    assert len(by_doc["three.pdf"].pages) == 3 and by_doc["three.pdf"].pdf_bytes is not None
+    assert len(by_doc["three.tiff"].pages) == 3 and by_doc["three.tiff"].pdf_bytes is None
+
+
+def test_pdf_text_or_pages_keeps_hostile_pdfs_input_failures(tmp_path):
+    from migbench.contracts import InputError
+    from migbench.images import prepare_input
+
+    with pytest.raises(InputError, match="broken PDF"):
+        prepare_input(b"%PDF-1.7\n garbage", "pdf-text-or-pages", what="bad.pdf")
