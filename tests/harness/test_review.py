@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -171,6 +172,13 @@ def test_the_analysis_computes_review_once_for_suites_json_and_report(tmp_path):
     assert out["flagged"]["k"] == 3 and out["total_per_doc"] == pytest.approx(6.01) and "docs" not in out
     default = analyse(run, tiny_run(), resolve_thresholds(None, SCHEMA), SCHEMA)
     assert default.review.rules_file == "review_rules.yaml"
+    # with a baseline the JSON summary also says whether each paired comparison is big enough
+    base = RunRecord(run_id="r0", backend="ocr-baseline", family="ocr", status="complete")
+    paired = analyse(run, tiny_run(), resolve_thresholds(None, SCHEMA), SCHEMA, baseline=(base, tiny_run()))
+    power = json.loads(json.dumps(paired.to_dict()))["baseline"]["power"]
+    assert [p["doc_type"] for p in power] == ["all", "bank_statement", "invoice", "receipt"]
+    # identical runs: every paired difference is 0, so two documents would do; one bank statement cannot
+    assert [p["status"] for p in power] == ["powered", "not measured", "powered", "not measured"]
 
 
 def test_report_shows_total_cost_with_the_teams_rules_and_whether_each_comparison_is_powered(tmp_path):
