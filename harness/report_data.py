@@ -667,8 +667,9 @@ def trade_off_caption(views: Sequence[dict[str, Any]]) -> str:
                    "accuracy as a dotted reference line across the chart.")
     front = sorted((p for p in pts if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
-        out.append(f"Dashed line: the cost/accuracy frontier among real runs ({', '.join(p.label for p in front)}): "
-                   "no other real run is both cheaper and more accurate.")
+        out.append(f"Dashed staircase: the cost/accuracy frontier among real runs "
+                   f"({', '.join(p.label for p in front)}): no other real run is both cheaper and more accurate; "
+                   "between two of them, paying more buys no accuracy until the next.")
     elif front:
         out.append(f"{front[0].label} alone is on the cost/accuracy frontier (no other real run is cheaper or "
                    "more accurate), so no frontier line is drawn.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from xml.sax.saxutils import escape
 
 from migbench.stats import percentile
@@ -243,7 +244,11 @@ def scatter(points: Sequence[Point], *, title: str = "scatter", x_label: str = "
                           anchor="end"))
     front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
-        path = " ".join(f"{fx(p.x):.1f},{fy(p.y):.1f}" for p in front)
+        # A staircase: between two frontier runs, spending more buys nothing until the next one.
+        steps = [(fx(front[0].x), fy(front[0].y))]
+        for a, b in pairwise(front):
+            steps += [(fx(b.x), fy(a.y)), (fx(b.x), fy(b.y))]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in steps)
         body.append(f'<polyline class="frontier" points="{path}" fill="none" stroke="#555" stroke-dasharray="6 3"/>')
     lx = left + plot_w + 14
     for i, p in enumerate(points):

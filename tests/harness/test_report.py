@@ -502,8 +502,16 @@ def test_trade_off_caption_describes_only_what_is_drawn() -> None:
                 "summary": SimpleNamespace(overall_failed_as_zero=SimpleNamespace(mean=f1))}
 
     alone = trade_off_caption([view("ocr", 0.0, 0.9), view("nova-pro", 0.002, 0.8), view("emu", 0.001, 1.0, True)])
-    assert "Dashed line" not in alone and "ocr alone is on the cost/accuracy frontier" in alone
+    assert "Dashed" not in alone and "ocr alone is on the cost/accuracy frontier" in alone
     assert "Cost 0 (ocr)" in alone and "Hollow grey markers are emulated" in alone
     both = trade_off_caption([view("ocr", 0.0, 0.6), view("nova-pro", 0.002, 0.8), view("gpu", None, 0.7)])
-    assert "Dashed line: the cost/accuracy frontier among real runs (ocr, nova-pro)" in both
+    assert "Dashed staircase: the cost/accuracy frontier among real runs (ocr, nova-pro)" in both
     assert "Left out (cost not measured): gpu." in both and "Hollow" not in both
+
+
+def test_only_a_baseline_asks_for_a_live_migration_target(store_dir: tuple[Path, dict[str, str]],
+                                                          tmp_path: Path) -> None:
+    results, ids = store_dir
+    decision = section(render(results, tmp_path / "o.html", "--runs", ids["ocr-baseline"]), "decision")
+    assert "only the baseline was measured" in decision
+    assert f'<code class="cmd">tox -e au-nova-lite -- --live --dataset {DATASET}</code>' in decision

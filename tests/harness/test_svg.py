@@ -120,7 +120,8 @@ def test_frontier_line_is_drawn_only_through_two_or_more_frontier_points() -> No
     root = parse(svg.scatter([a, b]))
     line = next(e for e in root.iter(f"{NS}polyline") if e.get("class") == "frontier")
     pa, pb = _points(root)
-    assert line.get("points") == f"{pa.get('cx')},{pa.get('cy')} {pb.get('cx')},{pb.get('cy')}"
+    # a staircase: along a's accuracy to b's cost, then up to b
+    assert line.get("points") == f"{pa.get('cx')},{pa.get('cy')} {pb.get('cx')},{pa.get('cy')} {pb.get('cx')},{pb.get('cy')}"
     b.on_frontier = False
     assert 'class="frontier"' not in svg.scatter([a, b])
 
