@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from migbench.classify import EXTRA_KEY, read_classification, run_classified
 from migbench.contracts import NOT_FOUND, DocResult, Document, ErrorClass, InputError, Response
 from migbench.datasets import FILE_COLUMNS, Dataset, load_dataset
 from migbench.parsing import parse_output
@@ -159,16 +160,18 @@ def import_document(doc: Document, pred: Prediction | None, schema: Schema, mode
                         error=pred.error)
         return DocResult(doc.doc_id, doc.doc_type, doc.tier, "failed", resp,
                          error_class=ErrorClass.PERMANENT.value, error=pred.error)
-    doc_type = doc.doc_type
+    doc_type, cls = doc.doc_type, None
     if classified and pred.document_type:
-        # the incumbent extracted with the prompt of the type it predicted
-        doc_type = schema.doc_type_from_label(pred.document_type) or doc.doc_type
+        # the incumbent extracted with the prompt of the type it predicted (its fallback type for an
+        # answer naming none): routed and recorded as `migbench run --classify` does
+        cls = read_classification(pred.document_type, schema)
+        doc_type = cls.route
     text = pred.text if pred.text is not None else _as_text(pred.fields or {})
-    resp = Response(text=text, latency_s=pred.latency_s, model_id=model)
+    resp = Response(text=text, latency_s=pred.latency_s, model_id=model,
+                    extra={EXTRA_KEY: cls.to_dict()} if cls is not None else {})
     fields = parse_output(text, doc_type, schema)
-    if classified and pred.document_type:
-        fields["DOCUMENT_TYPE"] = schema.document_types[doc_type].label if doc_type in schema.document_types \
-            else pred.document_type
+    if cls is not None:
+        fields["DOCUMENT_TYPE"] = cls.label
     scores = score_document(doc.ground_truth, fields, schema, profile, classified=classified)
     return DocResult(doc.doc_id, doc.doc_type, doc.tier, "ok", resp, fields, scores, document_f1(scores))
 
@@ -238,10 +241,13 @@ def lmm_poc_records(run: Any, docs: Iterable[Any], schema: Schema | None = None
     schema = schema or load_schema()
     raw, cleaned = [], []
     root = Path(str(run.dataset_path or ""))
+    classified = run_classified(run)
     for d in docs:
         ok = d.status == "ok"
         error = None if ok else f"{d.error_class}: {d.error}"
         label = _label(d.doc_type, schema)
+        if classified and ok and d.fields.get("DOCUMENT_TYPE"):
+            label = str(d.fields["DOCUMENT_TYPE"])  # the incumbent records the type it predicted
         base = {
             "image_name": Path(d.doc_id).name,
             "image_path": str(root / d.doc_id),
@@ -266,9 +272,18 @@ def write_lmm_poc(run: Any, docs: Iterable[Any], out_dir: str | Path,
                   schema: Schema | None = None) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    docs = list(docs)
     raw, cleaned = lmm_poc_records(run, docs, schema)
     paths = (out / RAW, out / CLEANED)
-    for p, records in zip(paths, (raw, cleaned), strict=True):
+    written: list[tuple[Path, list[dict[str, Any]]]] = list(zip(paths, (raw, cleaned), strict=True))
+    if run_classified(run):
+        # the incumbent's classify stage output, so an import of this export is classified again
+        answers = [((d.response.extra or {}).get(EXTRA_KEY) or {}) for d in docs]
+        written.append((out / CLASSIFICATIONS, [
+            {"image_name": r["image_name"], "document_type": r["document_type"], "confidence": 1.0,
+             "raw_response": a.get("raw_text", r["document_type"])}
+            for r, a, d in zip(raw, answers, docs, strict=True) if d.status == "ok"]))
+    for p, records in written:
         with p.open("w", encoding="utf-8") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -326,3 +326,63 @@ def test_an_imported_classified_run_is_tabulated_from_its_predicted_document_typ
     assert cm.count("INVOICE", "INVOICE") == 1 and cm.count("RECEIPT", "INVOICE") == 1
     assert cm.not_classified == 1 and cm.total == 2
 
+
+
+def test_cli_classify_on_an_emulated_bedrock_model_asks_then_extracts_through_the_audited_loop(
+        tmp_path, monkeypatch, capsys):
+    """`migbench run --classify` end to end on the Bedrock adapter: two audited requests per document,
+    the question's answer (the emulator renders the document's fields) routes correctly."""
+    pytest.importorskip("boto3")
+    from migbench.cli import main
+    from migbench.emulator import GroundTruthResponder, run_emulator
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    ds = load_dataset(SYNTH)
+    with run_emulator(responder=GroundTruthResponder(ds)) as emu:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
+        args = ["run", "--backend", "nova-pro", "--results", str(tmp_path), "--allow-loopback", "--limit", "3"]
+        assert main([*args, "--classify"]) == 0
+        classified_id = capsys.readouterr().out.strip()
+        assert main(args) == 0
+        plain_id = capsys.readouterr().out.strip()
+    assert classified_id != plain_id  # classify on/off: two runs
+    store = RunStore(tmp_path)
+    docs = store.documents(classified_id)
+    assert len(docs) == 3 and all(d.status == "ok" for d in docs)
+    for d in docs:
+        c = d.response.extra["classification"]
+        assert c["route"] == d.doc_type and c["fallback"] is None
+        assert d.response.input_tokens > c["input_tokens"] > 0
+    assert len(store.audit(classified_id)) == 2 * len(store.audit(plain_id)) == 6
+    cm = confusion_matrix(docs)
+    assert cm.correct == cm.total == 3
+
+
+def test_cli_classify_with_a_backend_that_reads_no_prompt_is_one_line(tmp_path, capsys):
+    pytest.importorskip("rapidocr_onnxruntime", reason="the OCR backend needs its extra")
+    from migbench.cli import main
+
+    assert main(["run", "--backend", "ocr-baseline", "--classify", "--results", str(tmp_path), "--limit", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--classify: backend ocr-baseline reads no prompt" in err and len(err.splitlines()) == 1
+
+
+def test_a_classified_run_exported_to_the_incumbents_artifacts_imports_with_the_same_scores(tmp_path, dataset):
+    from migbench.lmm_poc import CLASSIFICATIONS, import_run, write_lmm_poc
+
+    stmt, rec, inv = _first(dataset, "bank_statement"), _first(dataset, "receipt"), _first(dataset, "invoice")
+    answers = _truthful(dataset) | {stmt.doc_id: "INVOICE", rec.doc_id: "no idea", inv.doc_id: "TRAVEL_EXPENSE"}
+    store, s, before = _run(tmp_path / "a", dataset, ScriptedBackend(_answers(dataset), classify=answers),
+                            classify=True)
+    out = tmp_path / "artifacts"
+    write_lmm_poc(store.run(s.run_id), store.documents(s.run_id), out)
+    lines = (out / CLASSIFICATIONS).read_text().splitlines()
+    assert len(lines) == len(dataset) and '"document_type": "TRAVEL_EXPENSE"' in "".join(lines)
+    other = RunStore(tmp_path / "b")
+    run_id, _ = import_run(out, "lmm-poc", "round-trip", dataset, other)
+    after = {d.doc_id: d for d in other.documents(run_id)}
+    assert run_classified(other.run(run_id))
+    assert {k: d.doc_f1 for k, d in after.items()} == pytest.approx({k: d.doc_f1 for k, d in before.items()})
+    assert after[inv.doc_id].fields["DOCUMENT_TYPE"] == "TRAVEL_EXPENSE"
+    assert after[stmt.doc_id].response.extra["classification"]["route"] == "invoice"
