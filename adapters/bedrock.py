@@ -199,18 +199,20 @@ class BedrockBackend(aws.AwsBackend):
         self.record_outside_loop(self._facts("GetInferenceProfile", decisions, status=aws.http_status(resp) or 200,
                                              request_id=aws.request_id(resp), service="bedrock"))
         verdict = judge_inference_profile(resp, self.policy)
+        self.profile_destinations = list(verdict.destinations) or None
         if not verdict.ok and not verdict.unknown:
+            self.profile_check = f"refused: {verdict.reason}"
             raise SetupError(f"residency: inference profile {self.model_id} refused before any document was "
                              f"sent: {verdict.reason}")
         if verdict.unknown:
             self._unverified(f"destinations unreadable: {verdict.reason}")
             return
-        self.profile_destinations = list(verdict.destinations)
         self.profile_check = "verified: destinations " + ", ".join(verdict.destinations)
 
     def _unverified(self, reason: str) -> None:
         """Stop the run (one line) unless the user accepted an unverified profile; then record it."""
         if not self.accept_unverified_profile:
+            self.profile_check = f"refused: {reason}"
             raise SetupError(f"residency: inference profile {self.model_id}: {reason}; refusing to send documents "
                              "to destinations that were not verified (pass -o accept_unverified_profile=true to "
                              "accept; the run and the report then say so)")

@@ -78,10 +78,15 @@ def test_models_offered_in_region(cloud):
     policy, catalog = _policy(), load_model_catalog()
     why = check_model_id(run.model, region, policy, catalog.base_regions())
     assert why is None, f"{run.backend}: {why}"
+    # Destinations read live at preflight (GetInferenceProfile) win over the catalog's claim; the
+    # allowed set is the run's own (a user may have added e.g. ap-southeast-6; the report says so).
+    live = describe.get("profile_destinations")
+    allowed = (describe.get("residency") or {}).get("allowed_destinations") or policy.destinations
     entry = catalog.by_model_id(run.model)
-    assert entry is not None, f"{run.backend}: {run.model} is not in bedrock_models.yaml"
-    outside = [r for r in entry.destinations if r not in policy.allowed_regions]
-    assert not outside, f"{run.backend}: {run.model} routes to {outside} outside {policy.allowed_regions}"
+    assert live is not None or entry is not None, f"{run.backend}: {run.model} is not in bedrock_models.yaml"
+    destinations = live if live is not None else entry.destinations  # type: ignore[union-attr]
+    outside = [r for r in destinations if r not in allowed]
+    assert not outside, f"{run.backend}: {run.model} routes to {outside} outside {allowed}"
 
 
 def test_iam_policy_cannot_reach_other_regions(cloud):

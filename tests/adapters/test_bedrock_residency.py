@@ -76,7 +76,9 @@ def test_a_profile_routing_to_auckland_is_refused_before_any_document(emu, tmp_p
     audit = store.audit(run.run_id)
     assert [a["operation"] for a in audit if a["service"] == "bedrock"] == ["GetInferenceProfile"]
     assert not [a for a in audit if a["service"] == "bedrock-runtime"]
-    assert run.describe["profile_destinations"] is None
+    # The run records what was read and why it stopped.
+    assert run.describe["profile_destinations"] == ["ap-southeast-2", "ap-southeast-4", "ap-southeast-6"]
+    assert run.describe["profile_check"].startswith("refused: profile 'au.migbench.nz-routed-test-v1:0' routes")
     assert run.describe["residency"]["added_destinations"] == []
 
 
@@ -141,6 +143,7 @@ def test_access_denied_stops_the_run_unless_accepted_and_acceptance_is_recorded(
         assert RUNTIME_OPS.isdisjoint(emu.stats.by_operation)
         refused = store.audit(run.run_id)
         assert [(a["operation"], a["status"]) for a in refused] == [("GetInferenceProfile", 403)]
+        assert run.describe["profile_check"].startswith("refused: destinations could not be read: AccessDenied")
 
         store, run, err = run_two_documents(local(emu, accept_unverified_profile=True), tmp_path / "accepted")
         assert err is None and emu.stats.by_operation["Converse"] == 2
