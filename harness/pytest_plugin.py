@@ -174,7 +174,7 @@ def migbench_run(request: pytest.FixtureRequest, migbench_state: SuiteSession) -
     if why:
         migbench_state.failure = why
         pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
-    if "run" in migbench_state._cache or migbench_state.failure:  # no progress to show
+    if migbench_state.has_run:  # no progress to show
         return _or_fail(migbench_state.ensure_run)
     with _on_terminal(request.config) as progress:
         return _or_fail(lambda: migbench_state.ensure_run(progress))

@@ -171,6 +171,11 @@ class SuiteSession:
         self.failure = message
         return SessionFailure(message)
 
+    @property
+    def has_run(self) -> bool:
+        """The run was made (or failed) this session: nothing left to show progress for."""
+        return "run" in self._cache or self.failure is not None
+
     def ensure_run(self, progress: Callable[[str], Any] | None = None) -> tuple[Any, Any, list[Any]]:
         """(store, RunRecord, typed rows of the selected documents); runs the backend once, then
         scores the stored run with --scoring. `progress(label)`: a context manager with the runner's

@@ -306,3 +306,72 @@ def test_one_verdict_in_console_json_junit_and_report(ocr, thresholds, verdict):
     assert not [g for g in v["analysis"].gates if "DOCUMENT_TYPE" in g.gate_id]
     html = (tmp / f"report-{name}.html").read_text(encoding="utf-8")
     assert f"{name}.yaml" in html
+
+
+# --- the main job a newcomer runs (issue 13 §4, §5, §7) ----------------------------------------------
+
+def test_the_run_shows_progress_and_the_session_ends_on_one_verdict_line(ocr):
+    """pytest captures output, yet the minutes the backend runs show progress (plain lines in a log,
+    the bar on a terminal); the last line is the verdict with documents, thresholds and scoring."""
+    _, _, proc = ocr
+    assert re.search(rf"^ocr-baseline: {LIMIT} documents to run$", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert re.search(rf"^ocr-baseline: {LIMIT}/{LIMIT} documents, \d+\.\d docs/min, \d+ failed, ", proc.stdout,
+                     re.MULTILINE), proc.stdout[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"migbench ocr-baseline: verdict FAIL; {LIMIT} documents; \d+ gates, \d+ failed, \d+ "
+                        r"skipped; thresholds unreachable \(unreachable\.yaml, sha256 [0-9a-f]{12}\); "
+                        r"incumbent scoring", last), last
+
+
+def test_the_report_is_written_after_a_gating_and_kept_when_the_next_session_fails(ocr):
+    """tox -e offline renders the report from the suites (--report); a mistyped --dataset is one
+    line and leaves the last good report as it was."""
+    tmp, results, _ = ocr
+    report = tmp / "report.html"
+    good = suites(results, write(tmp, "lenient", LENIENT), "--limit", LIMIT, "--report", str(report))
+    assert good.returncode == 0, (good.stdout + good.stderr)[-3000:]
+    assert good.stdout.strip().splitlines()[-1].endswith(f"; report {report}")
+    assert summary(results)["report"] == f"report {report}"
+    before = report.read_bytes()
+    assert b"ocr-baseline" in before
+    bad = suites(results, "offline-floor", "--dataset", str(tmp / "no-such-folder"), "--report", str(report))
+    assert bad.returncode == 4
+    assert bad.stderr.strip() == f"ERROR: --dataset: {tmp / 'no-such-folder'}: dataset folder not found", bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+    assert report.read_bytes() == before
+
+
+def test_the_offline_job_renders_its_report_from_the_suites_only(tmp_path):
+    """tox's commands_post runs even after a failed session, so the offline job must not render the
+    report there; the suites do it after a complete gating, without pytest-benchmark's table."""
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    offline = tox["testenv:offline"]
+    assert "commands_post" not in offline
+    assert "--report" in offline["commands"] and "--benchmark-disable" in offline["commands"]
+
+
+def test_an_emulated_bedrock_run_gates_with_dry_run_thresholds_without_being_told(tmp_path):
+    """tox -e nova-pro against the emulator: no --thresholds given, the dry-run set is chosen and said."""
+    pytest.importorskip("boto3")
+    from migbench.datasets import load_dataset
+    from migbench.emulator import GroundTruthResponder, run_emulator
+    from migbench.fixtures import default_dataset
+
+    with run_emulator(responder=GroundTruthResponder(load_dataset(default_dataset()))) as emu:
+        env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emu.url, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "MIGBENCH_ALLOW_LOOPBACK": "1"}
+        cmd = [sys.executable, "-m", "pytest", "suites", "--backend", "nova-pro", "--results", str(tmp_path / "r"),
+               "--limit", "3", "-q", "-p", "no:cacheprovider", "--benchmark-disable"]
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MIGBENCH_"))}
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                              env={**base, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", **env})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "migbench: nova-pro points at a loopback endpoint (an emulator): gating with the dry-run thresholds" in out
+    s = summary(tmp_path / "r", "nova-pro")
+    assert s["thresholds"]["name"] == "dry-run" and s["run"]["emulated"] is True and s["verdict"] == "pass"
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("migbench nova-pro [EMULATED]: verdict PASS; 3 documents;") and "thresholds dry-run" in last
