@@ -239,9 +239,8 @@ def scatter(points: Sequence[Point], *, title: str = "scatter", x_label: str = "
         colour = MUTED if p.muted else "#444"
         body.append(f'<line class="reference" x1="{left + gutter}" y1="{fy(p.y):.1f}" x2="{left + plot_w}" '
                     f'y2="{fy(p.y):.1f}" stroke="{colour}" stroke-dasharray="2 3"/>')
-        # Labelled at the right end: the frontier leaves the free run towards the upper left's opposite.
-        body.append(_text(left + plot_w - 6, fy(p.y) - 4, f"{p.label}: cost 0, {p.y:.3f}", size=10, fill="#444",
-                          anchor="end"))
+        # Labelled above the line next to the break: the staircase frontier only runs along the line there.
+        body.append(_text(left + gutter + 6, fy(p.y) - 4, f"{p.label}: cost 0, {p.y:.3f}", size=10, fill="#444"))
     front = sorted((p for p in points if p.on_frontier), key=lambda p: p.x)
     if len(front) > 1:
         # A staircase: between two frontier runs, spending more buys nothing until the next one.
