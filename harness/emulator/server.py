@@ -570,7 +570,8 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8787, config: EmulatorCon
     emu = Emulator(cfg, resp, host, port)
     announce = announce or (lambda line: print(line, flush=True))  # flushed: callers read the URL from a pipe
     announce(f"{emu.url}  (emulated bedrock-runtime, region {cfg.region}; "
-             f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={emu.url})")
+             f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={emu.url}; for the profile check and quota: "
+             f"AWS_ENDPOINT_URL_BEDROCK={emu.url} AWS_ENDPOINT_URL_SERVICE_QUOTAS={emu.url})")
     try:
         emu.serve()
     except KeyboardInterrupt:
