@@ -200,3 +200,17 @@ def confusion_matrix(rows: Iterable[DocResult], schema: Schema | None = None) ->
         per_type[t] = {"support": support, "predicted": called, "correct": hit,
                        "precision": hit / called if called else None, "recall": hit / support if support else None}
     return ConfusionMatrix(true_types, predicted, counts, len(pairs), correct, per_type, fallbacks, not_classified)
+
+
+def classification_line(run: RunRecord, rows: Iterable[DocResult], schema: Schema | None = None) -> str:
+    """One console line on how the run's document types were known: given, or predicted (how well,
+    how many answers fell back)."""
+    if not run_classified(run):
+        return "document types given from the ground truth (not classified): DOCUMENT_TYPE not scored"
+    cm = confusion_matrix(rows, schema)
+    if cm is None:
+        return "document types predicted (--classify): no document classified yet"
+    falls = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in cm.fallbacks.items() if n)
+    return (f"document types predicted (--classify): {cm.correct}/{cm.total} right ({cm.accuracy:.1%})"
+            + (f"; fell back to {run.config.get('classify_fallback', DEFAULT_FALLBACK)}: {falls}" if falls else "")
+            + "; DOCUMENT_TYPE scored (incumbent profile)")

@@ -80,8 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend.close()
     profile = apply_scoring(store, summary.run_id, args.scoring, redone=summary.done_now, schema=schema)
     run = store.run(summary.run_id)
-    console.print(summary_table(summary, args.backend, emulated=run.emulated,
-                                run_docs=store.documents(summary.run_id), profile=profile))
+    docs = store.documents(summary.run_id)
+    console.print(summary_table(summary, args.backend, emulated=run.emulated, run_docs=docs, profile=profile))
+    from migbench.classify import classification_line
+
+    console.print(classification_line(run, docs, schema))
     print(summary.run_id)
     return 130 if summary.interrupted else 0
 

@@ -284,7 +284,7 @@ def test_the_confusion_matrix_counts_true_by_predicted_types(tmp_path, dataset):
     answers = _truthful(dataset) | {stmt.doc_id: "INVOICE", rec.doc_id: "no idea", inv.doc_id: "TRAVEL_EXPENSE"}
     b = ScriptedBackend(_answers(dataset), classify=answers,
                         classify_faults={dataset.documents[-1].doc_id: [ErrorClass.PERMANENT]})
-    docs = _run(tmp_path, dataset, b, classify=True)[2]
+    store, s, docs = _run(tmp_path, dataset, b, classify=True)
     cm = confusion_matrix(docs.values())
     n = {t: sum(1 for d in dataset.documents if d.doc_type == t) for t in ("invoice", "receipt", "bank_statement")}
     last = dataset.documents[-1]
@@ -300,6 +300,11 @@ def test_the_confusion_matrix_counts_true_by_predicted_types(tmp_path, dataset):
     assert cm.correct == len(dataset) - 4
     assert cm.accuracy == pytest.approx((len(dataset) - 4) / len(dataset))
     assert cm.fallbacks == {NO_PROMPT: 1, UNPARSEABLE: 1}
+    from migbench.classify import classification_line
+
+    line = classification_line(store.run(s.run_id), docs.values())
+    assert line.startswith(f"document types predicted (--classify): {len(dataset) - 4}/{len(dataset)} right")
+    assert "fell back to invoice: 1 no prompt, 1 unparseable" in line
     inv_stats = cm.per_type["INVOICE"]
     assert inv_stats["predicted"] == cm.count("INVOICE", "INVOICE") + 1
     assert inv_stats["precision"] == pytest.approx(cm.count("INVOICE", "INVOICE") / inv_stats["predicted"])
@@ -343,9 +348,13 @@ def test_cli_classify_on_an_emulated_bedrock_model_asks_then_extracts_through_th
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emu.url)
         args = ["run", "--backend", "nova-pro", "--results", str(tmp_path), "--allow-loopback", "--limit", "3"]
         assert main([*args, "--classify"]) == 0
-        classified_id = capsys.readouterr().out.strip()
+        out = capsys.readouterr()
+        classified_id = out.out.strip()
+        assert "document types predicted (--classify): 3/3 right (100.0%); DOCUMENT_TYPE scored" in out.err
         assert main(args) == 0
-        plain_id = capsys.readouterr().out.strip()
+        out = capsys.readouterr()
+        plain_id = out.out.strip()
+        assert "document types given from the ground truth (not classified): DOCUMENT_TYPE not scored" in out.err
     assert classified_id != plain_id  # classify on/off: two runs
     store = RunStore(tmp_path)
     docs = store.documents(classified_id)
