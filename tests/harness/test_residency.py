@@ -157,7 +157,20 @@ def test_profile_reaching_auckland_or_singapore_is_refused():
 
 
 def test_profile_without_models_is_refused():
-    assert not judge_inference_profile({"inferenceProfileId": "au.x", "models": []}).ok
+    v = judge_inference_profile({"inferenceProfileId": "au.x", "models": []})
+    assert not v.ok and v.unknown  # unknown destinations: a real run stops unless the user accepts
+
+
+def test_auckland_is_allowed_only_as_an_added_destination_and_the_addition_is_described():
+    nz = _profile(["ap-southeast-2", "ap-southeast-6"])
+    assert "New Zealand (Auckland)" in judge_inference_profile(nz, POLICY).reason
+    added = POLICY.with_destinations(["ap-southeast-6"])
+    v = judge_inference_profile(nz, added)
+    assert v.ok and v.destinations == ("ap-southeast-2", "ap-southeast-6") and not v.unknown
+    assert added.allowed_regions == POLICY.allowed_regions  # requests are still signed for Australia only
+    assert added.describe()["added_destinations"] == ["ap-southeast-6"]
+    assert POLICY.describe()["outside_home"] is False and POLICY.with_destinations([]) is POLICY
+    assert not judge_inference_profile(_profile(["ap-southeast-1"]), added).ok
 
 
 def test_guard_refuses_inside_botocore_before_send(monkeypatch):
