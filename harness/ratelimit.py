@@ -8,6 +8,12 @@ a run does not spend a whole minute's quota in its first seconds and then stall:
 steady at the quota from the start, and the service sees no bursts.
 On throttling the admitted rate drops multiplicatively and recovers additively after successes,
 so a quota that is smaller than configured (or shared with someone else) is found, not fought.
+
+With no quota at all (none given, none read at preflight) the limiter still runs: it admits freely
+until the service first throttles, then paces requests at 70% of the rate it had been admitting and
+probes upwards again (AIMD). The run settles just under the service's ceiling and throttling slows
+admissions instead of failing documents. `seed()` gives it a starting quota (e.g. read from the
+provider's quota service at preflight) without overriding one the user gave.
 """
 
 from __future__ import annotations
@@ -40,10 +46,32 @@ class RateLimiter:
         self._cond = threading.Condition()
         self.throttle_events = 0
         self.waited_s = 0.0
+        # Unknown quota: requests per window learned from throttling (None: nothing learned yet).
+        self.learned_rpm: float | None = None
+        self.increase = 0.1  # requests per window added per success: about +10% of the rate per window
+        self.min_learned = 1.0
+        self._last_cut = float("-inf")
+        self._first_admit: float | None = None
+
+    def seed(self, tokens_per_min: float | None = None, requests_per_min: float | None = None) -> None:
+        """Start from a known quota (e.g. the account's, read at preflight); a quota already given wins."""
+        with self._cond:
+            if tokens_per_min and not self.tpm:
+                self.tpm = float(tokens_per_min)
+            if requests_per_min and not self.rpm:
+                self.rpm = float(requests_per_min)
+            self._cond.notify_all()
+
+    def _rpm_budget(self) -> float | None:
+        """Requests admitted per window: the configured quota (adapted), else what throttling taught."""
+        if self.rpm:
+            return max(1.0, self.rpm * self.utilisation * self.factor)
+        return self.learned_rpm
 
     @property
     def enabled(self) -> bool:
-        return bool(self.tpm or self.rpm)
+        """Whether admissions are limited now (a quota given or seeded, or a rate learned)."""
+        return bool(self.tpm or self.rpm or self.learned_rpm)
 
     def _trim(self, now: float) -> None:
         while self._ledger and self._ledger[0].t <= now - self.window:
@@ -63,10 +91,10 @@ class RateLimiter:
         waits = [0.0]
         if self.tpm:
             waits.append(self._pace("tokens", tokens, self.tpm * self.utilisation * self.factor, now)[0])
-        if self.rpm:
-            waits.append(self._pace("requests", 1, max(1.0, self.rpm * self.utilisation * self.factor), now)[0])
-        if self.rpm:
-            cap = max(1.0, self.rpm * self.utilisation * self.factor)
+        rpm = self._rpm_budget()
+        if rpm:
+            waits.append(self._pace("requests", 1, rpm, now)[0])
+            cap = rpm
             if len(self._ledger) + 1 > cap:
                 excess = int(len(self._ledger) + 1 - cap)
                 waits.append(self._ledger[min(excess, len(self._ledger)) - 1].t + self.window - now)
@@ -86,21 +114,23 @@ class RateLimiter:
 
     def acquire(self, tokens: float, stop: threading.Event | None = None) -> Reservation | None:
         """Block until the request fits; None if stopped while waiting."""
-        if not self.enabled:
-            return Reservation(self.clock(), tokens)
         with self._cond:
             while True:
                 now = self.clock()
-                wait = self._wait_needed(now, tokens)
+                wait = self._wait_needed(now, tokens) if self.enabled else 0.0
                 if wait <= 0:
+                    # Every admission is kept in the window's ledger, limited or not: the admitted rate
+                    # is what a first throttle is measured against.
                     res = Reservation(now, tokens)
                     self._ledger.append(res)
+                    if self._first_admit is None:
+                        self._first_admit = now
                     if self.tpm:
                         self._tat["tokens"] = self._pace("tokens", tokens, self.tpm * self.utilisation * self.factor,
                                                          now)[1]
-                    if self.rpm:
-                        self._tat["requests"] = self._pace(
-                            "requests", 1, max(1.0, self.rpm * self.utilisation * self.factor), now)[1]
+                    rpm = self._rpm_budget()
+                    if rpm:
+                        self._tat["requests"] = self._pace("requests", 1, rpm, now)[1]
                     return res
                 if stop is not None and stop.is_set():
                     return None
@@ -118,12 +148,41 @@ class RateLimiter:
             res.tokens = actual_tokens
             self._cond.notify_all()
 
+    def admitted_per_window(self, now: float | None = None) -> float:
+        """The rate admissions went out at over the last window (requests per window)."""
+        now = self.clock() if now is None else now
+        self._trim(now)
+        if not self._ledger or self._first_admit is None:
+            return 0.0
+        span = min(self.window, max(now - self._first_admit, 0.005 * self.window))
+        return len(self._ledger) / span * self.window
+
     def on_throttle(self) -> None:
         with self._cond:
             self.throttle_events += 1
-            self.factor = max(self.min_factor, self.factor * 0.7)
+            if self.tpm or self.rpm:
+                self.factor = max(self.min_factor, self.factor * 0.7)
+                return
+            # Unknown quota: cut the request rate to 70% of what was being admitted. One cut per
+            # twentieth of a window: the requests already in flight when the service started refusing
+            # come back throttled together and are one signal, not many.
+            now = self.clock()
+            if now - self._last_cut < 0.05 * self.window:
+                return
+            self._last_cut = now
+            observed = self.admitted_per_window(now)
+            base = observed if self.learned_rpm is None else min(self.learned_rpm, observed or self.learned_rpm)
+            self.learned_rpm = max(self.min_learned, base * 0.7)
+            # The schedule restarts at the new rate (a schedule booked at the old one would stall).
+            self._tat["requests"] = None
 
     def on_success(self) -> None:
         if self.factor < 1.0:
             with self._cond:
                 self.factor = min(1.0, self.factor + 0.02)
+        if self.learned_rpm is not None:
+            with self._cond:
+                # About +10% of the rate per window, doubling for every window without a throttle: a
+                # rate cut too deep (a burst of throttles, a quota raised mid-run) recovers in minutes.
+                quiet = (self.clock() - self._last_cut) / self.window
+                self.learned_rpm += self.increase * 2 ** min(max(quiet, 0.0), 6.0)

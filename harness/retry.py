@@ -6,8 +6,12 @@ residency errors never. Every attempt is counted so latency and cost figures inc
 retries, and every request an attempt sent or was refused is recorded in the audit sink here,
 stamped with its document and attempt number (backends only report what they sent).
 
+Throttling is not a verdict on the document: a throttled attempt does not count against
+max_attempts (the limiter slows admissions meanwhile), so a throttled document waits its turn.
+
 Every document has an overall deadline: no retry starts once the next wait would cross it, so a
-server's hints or a long run of throttling end as a classified failure, never as a stalled run.
+server's hints or an endless run of throttling end as a classified failure, never as a stalled run.
+The deadline is the only thing that ends a throttled document.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6  # calls in total, the first included
+    max_attempts: int = 6  # calls that were not throttled, the first included (throttled ones are free)
     max_timeouts: int = 2  # a model that times out twice will usually time out again
     base_s: float = 1.0
     cap_s: float = 30.0
@@ -119,14 +123,16 @@ def call_with_retry(backend: Backend, request: Request, policy: RetryPolicy = Re
                 limiter.settle(reservation, (partial.input_tokens or 0) if partial else 0)
                 if cls is ErrorClass.THROTTLING:
                     limiter.on_throttle()
-            throttled += cls is ErrorClass.THROTTLING
+            is_throttle = cls is ErrorClass.THROTTLING
+            throttled += is_throttle
             timeouts += cls is ErrorClass.TIMEOUT
-            retry = cls in RETRYABLE and attempts < policy.max_attempts and not (
+            retry = cls in RETRYABLE and (is_throttle or attempts - throttled < policy.max_attempts) and not (
                 cls is ErrorClass.TIMEOUT and timeouts >= policy.max_timeouts)
             note = ""
             if retry:
                 hint = exc.retry_after_s if isinstance(exc, BackendError) else None
-                wait = policy.wait_for(attempts, hint, rng)
+                # Backoff grows with this kind of failure only: throttles with throttles, others apart.
+                wait = policy.wait_for(throttled if is_throttle else attempts - throttled, hint, rng)
                 if clock() - started + wait > policy.document_deadline_s:
                     retry = False
                     note = f" (not retried: past the document deadline of {policy.document_deadline_s:g}s)"

@@ -454,10 +454,7 @@ class Runner:
         hint = self.backend.quota_hint()
         if not hint:
             return
-        if self.limiter is None:
-            self.limiter = RateLimiter(hint, None, window_s=self.opts.quota_window_s)
-        else:
-            self.limiter.tpm = hint
+        self.limiter.seed(tokens_per_min=hint)
 
     def _describe(self) -> dict[str, Any]:
         try:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,10 @@ from migbench.contracts import (
 )
 
 DB_NAME = "migbench.sqlite"
+# Stamped in the database header (PRAGMA application_id, ASCII "migb"): a SQLite file without it (and
+# without migbench's tables) belongs to someone else and is never written to.
+APPLICATION_ID = 0x6D696762
+_KNOWN_TABLES = frozenset({"runs", "documents", "audit", "claims", "sqlite_sequence"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -54,6 +62,10 @@ CREATE TABLE IF NOT EXISTS audit (
   request_id TEXT, status INTEGER, attempt INTEGER, bytes_sent INTEGER, allowed INTEGER, reason TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_run ON audit(run_id);
+CREATE TABLE IF NOT EXISTS claims (
+  run_id TEXT NOT NULL, doc_id TEXT NOT NULL, owner TEXT NOT NULL, pid INTEGER, host TEXT,
+  heartbeat REAL NOT NULL, PRIMARY KEY (run_id, doc_id)
+);
 """
 # Columns added after the first release: (table, column, type). Stores written before them are
 # migrated in place when opened (ALTER TABLE ADD COLUMN keeps every existing row).
@@ -107,25 +119,96 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
+def _cause(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> str:
+    """One line for a store failure, with what the user can do about the usual causes."""
+    cause = _cause(exc)
+    low = cause.lower()
+    if "readonly" in low or "read-only" in low or "unable to open" in low:
+        hint = ": the results folder must be writable (pass another --results)"
+    elif "disk is full" in low or "disk i/o" in low:
+        hint = ": free space there (documents stored so far are kept; rerun the same command to resume)"
+    elif "not a database" in low or "malformed" in low:
+        hint = ": not a usable migbench store (pass another --results)"
+    else:
+        hint = ""
+    return f"results store {path}: {cause}{hint}"
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
 class RunStore:
-    def __init__(self, results_dir: str | Path):
+    def __init__(self, results_dir: str | Path, *, create: bool = True):
+        """Open (or, with create, make) the store under a results folder.
+
+        Raises StoreError with one line for every folder problem: a path that is a file, a folder that
+        cannot be written, a file that is not a database or is another program's database (never
+        written to), a full disk. With create=False a folder without a store is refused, so a
+        mistyped --results on a command that only reads never leaves an empty store behind."""
         self.dir = Path(results_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / DB_NAME
+        if self.dir.exists() and not self.dir.is_dir():
+            raise StoreError(f"results folder {self.dir} is a file, not a folder")
+        if not create and not self.path.is_file():
+            raise StoreError(f"--results {self.dir}: no migbench run store there (no {DB_NAME}); pass the folder "
+                             "`migbench run` wrote to (default ./results, or MIGBENCH_RESULTS)")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"{self.path} is not a file")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create results folder {self.dir}: {exc.strerror or exc}") from exc
         # One connection shared under a lock: writes are serialised anyway and the
         # audit hook runs on worker threads.
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {_cause(exc)}") from exc
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
+        try:
+            with self._lock:
+                self._check_ownership()
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(SCHEMA)
+                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                self._migrate()
+        except StoreError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(_store_error(self.path, exc)) from exc
+
+    @classmethod
+    def open_existing(cls, results_dir: str | Path) -> RunStore:
+        """The store of a folder that must already hold one (commands that only read runs)."""
+        return cls(results_dir, create=False)
+
+    def _check_ownership(self) -> None:
+        """Refuse a database that is not migbench's before writing anything to it."""
+        try:
+            app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a migbench store ({_cause(exc)}); it was left untouched: "
+                             "pass another --results folder") from exc
+        if app_id == APPLICATION_ID:
+            return
+        # A store written before the application id was stamped is known by its tables; an empty
+        # database (a new file) is ours to initialise.
+        ours = app_id == 0 and (not tables or (tables <= _KNOWN_TABLES and "runs" in tables and {"run_id", "backend"}
+                                               <= {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}))
+        if not ours:
+            what = f"application id {app_id:#x}" if app_id else f"tables {', '.join(sorted(tables))}"
+            raise StoreError(f"{self.path} is another program's SQLite database ({what}); it was left "
+                             "untouched: pass another --results folder")
 
     def _migrate(self) -> None:
         for table, column, kind in ADDED_COLUMNS:
@@ -144,40 +227,115 @@ class RunStore:
         self.close()
 
     def _write(self, sql: str, params: tuple | dict = ()) -> None:
+        if isinstance(params, tuple):
+            params = tuple(_valid_text(p) for p in params)
+        self._transaction(lambda db: db.execute(sql, params))
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run body in one immediate transaction; a store failure is one StoreError naming its cause."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                if isinstance(params, tuple):
-                    params = tuple(_valid_text(p) for p in params)
-                self._db.execute(sql, params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = body(self._db)
+                    self._db.execute("COMMIT")
+                    return out
+                except BaseException:
+                    # SQLite has already rolled back after some errors (a full disk); rolling back again
+                    # would raise "no transaction is active" and hide the cause.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(_store_error(self.path, exc)) from exc
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(_store_error(self.path, exc)) from exc
 
     # runs ------------------------------------------------------------------
     def open_run(self, meta: RunMeta, *, new: bool = False) -> tuple[str, bool]:
-        """Return (run_id, resumed). A new run is created unless the same one exists."""
-        run_id = meta.identity()
-        existing = self._query("SELECT run_id FROM runs WHERE run_id=?", (run_id,))
-        if existing and not new:
-            self._write("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
-            return run_id, True
-        if existing:
-            run_id = f"{run_id}-{utc_now().replace(':', '').replace('-', '')[:15]}"
-        self._write(
-            "INSERT INTO runs (run_id, backend, family, model, config_json, dataset_path, dataset_hash,"
-            " n_documents, prompt_hash, prompt_style, versions_json, git_commit, host, started_at, status)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'running')",
-            (run_id, meta.backend, meta.family, meta.model, _dumps(meta.config), meta.dataset_path,
-             meta.dataset_hash, meta.n_documents, meta.prompt_hash, meta.prompt_style,
-             _dumps(meta.versions), meta.git_commit, meta.host, utc_now()),
-        )
-        return run_id, False
+        """Return (run_id, resumed). A new run is created unless the same one exists.
+
+        Atomic, so two processes opening the same run at once both resume it, and two `--new` runs
+        started in the same second get distinct ids."""
+        base = meta.identity()
+
+        def body(db: sqlite3.Connection) -> tuple[str, bool]:
+            def exists(run_id: str) -> bool:
+                return db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
+
+            run_id = base
+            if exists(run_id) and not new:
+                db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
+                return run_id, True
+            if exists(run_id):
+                run_id = stamped = f"{base}-{utc_now().replace(':', '').replace('-', '')[:15]}"
+                n = 1
+                while exists(run_id):
+                    n += 1
+                    run_id = f"{stamped}-{n}"
+            db.execute(
+                "INSERT INTO runs (run_id, backend, family, model, config_json, dataset_path, dataset_hash,"
+                " n_documents, prompt_hash, prompt_style, versions_json, git_commit, host, started_at, status)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?, 'running')",
+                tuple(_valid_text(p) for p in (
+                    run_id, meta.backend, meta.family, meta.model, _dumps(meta.config), meta.dataset_path,
+                    meta.dataset_hash, meta.n_documents, meta.prompt_hash, meta.prompt_style,
+                    _dumps(meta.versions), meta.git_commit, meta.host, utc_now())),
+            )
+            return run_id, False
+
+        return self._transaction(body)
+
+    # claims: one model call per document, whatever the number of processes -------------------
+    def claim(self, run_id: str, doc_id: str, claimant: Claimant, *, redo_failed: bool = False) -> bool:
+        """Atomically take a document for this process: False when it is already stored (failed ones
+        too, unless redo_failed) or another live process holds it. A claim of a process that died
+        (SIGKILL, power loss) is taken over: its document was never stored, so nothing is lost."""
+
+        def body(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT status FROM documents WHERE run_id=? AND doc_id=?", (run_id, doc_id)).fetchone()
+            if row is not None and (row[0] == "ok" or not redo_failed):
+                return False
+            held = db.execute("SELECT owner, pid, host, heartbeat FROM claims WHERE run_id=? AND doc_id=?",
+                              (run_id, doc_id)).fetchone()
+            if held is not None and held[0] != claimant.owner and claimant.is_live(held[1], held[2], held[3]):
+                return False
+            db.execute("INSERT OR REPLACE INTO claims (run_id, doc_id, owner, pid, host, heartbeat)"
+                       " VALUES (?,?,?,?,?,?)",
+                       (run_id, doc_id, claimant.owner, claimant.pid, claimant.host, time.time()))
+            return True
+
+        return self._transaction(body)
+
+    def heartbeat(self, claimant: Claimant) -> None:
+        """Keep this process's claims fresh (a claim whose heartbeat stops is taken over)."""
+        self._write("UPDATE claims SET heartbeat=? WHERE owner=?", (time.time(), claimant.owner))
+
+    def release(self, claimant: Claimant, run_id: str | None = None, doc_id: str | None = None) -> None:
+        """Give back this process's claims (one document, or all): the documents stay pending."""
+        sql, params = "DELETE FROM claims WHERE owner=?", [claimant.owner]
+        if run_id is not None:
+            sql += " AND run_id=?"
+            params.append(run_id)
+        if doc_id is not None:
+            sql += " AND doc_id=?"
+            params.append(doc_id)
+        self._write(sql, tuple(params))
+
+    def claimed_elsewhere(self, run_id: str, claimant: Claimant) -> dict[str, int]:
+        """Live claims of other processes on this run: {"pid N on HOST": documents}."""
+        out: dict[str, int] = {}
+        for owner, pid, host_, beat in self._query(
+                "SELECT owner, pid, host, heartbeat FROM claims WHERE run_id=? AND owner<>?", (run_id, claimant.owner)):
+            if claimant.is_live(pid, host_, beat):
+                key = f"pid {pid} on {host_}"
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def update_run(self, run_id: str, *, describe: dict[str, Any] | None = None, emulated: bool | None = None,
                    status: str | None = None, add_wall_s: float = 0.0) -> None:
@@ -252,21 +410,27 @@ class RunStore:
         return {r[0] for r in self._query(sql, (run_id,))}
 
     def save_result(self, run_id: str, result: DocResult, ground_truth: dict[str, str] | None = None) -> None:
-        """Write one document; its ground truth is the record's unless given."""
+        """Write one document and drop its claim in the same transaction: a kill leaves either the
+        stored row or a pending (claimed, reclaimable) document, never both nor neither."""
         ground_truth = result.ground_truth if ground_truth is None else ground_truth
         r = result.response
-        self._write(
-            "INSERT OR REPLACE INTO documents (run_id, doc_id, doc_type, tier, status, ground_truth_json,"
-            " raw_text, fields_json, scores_json, doc_f1, input_tokens, output_tokens, latency_s,"
-            " server_latency_ms, attempts, throttled, retry_wait_s, region, endpoint, model_id, request_id,"
-            " stop_reason, error_class, error, cost_usd, peak_memory_mb, extra_json, completed_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, result.doc_id, result.doc_type, result.tier, result.status, _dumps(ground_truth),
-             r.text, _dumps(result.fields), _dumps([asdict(s) for s in result.scores]), result.doc_f1,
-             r.input_tokens, r.output_tokens, r.latency_s, r.server_latency_ms, r.attempts, r.throttled,
-             r.retry_wait_s, r.region, r.endpoint, r.model_id, r.request_id, r.stop_reason,
-             result.error_class, result.error, r.cost_usd, r.peak_memory_mb, _dumps(r.extra), utc_now()),
-        )
+        params = tuple(_valid_text(p) for p in (
+            run_id, result.doc_id, result.doc_type, result.tier, result.status, _dumps(ground_truth),
+            r.text, _dumps(result.fields), _dumps([asdict(s) for s in result.scores]), result.doc_f1,
+            r.input_tokens, r.output_tokens, r.latency_s, r.server_latency_ms, r.attempts, r.throttled,
+            r.retry_wait_s, r.region, r.endpoint, r.model_id, r.request_id, r.stop_reason,
+            result.error_class, result.error, r.cost_usd, r.peak_memory_mb, _dumps(r.extra), utc_now()))
+
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO documents (run_id, doc_id, doc_type, tier, status, ground_truth_json,"
+                " raw_text, fields_json, scores_json, doc_f1, input_tokens, output_tokens, latency_s,"
+                " server_latency_ms, attempts, throttled, retry_wait_s, region, endpoint, model_id, request_id,"
+                " stop_reason, error_class, error, cost_usd, peak_memory_mb, extra_json, completed_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
+            db.execute("DELETE FROM claims WHERE run_id=? AND doc_id=?", (run_id, result.doc_id))
+
+        self._transaction(body)
 
     def update_scores(self, run_id: str, doc_id: str, fields: dict[str, str], scores: list[FieldScore],
                       doc_f1: float | None) -> None:
@@ -316,6 +480,45 @@ class RunStore:
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM audit WHERE run_id=? ORDER BY id", (run_id,))
         return [{**dict(r), "allowed": bool(r["allowed"])} for r in rows]
+
+
+class Claimant:
+    """This process as the holder of document claims: its id, pid and host, and how long a claim
+    stays valid without a heartbeat."""
+
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 60.0
+
+    def __init__(self, stale_after_s: float | None = None):
+        self.pid, self.host = os.getpid(), socket.gethostname()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        if stale_after_s is not None:
+            self.stale_after_s = stale_after_s
+
+    def is_live(self, pid: int | None, host_: str | None, heartbeat: float | None) -> bool:
+        """A claim holds while its heartbeat is fresh and, on this host, its process still exists."""
+        if heartbeat is None or time.time() - heartbeat > self.stale_after_s:
+            return False
+        if host_ == self.host and pid is not None:
+            return pid_alive(pid)
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:][:1] != "Z"
+    except (OSError, ValueError):
+        return True
 
 
 class _RunAudit:

@@ -45,8 +45,10 @@ def test_fault_storm_every_document_ends_with_a_result_or_its_class(tmp_path, aw
     assert len(rows) == len(ds) and s.remaining == 0
     assert sum(seen["faults"].values()) > 5, seen["faults"]
     for r in rows:
-        assert 1 <= r.response.attempts <= policy.max_attempts
-        assert r.status == "ok" or r.error_class in ("throttling", "transient", "timeout"), r
+        # Throttled calls are free (the limiter slows admissions); the other failures are bounded.
+        assert 1 <= r.response.attempts - r.response.throttled <= policy.max_attempts
+        # Throttling is never a document's final outcome while its deadline allows another try.
+        assert r.status == "ok" or r.error_class in ("transient", "timeout"), r
     assert sum(r.response.attempts for r in rows) > len(rows), "faults were retried"
     # Retries were counted and most documents still made it.
     assert s.ok >= len(ds) * 0.6

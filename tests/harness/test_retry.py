@@ -1,4 +1,5 @@
 import random
+import time
 
 from migbench.contracts import ErrorClass, Request
 from migbench.ratelimit import RateLimiter
@@ -41,9 +42,32 @@ def test_timeouts_are_retried_a_bounded_number_of_times():
 
 
 def test_retries_stop_at_max_attempts():
-    b = ScriptedBackend(faults={"d1": [ErrorClass.THROTTLING] * 10})
+    b = ScriptedBackend(faults={"d1": [ErrorClass.TRANSIENT] * 10})
     resp = call_with_retry(b, _req(), FAST)
-    assert resp.attempts == FAST.max_attempts and resp.throttled == FAST.max_attempts
+    assert resp.error_class is ErrorClass.TRANSIENT and resp.attempts == FAST.max_attempts == len(b.calls)
+
+
+def test_throttling_never_uses_up_the_attempts_a_throttled_document_waits_its_turn():
+    b = ScriptedBackend({"d1": {"TOTAL_AMOUNT": "$1"}}, faults={"d1": [ErrorClass.THROTTLING] * 10})
+    resp = call_with_retry(b, _req(), FAST)
+    assert resp.ok and resp.attempts == 11 and resp.throttled == 10
+
+
+def test_throttles_and_other_failures_are_budgeted_apart():
+    faults = [ErrorClass.THROTTLING, ErrorClass.TRANSIENT] * 3 + [ErrorClass.TRANSIENT]
+    b = ScriptedBackend({"d1": {"TOTAL_AMOUNT": "$1"}}, faults={"d1": faults})
+    resp = call_with_retry(b, _req(), FAST)
+    # FAST allows 4 non-throttled calls: the 4th transient failure ends it, the 3 throttles were free.
+    assert resp.error_class is ErrorClass.TRANSIENT and resp.attempts == 7 and resp.throttled == 3
+
+
+def test_only_the_document_deadline_ends_throttling():
+    policy = RetryPolicy(max_attempts=2, base_s=0.001, cap_s=0.002, document_deadline_s=0.3)
+    b = ScriptedBackend(faults={"d1": [ErrorClass.THROTTLING] * 100_000})
+    t0 = time.perf_counter()
+    resp = call_with_retry(b, _req(), policy)
+    assert resp.error_class is ErrorClass.THROTTLING and "document deadline" in resp.error
+    assert resp.attempts > policy.max_attempts and time.perf_counter() - t0 < 5
 
 
 def test_backoff_is_jittered_and_capped():
