@@ -184,5 +184,25 @@ def test_render_fields_fills_not_found_and_flattens_newlines():
 
 def test_describe_and_backend_contract():
     b = OCRBaseline(BackendConfig(name="ocr-baseline", options={"threads": 3}))
-    assert b.family == "ocr" and b.input_form == "pages"
+    assert b.family == "ocr" and b.input_form == "pdf-text-or-pages"
     assert b.describe()["threads"] == 3
+
+
+def test_a_text_layer_pdf_is_read_without_ocr(tmp_path):
+    """A generated born-digital PDF: its text layer gives the fields, no page is OCR'd."""
+    from migbench.fixtures.generate import generate_corpus
+
+    generate_corpus(tmp_path, 1, seed=3, doc_types=["invoice"], tiers=["clean"], font_families=["DejaVu"], pdf="text")
+    (pdf,) = tmp_path.glob("*.pdf")
+    backend = OCRBaseline(BackendConfig(name="ocr-baseline"))
+    backend.ocr_pages = lambda pages: pytest.fail("a text-layer page was OCR'd")  # type: ignore[method-assign]
+    prepared = prepare_input(pdf.read_bytes(), backend.input_form, backend.image_budget(), what=pdf.name)
+    assert prepared.pdf_bytes and not prepared.pages
+    req = Request(doc_id=pdf.name, doc_type="invoice", prompt="", pages=prepared.pages,
+                  pdf_bytes=prepared.pdf_bytes, pdf_page_sizes=prepared.pdf_page_sizes)
+    resp = backend.generate(req)
+    assert resp.extra["text_layer_pages"] == 1
+    with open(tmp_path / "ground_truth.csv", newline="") as fh:
+        gt = next(csv.DictReader(fh))
+    got = dict(line.split(": ", 1) for line in resp.text.splitlines())
+    assert got["TOTAL_AMOUNT"] == gt["TOTAL_AMOUNT"] and got["INVOICE_DATE"] == gt["INVOICE_DATE"]
