@@ -254,8 +254,8 @@ def main(argv: list[str]) -> int:
     title = (f"documents needed for non-inferiority at margin {args.margin:g} (power {args.power:g}, "
              f"{100 * (1 - args.alpha):g}% interval): {base.run_id}" + (f" vs {cand.run_id}" if cand else ""))
     t = Table(title=title)
-    for col in ("doc type", "documents", "sd", "observed diff", "assumed diff", "needed (normal)", "needed (t)",
-                "verdict"):
+    for col in ("doc type", "documents", "sd", "observed diff", "assumed diff", "needed (normal)",
+                "needed (t, exact power)", "power"):
         t.add_column(col)
 
     def f(x: float | None, fmt: str = ".4f") -> str:
