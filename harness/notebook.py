@@ -64,14 +64,11 @@ def _pandas() -> Any:
 
 @contextmanager
 def open_store(results: str | Path) -> Iterator[Any]:
-    """The run store of a results directory, for reading; refuses a directory without one (instead
-    of creating an empty store where the user mistyped a path)."""
-    from migbench.store import DB_NAME, RunStore
+    """The run store of a results directory, for reading (closed on exit); a directory without one
+    is refused in one line instead of getting an empty store where the user mistyped a path."""
+    from migbench.store import RunStore
 
-    path = Path(results) / DB_NAME
-    if not path.is_file():
-        raise UsageError(f"no run store at {path}: pass the results directory (--results DIR or $MIGBENCH_RESULTS)")
-    store = RunStore(results)
+    store = RunStore.open_existing(results)
     try:
         yield store
     finally:

@@ -80,7 +80,7 @@ def test_aggregates_are_the_analysis_own(stored):
 def test_selection_and_clear_errors(stored, tmp_path):
     results, _a, b = stored
     assert list(load_results(results, runs=[b]).runs["run_id"]) == [b]
-    with pytest.raises(UsageError, match="no run store"):
+    with pytest.raises(UsageError, match="no migbench.*store"):
         load_results(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()  # a mistyped path is not created
     with pytest.raises(UsageError, match="no run 'gpt'"):

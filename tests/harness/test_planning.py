@@ -114,4 +114,5 @@ def test_plan_command_prints_json(tmp_path, capsys):
     assert main(["--results", str(results), "--baseline", a]) == 0
     assert "documents needed" in capsys.readouterr().out
     assert main(["--results", str(tmp_path / "nowhere"), "--baseline", a]) == 2
-    assert "no run store" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "no migbench" in err and "store" in err
