@@ -10,8 +10,8 @@ On throttling the admitted rate drops multiplicatively and recovers additively a
 so a quota that is smaller than configured (or shared with someone else) is found, not fought.
 
 With no quota at all (none given, none read at preflight) the limiter still runs: it admits freely
-until the service first throttles, then paces requests at 70% of the rate it had been admitting and
-probes upwards again (AIMD). The run settles just under the service's ceiling and throttling slows
+until the service first throttles, then paces requests at 85% of the rate the service had been
+serving (successes over the last window: what the quota lets through) and probes upwards again (AIMD). The run settles just under the service's ceiling and throttling slows
 admissions instead of failing documents. `seed()` gives it a starting quota (e.g. read from the
 provider's quota service at preflight) without overriding one the user gave.
 """
@@ -52,6 +52,8 @@ class RateLimiter:
         self.min_learned = 1.0
         self._last_cut = float("-inf")
         self._first_admit: float | None = None
+        self._served: deque[float] = deque()  # success times over the last window (unknown quota)
+        self.cut = 0.85
 
     def seed(self, tokens_per_min: float | None = None, requests_per_min: float | None = None) -> None:
         """Start from a known quota (e.g. the account's, read at preflight); a quota already given wins."""
@@ -94,6 +96,10 @@ class RateLimiter:
         rpm = self._rpm_budget()
         if rpm:
             waits.append(self._pace("requests", 1, rpm, now)[0])
+        if self.rpm:
+            # A configured quota is also a hard count per rolling window. A learned rate is only paced:
+            # counting the window's earlier admissions against a freshly cut rate would stall the run
+            # for a whole window after every cut.
             cap = rpm
             if len(self._ledger) + 1 > cap:
                 excess = int(len(self._ledger) + 1 - cap)
@@ -157,22 +163,35 @@ class RateLimiter:
         span = min(self.window, max(now - self._first_admit, 0.005 * self.window))
         return len(self._ledger) / span * self.window
 
+    def served_per_window(self, now: float) -> float:
+        """The rate the service answered at over the last window (requests per window)."""
+        while self._served and self._served[0] <= now - self.window:
+            self._served.popleft()
+        if not self._served or self._first_admit is None:
+            return 0.0
+        span = min(self.window, max(now - self._first_admit, 0.005 * self.window))
+        return len(self._served) / span * self.window
+
     def on_throttle(self) -> None:
         with self._cond:
             self.throttle_events += 1
             if self.tpm or self.rpm:
                 self.factor = max(self.min_factor, self.factor * 0.7)
                 return
-            # Unknown quota: cut the request rate to 70% of what was being admitted. One cut per
-            # twentieth of a window: the requests already in flight when the service started refusing
-            # come back throttled together and are one signal, not many.
+            # Unknown quota: what the service served over the last window is what its quota lets
+            # through; pace a little under it. Not compounded: repeated throttles while the service's
+            # window drains cut to the same figure. One cut per twentieth of a window: requests already
+            # in flight when the service started refusing come back throttled together, one signal.
             now = self.clock()
             if now - self._last_cut < 0.05 * self.window:
                 return
             self._last_cut = now
-            observed = self.admitted_per_window(now)
-            base = observed if self.learned_rpm is None else min(self.learned_rpm, observed or self.learned_rpm)
-            self.learned_rpm = max(self.min_learned, base * 0.7)
+            served = self.served_per_window(now)
+            target = self.cut * (served or self.admitted_per_window(now) * 0.5)
+            if self.learned_rpm is not None and served == 0:
+                target = self.learned_rpm * self.cut
+            self.learned_rpm = max(self.min_learned, target if self.learned_rpm is None
+                                   else min(self.learned_rpm, target) if served else target)
             # The schedule restarts at the new rate (a schedule booked at the old one would stall).
             self._tat["requests"] = None
 
@@ -180,6 +199,9 @@ class RateLimiter:
         if self.factor < 1.0:
             with self._cond:
                 self.factor = min(1.0, self.factor + 0.02)
+        with self._cond:
+            if not (self.tpm or self.rpm):
+                self._served.append(self.clock())
         if self.learned_rpm is not None:
             with self._cond:
                 # About +10% of the rate per window, doubling for every window without a throttle: a

@@ -1,8 +1,9 @@
+import os
 import sqlite3
 
 import pytest
 from migbench.contracts import DocResult, FieldScore, Response
-from migbench.store import RunMeta, RunStore, StoreError
+from migbench.store import APPLICATION_ID, RunMeta, RunStore, StoreError
 
 
 def _meta(backend="b", prompt="p1"):
@@ -118,3 +119,113 @@ def test_a_store_written_before_the_gating_column_opens_and_is_migrated(tmp_path
     assert (run.run_id, run.status, run.wall_s, run.gating, run.config) == ("old-1", "complete", 3.0, None, {})
     store.record_gating("old-1", {"verdict": "fail"})
     assert store.run("old-1").gating == {"verdict": "fail"}
+
+
+# --- results folder problems: one line each, never writing over what is not migbench's ------------
+def test_a_results_path_that_is_a_file_is_one_line(tmp_path):
+    f = tmp_path / "results"
+    f.write_text("not a folder")
+    with pytest.raises(StoreError, match="is a file, not a folder"):
+        RunStore(f)
+    assert f.read_text() == "not a folder"
+
+
+def test_a_store_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
+    db = tmp_path / "migbench.sqlite"
+    db.write_bytes(b"this is a text file, not SQLite" * 100)
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match="not a migbench store") as exc:
+        RunStore(tmp_path)
+    assert "\n" not in str(exc.value)
+    assert db.read_bytes() == before and not (tmp_path / "migbench.sqlite-wal").exists()
+
+
+@pytest.mark.parametrize("app_id", [0, 0x12345678])
+def test_another_programs_sqlite_database_is_never_written(tmp_path, app_id):
+    db = tmp_path / "migbench.sqlite"
+    other = sqlite3.connect(db)
+    other.execute(f"PRAGMA application_id={app_id}")
+    other.execute("CREATE TABLE contacts (name TEXT)")
+    other.execute("INSERT INTO contacts VALUES ('ada')")
+    other.commit()
+    other.close()
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match="another program's SQLite database"):
+        RunStore(tmp_path)
+    assert db.read_bytes() == before
+    con = sqlite3.connect(db)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["contacts"]
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+
+
+def test_a_new_store_is_stamped_as_migbench(tmp_path):
+    RunStore(tmp_path).close()
+    con = sqlite3.connect(tmp_path / "migbench.sqlite")
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_open_existing_refuses_a_folder_without_a_store_and_creates_nothing(tmp_path):
+    with pytest.raises(StoreError, match="no migbench run store") as exc:
+        RunStore.open_existing(tmp_path / "resutls")
+    assert "resutls" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []
+    RunStore(tmp_path / "results").close()
+    assert RunStore.open_existing(tmp_path / "results").runs() == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_folder_is_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(StoreError, match="writable|cannot"):
+            RunStore(ro)
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_full_disk_names_the_cause_not_a_failed_rollback(tmp_path):
+    store = RunStore(tmp_path)
+    run, _ = store.open_run(_meta())
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 2}")  # the disk fills up
+    big = DocResult("a", "receipt", "x", "ok", Response(text="x" * 200_000))
+    with pytest.raises(StoreError) as exc:
+        store.save_result(run, big)
+    message = str(exc.value)
+    assert "full" in message and "rollback" not in message, message
+    assert "\n" not in message
+    # The store still works for what fits, and nothing half-written was left.
+    assert store.documents(run) == []
+    store.save_result(run, DocResult("b", "receipt", "x", "ok", Response(text="small")))
+    assert [d.doc_id for d in store.documents(run)] == ["b"]
+
+
+@pytest.mark.parametrize("command", [["runs"], ["export", "latest", "--out", "x.csv"], ["rescore", "latest"],
+                                     ["run", "--limit", "1"]])
+@pytest.mark.parametrize("problem", ["file", "not_db", "foreign"])
+def test_results_folder_problems_are_one_line_in_every_command(tmp_path, monkeypatch, capsys, command, problem):
+    from migbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "res"
+    if problem == "file":
+        results.write_text("x")
+    else:
+        results.mkdir()
+        db = results / "migbench.sqlite"
+        if problem == "not_db":
+            db.write_bytes(b"garbage" * 1000)
+        else:
+            con = sqlite3.connect(db)
+            con.execute("CREATE TABLE t (x)")
+            con.commit()
+            con.close()
+    target = results if problem == "file" else results / "migbench.sqlite"
+    before = target.read_bytes()
+    assert main([*command, "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(results) in err.replace("\n", "")
+    assert target.read_bytes() == before
