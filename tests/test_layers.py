@@ -18,7 +18,8 @@ FOLDERS = {"harness": "migbench", "adapters": "migbench.adapters", "fixtures": "
 
 # Layer of each module, lowest first. A module may import its own layer or lower ones only.
 CONTRACTS = {"migbench.contracts"}
-PRESENTATION_AND_ENTRY = {"migbench.cli", "migbench.cli_aws", "migbench.pytest_plugin", "migbench.report",
+PRESENTATION_AND_ENTRY = {"migbench.cli", "migbench.cli_aws", "migbench.pytest_plugin", "migbench.suite_session",
+                          "migbench.report",
                           "migbench.progress"}
 
 
