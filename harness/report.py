@@ -165,7 +165,7 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     schema = load_schema()
     given = resolve_thresholds(thresholds, schema) if thresholds else None
     default = given or resolve_thresholds(None, schema)
-    store = RunStore(results)
+    store = RunStore.open_existing(results)  # reads only: never creates or converts a store
     try:
         run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline)
         scoring = {r.run_id: store.scoring(r.run_id) for r in run_rows}  # read only: never rescored here
