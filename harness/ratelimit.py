@@ -128,6 +128,7 @@ class RateLimiter:
                     # Every admission is kept in the window's ledger, limited or not: the admitted rate
                     # is what a first throttle is measured against.
                     res = Reservation(now, tokens)
+                    self._trim(now)  # bounded to one window even while nothing is limited
                     self._ledger.append(res)
                     if self._first_admit is None:
                         self._first_admit = now
@@ -201,7 +202,10 @@ class RateLimiter:
                 self.factor = min(1.0, self.factor + 0.02)
         with self._cond:
             if not (self.tpm or self.rpm):
-                self._served.append(self.clock())
+                now = self.clock()
+                self._served.append(now)
+                while self._served and self._served[0] <= now - self.window:
+                    self._served.popleft()
         if self.learned_rpm is not None:
             with self._cond:
                 # About +10% of the rate per window, doubling for every window without a throttle: a

@@ -173,11 +173,12 @@ class RunStore:
         self._db.row_factory = sqlite3.Row
         try:
             with self._lock:
-                self._check_ownership()
+                stamped = self._check_ownership()
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(SCHEMA)
-                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                if not stamped:  # a new store, or one written before the stamp
+                    self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 self._migrate()
         except StoreError:
             self._db.close()
@@ -191,8 +192,8 @@ class RunStore:
         """The store of a folder that must already hold one (commands that only read runs)."""
         return cls(results_dir, create=False)
 
-    def _check_ownership(self) -> None:
-        """Refuse a database that is not migbench's before writing anything to it."""
+    def _check_ownership(self) -> bool:
+        """Refuse a database that is not migbench's before writing anything to it; True when stamped."""
         try:
             app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -200,7 +201,7 @@ class RunStore:
             raise StoreError(f"{self.path} is not a migbench store ({_cause(exc)}); it was left untouched: "
                              "pass another --results folder") from exc
         if app_id == APPLICATION_ID:
-            return
+            return True
         # A store written before the application id was stamped is known by its tables; an empty
         # database (a new file) is ours to initialise.
         ours = app_id == 0 and (not tables or (tables <= _KNOWN_TABLES and "runs" in tables and {"run_id", "backend"}
@@ -209,6 +210,7 @@ class RunStore:
             what = f"application id {app_id:#x}" if app_id else f"tables {', '.join(sorted(tables))}"
             raise StoreError(f"{self.path} is another program's SQLite database ({what}); it was left "
                              "untouched: pass another --results folder")
+        return False
 
     def _migrate(self) -> None:
         for table, column, kind in ADDED_COLUMNS:
