@@ -149,3 +149,20 @@ def test_an_oversized_answer_is_cut_before_parsing_and_the_cut_is_recorded(tmp_p
     for d in store.documents(s.run_id):
         assert len(d.response.text) == 1000
         assert d.response.extra["raw_text_truncated"] is True and d.response.extra["raw_text_chars"] > 5000
+
+
+def test_a_full_disk_ends_the_run_with_its_cause_and_the_same_command_resumes(tmp_path, dataset):
+    from migbench.store import StoreError
+
+    store = RunStore(tmp_path)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 12}")  # room for a few documents, then full
+    with pytest.raises(StoreError) as exc:
+        Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(retry=FAST)).run()
+    assert "full" in str(exc.value) and "rollback" not in str(exc.value)
+    stored = len(store.done_ids(store.runs()[0].run_id))
+    assert stored < len(dataset)
+    store._db.execute("PRAGMA max_page_count=1073741823")  # space freed
+    again = Runner(ScriptedBackend(_answers(dataset)), dataset, store, RunOptions(retry=FAST)).run()
+    assert again.skipped == stored and again.remaining == 0
+    assert len(store.documents(again.run_id)) == len(dataset)
