@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the runner is told quota x this (e.g. 1.3: an overstated quota it must discover)")
     ap.add_argument("--seq-docs", type=int, default=100,
                     help="documents the sequential loop runs (its rate is per document; default 100)")
+    ap.add_argument("--quota-kind", choices=["tokens", "requests"], default="tokens",
+                    help="what the emulator's quota counts (requests: an endpoint limited to N requests/min)")
     ap.add_argument("--unknown-quota", action="store_true",
                     help="tell the runner no quota: the limiter finds the ceiling from throttling alone")
     args = ap.parse_args(argv)
@@ -105,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     quota = int(args.docs_per_s * 60 * per_doc)  # tokens per (scaled) minute
     ceiling_per_min = quota / per_doc  # documents per real-time minute at steady state
 
+    by_requests = args.quota_kind == "requests"
+    server_quota = (QuotaConfig(window_s=window, requests_per_minute=max(1, round(args.docs_per_s * 60)))
+                    if by_requests else QuotaConfig(window_s=window, tokens_per_minute=quota))
     cfg = load_config(latency=LatencyConfig(distribution="uniform", min_s=lo, max_s=hi, time_scale=scale, seed=7),
-                      quota=QuotaConfig(window_s=window, tokens_per_minute=quota, requests_per_minute=None))
+                      quota=server_quota)
     responder = GroundTruthResponder(load_dataset(args.dataset))
-    print(f"documents: {args.docs}; latency U({lo},{hi}) s; quota {quota:,} tokens/min "
+    quota_text = (f"{server_quota.requests_per_minute:,} requests/min" if by_requests else f"{quota:,} tokens/min")
+    print(f"documents: {args.docs}; latency U({lo},{hi}) s; quota {quota_text} "
           f"(= {args.docs_per_s} docs/s at {per_doc:.0f} tokens/doc); time scale {scale}")
 
     # (a) sequential, like the guide
@@ -128,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         b = _backend(emu.url, args.concurrency)
         store = RunStore(tmp)
         client_quota = None if args.unknown_quota else quota * args.client_quota_factor
-        opts = RunOptions(prompt_family="nova", tokens_per_min=client_quota, quota_window_s=window,
+        client_rpm = None
+        if by_requests and client_quota is not None:
+            client_quota, client_rpm = None, server_quota.requests_per_minute * args.client_quota_factor
+        opts = RunOptions(prompt_family="nova", tokens_per_min=client_quota, requests_per_min=client_rpm,
+                          quota_window_s=window,
                           retry=RetryPolicy(max_attempts=8, base_s=1.0 * scale, cap_s=30 * scale))
         runner = Runner(b, ds, store, opts, on_result=lambda r: done_at.append(time.perf_counter()))
         admitted: list[float] = []
