@@ -141,6 +141,28 @@ def load_json_answer(body: bytes, headers: dict[str, str], what: str) -> Any:
                               f"{body[:60].decode('utf-8', 'replace')!r})") from None
 
 
+def _decode_cbor(body: bytes) -> Any:
+    from botocore.parsers import RpcV2CBORParser
+
+    parser = RpcV2CBORParser()
+    try:
+        return parser.parse_data_item(parser.get_peekable_stream_from_bytes(body))
+    except Exception:  # noqa: BLE001 - any decoder failure means "not CBOR"
+        return None
+
+
+def load_answer(body: bytes, headers: dict[str, str], what: str, protocol: str) -> None:
+    """Refuse a 2xx body that is not a complete answer in the protocol the client speaks (JSON
+    object, or CBOR map for Smithy RPC v2); XML/query protocols are left to botocore's parser."""
+    if protocol == "smithy-rpc-v2-cbor":
+        check_answer_body(body, headers, what)
+        if not isinstance(_decode_cbor(body), dict):
+            raise MalformedAnswer(f"{what}: answer is not a CBOR map ({headers.get('content-type')}, "
+                                  f"{len(body)} bytes)")
+    elif protocol in ("json", "rest-json"):
+        load_json_answer(body, headers, what)
+
+
 def _check_2xx_body(response_dict: dict[str, Any] | None = None, operation_model: Any = None, **_: Any) -> None:
     """botocore `before-parse` hook: botocore parses an empty, cut-off or HTML 200 body as `{}`, so
     a Converse answer would look like a success with no text. Streamed bodies are read (and checked)
@@ -154,8 +176,10 @@ def _check_2xx_body(response_dict: dict[str, Any] | None = None, operation_model
     name = getattr(operation_model, "name", "answer")
     if getattr(operation_model, "has_streaming_output", False):
         return
+    service = getattr(operation_model, "service_model", None)
+    protocol = getattr(service, "resolved_protocol", None) or getattr(service, "protocol", "json")
     try:
-        load_json_answer(bytes(body), headers, name)
+        load_answer(bytes(body), headers, name, protocol)
     except AnswerError as exc:
         exc.status = int(response_dict["status_code"])
         exc.request_id = headers.get("x-amzn-requestid")

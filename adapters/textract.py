@@ -264,50 +264,6 @@ def bounded_raw(answers: list[dict[str, Any]], max_chars: int) -> dict[str, Any]
     return {"answers_json": text[:max_chars], "truncated": True, "chars": len(text)}
 
 
-# ---------------------------------------------------------------- the answer check of a 2xx body
-
-
-def _check_answer(response_dict: dict[str, Any] | None = None, operation_model: Any = None, **_: Any) -> None:
-    """botocore `before-parse` hook for Textract: a 2xx body must be complete and decode in the
-    protocol the client speaks (CBOR map or JSON object); anything else is not an answer."""
-    if not response_dict or not 200 <= int(response_dict.get("status_code") or 0) < 300:
-        return
-    body = response_dict.get("body")
-    if not isinstance(body, (bytes, bytearray)):
-        return
-    headers = {str(k).lower(): str(v) for k, v in (response_dict.get("headers") or {}).items()}
-    name = getattr(operation_model, "name", "answer")
-    try:
-        protocol = getattr(getattr(operation_model, "service_model", None), "resolved_protocol", None) or \
-            getattr(getattr(operation_model, "service_model", None), "protocol", "json")
-        if protocol == "smithy-rpc-v2-cbor":
-            aws.check_answer_body(bytes(body), headers, name)
-            if not isinstance(_decode_cbor(bytes(body)), dict):
-                raise aws.MalformedAnswer(f"{name}: answer is not a CBOR map ({headers.get('content-type')}, "
-                                          f"{len(body)} bytes)")
-        else:
-            aws.load_json_answer(bytes(body), headers, name)
-    except aws.AnswerError as exc:
-        exc.status = int(response_dict["status_code"])
-        exc.request_id = headers.get("x-amzn-requestid")
-        raise
-
-
-def _decode_cbor(body: bytes) -> Any:
-    from botocore.parsers import RpcV2CBORParser
-
-    parser = RpcV2CBORParser()
-    try:
-        return parser.parse_data_item(parser.get_peekable_stream_from_bytes(body))
-    except Exception:  # noqa: BLE001 - any decoder failure means "not CBOR"
-        return None
-
-
-def _without_json_check(client: Any) -> Any:
-    client.meta.events.unregister("before-parse", unique_id="migbench-answer-check")
-    return client
-
-
 # ---------------------------------------------------------------- backend
 
 
@@ -367,21 +323,13 @@ class TextractBackend(aws.AwsBackend):
 
     # ------------------------------------------------------------ clients
 
-    def _get_client(self) -> Any:
-        client = super()._get_client()
-        if not getattr(client, "_migbench_textract_check", False):
-            _without_json_check(client)
-            client.meta.events.register("before-parse", _check_answer, unique_id="migbench-textract-check")
-            client._migbench_textract_check = True
-        return client
-
     def _s3_client(self) -> Any:
         with self._lock:
             if self._s3 is None:
-                self._s3 = self.guard.attach(_without_json_check(aws.make_client(
+                self._s3 = self.guard.attach(aws.make_client(
                     "s3", region=self.region, endpoint_url=self.opts.s3_endpoint_url,  # type: ignore[attr-defined]
                     read_timeout=self.read_timeout, connect_timeout=self.connect_timeout,
-                    concurrency=self.max_concurrency(), session=self._session)))
+                    concurrency=self.max_concurrency(), session=self._session))
             return self._s3
 
     def close(self) -> None:
