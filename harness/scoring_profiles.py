@@ -24,6 +24,7 @@ from migbench.normalize import (
     normalize_text,
     parse_amount,
     parse_date,
+    parse_date_set,
 )
 from migbench.schema import Schema
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -37,7 +38,7 @@ class Rules(BaseModel):
 
     amount_reading: Literal["digits_only", "migbench"]
     money_tolerance: Literal["relative", "cent"]
-    scalar_dates: Literal["digit_sets", "parsed"]
+    scalar_dates: Literal["parsed"]
     date_wrong_year_credit: float = 0.0
     list_dates: Literal["positional_numbers", "parsed"]
     list_text_word_overlap: float | None = None
@@ -146,15 +147,17 @@ def money_equal(expected: str, predicted: str, rules: Rules) -> bool | None:
     return abs(p - g) <= tol
 
 
-def digit_set_date_score(expected: str, predicted: str, rules: Rules) -> float:
-    """The incumbent's scalar date: sets of digit runs, equal -> 1, two shared -> partial credit."""
-    strip = str.maketrans("", "", ",$%() ")
-    if expected.lower().translate(strip) == predicted.lower().translate(strip):
-        return 1.0
-    e, p = set(_DIGITS.findall(predicted)), set(_DIGITS.findall(expected))
-    if e == p:
-        return 1.0
-    return rules.date_wrong_year_credit if len(e & p) >= 2 else 0.0
+def parsed_date_score(expected: str, predicted: str, rules: Rules) -> float | None:
+    """Day-first date sets, |E & G| / max(|E|, |G|); a single date with day and month right and the
+    year wrong earns the profile's wrong-year credit (the incumbent's 0.8). None: no date in the truth."""
+    from migbench.scoring import date_overlap
+
+    score = date_overlap(expected, predicted)
+    if score == 0.0 and rules.date_wrong_year_credit:
+        g, p = parse_date_set(expected), parse_date_set(predicted)
+        if len(g) == 1 and len(p) == 1 and g[0][:2] == p[0][:2] and g[0][2] != p[0][2]:
+            return rules.date_wrong_year_credit
+    return score
 
 
 def _positional_parts(s: str) -> tuple[str | None, str | None, str | None] | None:
@@ -280,12 +283,7 @@ def compare_field_profiled(name: str, expected: object, predicted: object, schem
         m = money_equal(exp, pred, rules)
         score = None if m is None else float(m)
     elif ftype == "date":
-        if rules.scalar_dates == "digit_sets":
-            score = digit_set_date_score(exp, pred, rules)
-        else:
-            from migbench.scoring import date_overlap
-
-            score = date_overlap(exp, pred)
+        score = parsed_date_score(exp, pred, rules)
     else:
         return compare_field(name, exp, pred, schema)
     if score is None:

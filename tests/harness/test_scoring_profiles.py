@@ -70,15 +70,17 @@ def test_incumbent_reads_amounts_by_deleting_all_but_digits_dot_and_minus():
 
 # --- dates ---------------------------------------------------------------------------------------------
 
-def test_incumbent_scalar_dates_are_sets_of_digit_runs():
-    assert inc("INVOICE_DATE", "15/03/2024", "2024-03-15") == 1.0  # ISO: same digit runs
-    assert inc("INVOICE_DATE", "03/04/2024", "04/03/2024") == 1.0  # day/month swap not seen
-    assert exact("INVOICE_DATE", "03/04/2024", "04/03/2024") == 0.0
+def test_incumbent_scalar_dates_are_read_day_first_whatever_the_format():
+    assert inc("INVOICE_DATE", "15/03/2024", "2024-03-15") == 1.0  # ISO parsed
+    assert inc("INVOICE_DATE", "05 MAR 2018", "05/03/2018") == 1.0  # month names parsed
+    assert inc("INVOICE_DATE", "12/03/18", "12/03/2018") == 1.0  # two-digit years parsed
+    assert inc("INVOICE_DATE", "03/04/2024", "04/03/2024") == 0.0  # day first: a swap is another date
+    assert inc("STATEMENT_DATE_RANGE", "01/03/2024 to 31/03/2024", "01/03/2024 to 30/03/2024") == 0.5
 
 
 def test_incumbent_gives_point_eight_for_a_wrong_year():
     assert inc("INVOICE_DATE", "15/03/2024", "15/03/2023") == 0.8
-    assert inc("INVOICE_DATE", "15/03/2024", "15/03/24") == 0.8  # two-digit year: two runs shared
+    assert inc("INVOICE_DATE", "15/03/2024", "15/03/23") == 0.8  # two-digit year, wrong
     assert exact("INVOICE_DATE", "15/03/2024", "15/03/2023") == 0.0
     assert inc("INVOICE_DATE", "15/03/2024", "16/04/2023") == 0.0
 
