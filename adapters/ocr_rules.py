@@ -126,7 +126,10 @@ _TIME = re.compile(
     r"|(?<![\d.,])(?:[01]?\d|2[0-4]):[0-5]\d(?::[0-5]\d)?(?![\d,])"
     r"|(?<![\d.,])(?:[01]?\d|2[0-4])[.:][0-5]\d\s?[-–]\s?(?:[01]?\d|2[0-4])[.:][0-5]\d(?![\d,])")
 _CUR_CODES = sorted((c for c in CURRENCY_CODES if c.isalpha()), key=len, reverse=True)
-_CUR = (r"(?:(?<![A-Za-z])(?:" + "|".join(_CUR_CODES) + r")(?![A-Za-z])\.?|[A-Z]{0,2}\$|["
+# A dollar's country prefix counts only as a word of its own: 'TOTAL$12.34' is a label glued to '$'.
+_DOLLAR_PREFIXES = sorted((c[:-1] for c in CURRENCY_CODES if c.endswith("$") and len(c) > 1), key=len, reverse=True)
+_CUR = (r"(?:(?<![A-Za-z])(?:" + "|".join(_CUR_CODES) + r")(?![A-Za-z])\.?"
+        + r"|(?:(?<![A-Za-z])(?:" + "|".join(_DOLLAR_PREFIXES) + r"))?\$|["
         + CURRENCY_SYMBOLS.replace("$", "") + "])")
 _CUR_RE = re.compile(_CUR, re.IGNORECASE)
 # Evidence for the decimal separator: a comma or a dot followed by exactly two digits at a number's end,

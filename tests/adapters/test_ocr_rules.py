@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from migbench.adapters.ocr_layout import OcrLine, group_rows
-from migbench.adapters.ocr_rules import date_candidates, extract, find_total
+from migbench.adapters.ocr_rules import NumberStyle, date_candidates, extract, find_total
 from migbench.contracts import NOT_FOUND
 from migbench.schema import load_schema
 from migbench.scoring import score_document
@@ -347,3 +347,15 @@ def test_the_number_style_follows_the_document_not_one_token():
     assert NumberStyle.of(["1.29", "2.49", "TOTAL 3.78", "Ref 12,34"]).decimal == "."
     assert NumberStyle.of(["4.904,94"]).decimal == ","
     assert NumberStyle.of(["25.04.20 09:37", "20.00Uhr", "TOTAL 3,78"]).decimal == ","  # dates/times are no evidence
+
+
+@pytest.mark.parametrize("text, printed", [
+    ("TOTAL$12.34", "$12.34"),  # a label glued to the symbol is not a currency prefix
+    ("SUBTOTAL$ 7.50", "$7.50"),
+    ("GRANDTOTALS$3.00", "$3.00"),
+    ("Total US$12.34", "US$12.34"),  # a prefix that stands as a word of its own is kept
+    ("Total NZ$ 8.10", "NZ$8.10"),
+])
+def test_a_dollar_prefix_is_a_currency_only_as_a_word_of_its_own(text, printed):
+    style = NumberStyle.of([text])
+    assert [style.format(a) for a in style.amounts(text)] == [printed]
