@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migbench.catalog import load_model, load_packaged
+from migbench.emulator import batch as batch_api
 from migbench.emulator import control as control_plane
 from migbench.emulator import protocol as P
 from migbench.emulator import textract as textract_api
@@ -260,6 +261,8 @@ class EmulatedBedrock:
         """Answer one request: (status, headers, body). Raises _Reset to drop the connection."""
         if textract_api.is_textract(raw_path, headers):
             return textract_api.handle(self, method, raw_path, headers, body, entry_out)
+        if batch_api.is_batch(method, raw_path):  # CreateModelInvocationJob & co.
+            return batch_api.handle(self, method, raw_path, headers, body, entry_out)
         if control_plane.is_control(method, raw_path, headers):  # GetInferenceProfile, ListServiceQuotas, ...
             return control_plane.handle(self, method, raw_path, headers, body, entry_out)
         if method != "POST":

@@ -1,0 +1,194 @@
+"""Bedrock batch inference through real boto3: the emulator's job APIs (create, get, list, stop) and
+moto S3 for the input and output JSONL; documents stored through the same parser, scorer and store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from migbench.adapters.bedrock_batch import BatchSession, BatchSettings, load_batch_catalog, load_jobs
+from migbench.contracts import ResidencyError, SetupError, UsageError
+from migbench.registry import create_backend
+from migbench.runner import RunOptions
+from migbench.store import RunStore
+
+DATA = "fixtures/synthetic_small"
+NZ_PROFILE = "au.migbench.nz-routed-test-v1:0"  # emulator.yaml: destinations include ap-southeast-6
+ROLE = "arn:aws:iam::123456789012:role/migbench-batch"
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    pytest.importorskip("boto3")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK",
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_S3", "MIGBENCH_ALLOW_LOOPBACK",
+                "MIGBENCH_MODEL_CATALOG"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    from migbench.datasets import load_dataset
+
+    return load_dataset(DATA)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def emulator(dataset, moto_url):
+    from migbench.emulator import GroundTruthResponder, run_emulator
+    from migbench.emulator.batch import state
+
+    with run_emulator(responder=GroundTruthResponder(dataset)) as emu:
+        state(emu.service).s3_endpoint_url = moto_url
+        yield emu
+
+
+def s3(url, region="ap-southeast-2"):
+    import boto3
+
+    return boto3.client("s3", region_name=region, endpoint_url=url)
+
+
+def bucket(url, name, region="ap-southeast-2"):
+    client = s3(url, region)
+    if region == "us-east-1":
+        client.create_bucket(Bucket=name)
+    else:
+        client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+    return name
+
+
+def small_catalog(minimum=4):
+    cat = load_batch_catalog()
+    cat.min_records.default = minimum
+    return cat
+
+
+def session(emu, dataset, tmp_path, moto_url, bucket_name, *, model=None, name="au-nova-lite", minimum=4,
+            **options):
+    b = create_backend(name, model=model, options={
+        "endpoint_url": emu.url, "control_endpoint_url": emu.url, "allow_loopback": True, "api": "invoke-nova",
+        **options})
+    settings = BatchSettings(bucket=bucket_name, role_arn=ROLE, s3_endpoint_url=moto_url, poll_initial_s=0.01,
+                             poll_max_s=0.02)
+    store = RunStore(tmp_path / "results")
+    return BatchSession(b, dataset, store, settings, RunOptions(), catalog=small_catalog(minimum)), store
+
+
+def objects(url, name):
+    return [o["Key"] for o in s3(url).list_objects_v2(Bucket=name).get("Contents", [])]
+
+
+def test_submit_status_collect_stores_scored_documents_and_a_failed_record(emulator, dataset, moto_url,
+                                                                          aws_env, tmp_path):
+    from migbench.emulator.batch import state
+
+    name = bucket(moto_url, "syd-batch-ok")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+    job = sess.submit()
+    assert job.job_arn.startswith("arn:aws:bedrock:ap-southeast-2:") and len(job.record_ids) == 24
+    lines = s3(moto_url).get_object(Bucket=name, Key=job.input_key)["Body"].read().decode().splitlines()
+    first = json.loads(lines[0])
+    assert first["modelInput"]["schemaVersion"] == "messages-v1"  # Nova's native body, as InvokeModel takes it
+    assert {json.loads(line)["recordId"] for line in lines} == set(job.record_ids)
+    bad = next(r for r, d in job.record_ids.items() if d == "synth_0003_invoice_light.jpg")
+    state(emulator.service).fail_records.add(bad)
+    assert sess.status().status == "InProgress"  # Submitted -> InProgress on the first poll
+    assert load_jobs(store, sess.run_id)[-1].status == "InProgress"
+    counts = sess.collect()
+    assert counts == {"stored": 23, "failed": 1, "skipped": 0}
+    docs = {d.doc_id: d for d in store.documents(sess.run_id)}
+    assert len(docs) == 24
+    ok = docs["synth_0000_invoice_clean.png"]
+    assert ok.status == "ok" and ok.doc_f1 is not None and ok.doc_f1 > 0.9  # ground-truth answers, parsed and scored
+    assert ok.response.cost_usd is not None and ok.response.extra["on_demand_cost_usd"] == pytest.approx(
+        ok.response.cost_usd / load_batch_catalog().batch_discount.factor)
+    failed = docs["synth_0003_invoice_light.jpg"]
+    assert failed.status == "failed" and "ModelErrorException" in failed.error
+    assert any(k.endswith("records.jsonl.out") for k in objects(moto_url, name))
+    ctl = sess._control()
+    listed = ctl.list_model_invocation_jobs()["invocationJobSummaries"]
+    assert any(j["jobArn"] == job.job_arn and j["status"] == "Completed" for j in listed)
+
+    # Resumed in a new process: the job is read back, nothing new is stored.
+    again, _ = session(emulator, dataset, tmp_path, moto_url, name)
+    assert again.run_id == sess.run_id
+    assert again.collect() == {"stored": 0, "failed": 0, "skipped": 0}
+
+    # --retry-failed: only the failed record is resubmitted (a minimum of 1 for this test's catalog).
+    state(emulator.service).fail_records.clear()
+    retry, _ = session(emulator, dataset, tmp_path, moto_url, name, minimum=1)
+    rjob = retry.submit(retry_failed=True)
+    assert list(rjob.record_ids.values()) == ["synth_0003_invoice_light.jpg"] and rjob.retry_of == job.job_arn
+    assert retry.collect() == {"stored": 1, "failed": 0, "skipped": 0}
+    assert {d.status for d in store.documents(sess.run_id)} == {"ok"}
+
+
+def test_interrupted_collect_resumes_polling(emulator, dataset, moto_url, aws_env, tmp_path):
+    from migbench.emulator.batch import state
+
+    name = bucket(moto_url, "syd-batch-resume")
+    st = state(emulator.service)
+    st.polls_in_progress = 3
+    try:
+        sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+        job = sess.submit()
+        assert sess.collect(wait=False) == {"stored": 0, "failed": 0, "skipped": 0}  # still running: left to resume
+        assert load_jobs(store, sess.run_id)[-1].collected is False
+        resumed, _ = session(emulator, dataset, tmp_path, moto_url, name)
+        assert resumed.collect()["stored"] == 24
+        assert load_jobs(store, sess.run_id)[-1].job_arn == job.job_arn
+        with pytest.raises(UsageError, match="0 document"):  # everything stored: nothing left to submit
+            resumed.submit()
+    finally:
+        st.polls_in_progress = 1
+
+
+def test_bucket_outside_the_policy_is_refused_before_upload(emulator, dataset, moto_url, aws_env, tmp_path):
+    name = bucket(moto_url, "virginia-batch", "us-east-1")
+    jobs_before = len(s3(moto_url).list_buckets()["Buckets"])
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+    with pytest.raises(ResidencyError, match="us-east-1.*nothing uploaded"):
+        sess.submit()
+    assert objects(moto_url, name) == [] and load_jobs(store, sess.run_id) == []
+    assert len(s3(moto_url).list_buckets()["Buckets"]) == jobs_before
+
+
+def test_profile_routing_outside_the_policy_is_refused_before_upload(emulator, dataset, moto_url, aws_env,
+                                                                     tmp_path):
+    name = bucket(moto_url, "syd-batch-nz")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name, model=NZ_PROFILE)
+    with pytest.raises(SetupError, match="ap-southeast-6.*nothing uploaded"):
+        sess.submit()
+    assert objects(moto_url, name) == [] and load_jobs(store, sess.run_id) == []
+
+
+def test_base_nova_id_in_sydney_needs_a_profile(emulator, dataset, moto_url, aws_env, tmp_path):
+    name = bucket(moto_url, "syd-batch-base")
+    sess, _ = session(emulator, dataset, tmp_path, moto_url, name, name="nova-lite")
+    with pytest.raises(SetupError, match="only through an inference profile"):
+        sess.submit()
+    assert objects(moto_url, name) == []
+
+
+def test_too_few_records_says_so_and_points_to_on_demand(emulator, dataset, moto_url, aws_env, tmp_path):
+    name = bucket(moto_url, "syd-batch-few")
+    sess, _ = session(emulator, dataset, tmp_path, moto_url, name, minimum=load_batch_catalog().min_records.default)
+    with pytest.raises(UsageError, match=r"24 document\(s\).*at least 100.*migbench run --backend au-nova-lite"):
+        sess.submit()
+    assert objects(moto_url, name) == []
