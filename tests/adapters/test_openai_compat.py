@@ -352,3 +352,19 @@ def test_a_silent_server_is_a_timeout(server_factory):
         assert info.value.error_class is ErrorClass.TIMEOUT
     finally:
         listener.close()
+
+
+def test_cli_run_takes_the_server_from_openai_base_url(tmp_path, dataset, server_factory, monkeypatch):
+    from migbench.cli import main
+
+    server = server_factory(docs=dataset)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    results = tmp_path / "results"
+    assert main(["run", "--backend", "openai-compatible", "--model", MODEL, "--limit", "2",
+                 "--results", str(results)]) == 0
+    store = RunStore(results)
+    run = store.run("latest")
+    docs = store.documents(run.run_id)
+    assert run.backend == "openai-compatible" and len(docs) == 2 and all(d.ok for d in docs)
+    assert run.describe["api_key_set"] is False and set(server.auth) == {None}  # no key, no header
