@@ -192,3 +192,25 @@ def test_too_few_records_says_so_and_points_to_on_demand(emulator, dataset, moto
     with pytest.raises(UsageError, match=r"24 document\(s\).*at least 100.*migbench run --backend au-nova-lite"):
         sess.submit()
     assert objects(moto_url, name) == []
+
+
+def test_cli_submit_status_collect(emulator, dataset, moto_url, aws_env, tmp_path, monkeypatch, capsys):
+    from migbench import cli
+    from migbench.adapters import bedrock_batch
+
+    monkeypatch.setattr(bedrock_batch, "load_batch_catalog", lambda: small_catalog(4))
+    name = bucket(moto_url, "syd-batch-cli")
+    common = ["--backend", "au-nova-lite", "--dataset", DATA, "--results", str(tmp_path / "r"), "--allow-loopback",
+              "-o", f"endpoint_url={emulator.url}", "-o", f"control_endpoint_url={emulator.url}",
+              "-o", "api=invoke-nova", "--s3-endpoint-url", moto_url]
+    assert cli.main(["batch", "status", *common]) == UsageError.exit_code
+    assert "no batch job" in capsys.readouterr().err
+    assert cli.main(["batch", "submit", *common, "--bucket", name, "--role-arn", ROLE]) == 0
+    assert "submitted 24 record(s)" in capsys.readouterr().out
+    assert cli.main(["batch", "status", *common]) == 0
+    assert "InProgress" in capsys.readouterr().out
+    assert cli.main(["batch", "collect", *common, "--poll-s", "0.01"]) == 0
+    assert "stored 24 ok, 0 failed" in capsys.readouterr().out
+    store = RunStore(tmp_path / "r")
+    [run] = store.runs()
+    assert store.counts(run.run_id).get("ok") == 24
