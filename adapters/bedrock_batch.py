@@ -32,7 +32,7 @@ from migbench.adapters import bedrock_body as body
 from migbench.adapters.bedrock import BedrockBackend
 from migbench.catalog import load_packaged
 from migbench.contracts import ErrorClass, InputError, Response, SetupError, UsageError
-from migbench.cost import document_cost
+from migbench.cost import batch_discount, document_cost
 from migbench.datasets import Dataset
 from migbench.residency import ResidencyError, check_config, check_region
 from migbench.runner import Runner, RunOptions, build_request, failed_input, finish_document
@@ -52,13 +52,8 @@ class MinRecords(Sourced):
     default: int
 
 
-class Discount(Sourced):
-    factor: float
-
-
 class BatchCatalog(BaseModel):
     min_records: MinRecords
-    batch_discount: Discount
     profile_only: dict[str, list[str] | str]
     terminal_states: list[str]
 
@@ -348,8 +343,12 @@ class BatchSession:
             else:
                 resp = Response(text=parsed.text, input_tokens=parsed.input_tokens,
                                 output_tokens=parsed.output_tokens, stop_reason=parsed.stop_reason, **base)
+                # The batch price (pricing.yaml `batch`): unknown stays None, never the on-demand price.
                 on_demand = document_cost(self.runner.pricing, b.model_id, resp)
-                if on_demand is not None:
-                    resp.cost_usd = on_demand * self.catalog.batch_discount.factor
-                    resp.extra["on_demand_cost_usd"] = on_demand
+                discount = batch_discount(self.runner.pricing, b.model_id)
+                resp.extra["on_demand_cost_usd"] = on_demand
+                if on_demand is not None and discount is not None:
+                    resp.cost_usd = on_demand * discount.factor
+                    resp.extra["batch_price"] = {"factor": discount.factor, "as_of": discount.as_of.isoformat(),
+                                                 "verified": discount.verified}
         return finish_document(doc, resp, self.runner.schema)

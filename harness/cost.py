@@ -65,6 +65,12 @@ class PagePrice(_Dated):
     per_page: float = Field(ge=0)
 
 
+class BatchDiscount(_Dated):
+    """Bedrock batch inference, billed as a fraction of the model's on-demand token price."""
+
+    factor: float = Field(gt=0, le=1)
+
+
 class PricingDefaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     sagemaker_instance: str
@@ -79,6 +85,7 @@ class Pricing(BaseModel):
     profiles: dict[str, ProfilePrice] = {}  # keyed by inference profile id
     hourly: dict[str, HourlyPrice]  # keyed by instance type
     page: dict[str, PagePrice] = {}  # keyed by the API billed per page (the backend's model id)
+    batch: dict[str, BatchDiscount] = {}  # keyed by model id (a profile bills as its model)
     defaults: PricingDefaults
 
     @model_validator(mode="after")
@@ -132,6 +139,17 @@ def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int |
 
 def page_price(pricing: Pricing, model_id: str | None) -> PagePrice | None:
     return pricing.page.get(model_id) if model_id else None
+
+
+def batch_discount(pricing: Pricing, model_id: str | None) -> BatchDiscount | None:
+    """The batch price of a model id or inference profile as a fraction of on-demand; None when the
+    catalog does not say (never assumed)."""
+    if not model_id:
+        return None
+    billed = _billed_id(model_id)
+    if billed in pricing.profiles:
+        billed = pricing.profiles[billed].model
+    return pricing.batch.get(billed)
 
 
 def document_cost(pricing: Pricing, model_id: str | None, response: Any) -> float | None:

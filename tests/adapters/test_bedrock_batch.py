@@ -116,8 +116,9 @@ def test_submit_status_collect_stores_scored_documents_and_a_failed_record(emula
     assert len(docs) == 24
     ok = docs["synth_0000_invoice_clean.png"]
     assert ok.status == "ok" and ok.doc_f1 is not None and ok.doc_f1 > 0.9  # ground-truth answers, parsed and scored
-    assert ok.response.cost_usd is not None and ok.response.extra["on_demand_cost_usd"] == pytest.approx(
-        ok.response.cost_usd / load_batch_catalog().batch_discount.factor)
+    on_demand = ok.response.extra["on_demand_cost_usd"]  # batch price: half of on-demand (pricing.yaml, unverified)
+    assert on_demand > 0 and ok.response.cost_usd == pytest.approx(on_demand * 0.5)
+    assert ok.response.extra["batch_price"]["verified"] is False
     failed = docs["synth_0003_invoice_light.jpg"]
     assert failed.status == "failed" and "ModelErrorException" in failed.error
     assert any(k.endswith("records.jsonl.out") for k in objects(moto_url, name))
@@ -214,3 +215,13 @@ def test_cli_submit_status_collect(emulator, dataset, moto_url, aws_env, tmp_pat
     store = RunStore(tmp_path / "r")
     [run] = store.runs()
     assert store.counts(run.run_id).get("ok") == 24
+
+
+def test_batch_price_is_dated_per_model_and_never_assumed():
+    from migbench.cost import batch_discount, load_pricing
+
+    pricing = load_pricing()
+    profile = batch_discount(pricing, "au.amazon.nova-lite-v1:0")  # a profile bills as its model
+    assert profile is not None and profile.factor == 0.5 and profile.verified is False and profile.as_of
+    assert batch_discount(pricing, "amazon.nova-lite-v1:0") == profile
+    assert batch_discount(pricing, "some.unpriced-model-v1:0") is None
