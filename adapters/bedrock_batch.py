@@ -34,6 +34,7 @@ from migbench.catalog import load_packaged
 from migbench.contracts import ErrorClass, InputError, Response, SetupError, UsageError
 from migbench.cost import batch_discount, document_cost
 from migbench.datasets import Dataset
+from migbench.redact import scrub
 from migbench.residency import ResidencyError, check_config, check_region
 from migbench.runner import Runner, RunOptions, build_request, failed_input, finish_document
 from migbench.store import RunStore
@@ -136,6 +137,7 @@ class BatchSession:
         self.runner = Runner(backend, dataset, store, opts)
         self.catalog = catalog or load_batch_catalog()
         self.run_id, _ = store.open_run(self.runner.meta())
+        backend.attach_audit(store.audit_sink(self.run_id))  # every job and S3 request is audited with the run
 
     # ------------------------------------------------------------ clients (all through the guard)
 
@@ -149,6 +151,27 @@ class BatchSession:
 
     def _s3(self) -> Any:
         return self._client("s3", self.settings.s3_endpoint_url)
+
+    def _call(self, client: Any, operation: str, **kwargs: Any) -> Any:
+        """One request outside any document's retry loop, audited as preflight requests are (what the
+        guard judged, status, request id; never bodies)."""
+        b = self.backend
+        service = client.meta.service_model.service_name
+        method = getattr(client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
+        decisions: list = []
+        try:
+            with b.guard.recording(decisions):
+                resp = method(**kwargs)
+        except Exception as exc:
+            b.record_outside_loop(b._facts(operation, decisions, status=aws.http_status(exc),
+                                           request_id=aws.request_id(exc), error_class=aws.classify_aws_error(exc),
+                                           service=service))
+            if isinstance(exc, ResidencyError | UsageError | SetupError):
+                raise
+            raise SetupError(f"batch: {operation} failed: {aws.error_line(exc)}") from None
+        b.record_outside_loop(b._facts(operation, decisions, status=aws.http_status(resp) or 200,
+                                       request_id=aws.request_id(resp), service=service))
+        return resp
 
     # ------------------------------------------------------------ residency, before any upload
 
@@ -171,7 +194,7 @@ class BatchSession:
             b._check_profile(client.meta.endpoint_url)
         except SetupError as exc:
             raise SetupError(f"{exc}; nothing uploaded") from None
-        resp = s3.get_bucket_location(Bucket=self.settings.bucket)
+        resp = self._call(s3, "GetBucketLocation", Bucket=self.settings.bucket)
         region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(resp.get("LocationConstraint"),
                                                                          resp.get("LocationConstraint"))
         why = check_region(region, b.policy)
@@ -212,16 +235,16 @@ class BatchSession:
             extra: dict[str, Any] = {}
             if self.settings.kms_key_id:
                 extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_id}
-            s3.put_object(Bucket=self.settings.bucket, Key=input_key, Body="\n".join(lines).encode(), **extra)
+            self._call(s3, "PutObject", Bucket=self.settings.bucket, Key=input_key,
+                       Body="\n".join(lines).encode(), **extra)
             out_cfg: dict[str, Any] = {"s3Uri": f"s3://{self.settings.bucket}/{base}/output/"}
             if self.settings.kms_key_id:
                 out_cfg["s3EncryptionKeyId"] = self.settings.kms_key_id
-            resp = ctl.create_model_invocation_job(
-                jobName=name, roleArn=self.settings.role_arn, modelId=self.backend.model_id,
-                inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{self.settings.bucket}/{input_key}",
-                                                       "s3InputFormat": "JSONL"}},
-                outputDataConfig={"s3OutputDataConfig": out_cfg},
-                timeoutDurationInHours=self.settings.timeout_hours)
+            try:
+                resp = self._create(ctl, name, input_key, out_cfg)
+            except Exception:
+                s3.delete_object(Bucket=self.settings.bucket, Key=input_key)  # no job: leave no documents behind
+                raise
         finally:
             s3.close()
             ctl.close()
@@ -229,6 +252,13 @@ class BatchSession:
                        f"{base}/output/", ids, retry_of=jobs[-1].job_arn if retry_failed and jobs else None)
         save_jobs(self.store, self.run_id, [*jobs, job])
         return job
+
+    def _create(self, ctl: Any, name: str, input_key: str, out_cfg: dict[str, Any]) -> Any:
+        source = {"s3Uri": f"s3://{self.settings.bucket}/{input_key}", "s3InputFormat": "JSONL"}
+        return self._call(ctl, "CreateModelInvocationJob", jobName=name, roleArn=self.settings.role_arn,
+                          modelId=self.backend.model_id, inputDataConfig={"s3InputDataConfig": source},
+                          outputDataConfig={"s3OutputDataConfig": out_cfg},
+                          timeoutDurationInHours=self.settings.timeout_hours)
 
     def _records(self, docs: list) -> tuple[list[str], dict[str, str]]:
         """One JSONL line per document; a document that cannot be read is stored as failed now."""
@@ -239,8 +269,12 @@ class BatchSession:
                 request = build_request(doc, self.runner.prompts[doc.doc_type], self.runner.schema,
                                         self.runner.opts, self.backend)
                 call = self.backend._prepare_call(request)
-            except (InputError, Exception) as exc:  # noqa: BLE001 - the document's failure, not the job's
-                self.store.save_result(self.run_id, failed_input(doc, f"{doc.doc_id}: {exc}"))
+            except InputError as exc:
+                self.store.save_result(self.run_id, failed_input(doc, str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - an unforeseen reader failure is the document's, not the job's
+                self.store.save_result(self.run_id, failed_input(
+                    doc, scrub(f"{doc.doc_id}: cannot read ({type(exc).__name__}: {exc})")))
                 continue
             rid = record_id(doc.doc_id, n)
             ids[rid] = doc.doc_id
@@ -265,12 +299,22 @@ class BatchSession:
             return job
         ctl = self._control()
         try:
-            resp = ctl.get_model_invocation_job(jobIdentifier=job.job_arn)
+            resp = self._call(ctl, "GetModelInvocationJob", jobIdentifier=job.job_arn)
         finally:
             ctl.close()
         job.status, job.message = resp["status"], resp.get("message")
         self._update(job)
         return job
+
+    def stop(self) -> BatchJob:
+        """StopModelInvocationJob; `collect` then records its documents as failed with the job's state."""
+        job = self._current()
+        ctl = self._control()
+        try:
+            self._call(ctl, "StopModelInvocationJob", jobIdentifier=job.job_arn)
+        finally:
+            ctl.close()
+        return self.status()
 
     def collect(self, *, wait: bool = True) -> dict[str, int]:
         """Store the job's records; {stored, failed, skipped}. Collected already: nothing new."""

@@ -194,7 +194,7 @@ PLUGGABLE = {
     "import": ("migbench.lmm_poc", "main", "store a run from the incumbent's artifacts or a predictions file"),
     "plan": ("migbench.planning", "main", "documents needed to show non-inferiority at a margin, per type"),
     "compare": ("migbench.compare", "main", "paired comparison of two runs: differences, changed documents"),
-    "batch": ("migbench.cli_batch", "main", "Bedrock batch inference: submit, status, collect (S3 + job)"),
+    "batch": ("migbench.cli_batch", "main", "Bedrock batch inference: submit, status, collect, stop (S3 + job)"),
 }
 
 

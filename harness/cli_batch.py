@@ -1,4 +1,4 @@
-"""`migbench batch submit|status|collect`: Bedrock batch inference (migbench.adapters.bedrock_batch).
+"""`migbench batch submit|status|collect|stop`: Bedrock batch inference (migbench.adapters.bedrock_batch).
 
 The same backend names, options, dataset and results folder as `migbench run`; the run is the one
 `migbench run` would open for them, so a batch run and an on-demand run of the same set resume each
@@ -16,7 +16,7 @@ from migbench.contracts import MigbenchError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migbench batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("submit", "status", "collect"))
+    p.add_argument("action", choices=("submit", "status", "collect", "stop"))
     p.add_argument("--backend", "-b", required=True, help="a Bedrock backend (e.g. au-nova-lite)")
     p.add_argument("--model", help="model id or inference profile (default: the backend's)")
     p.add_argument("--dataset", help="folder with documents + ground truth (default: shipped synthetic set)")
@@ -68,8 +68,8 @@ def _run(args: argparse.Namespace) -> int:
             job = session.submit(retry_failed=args.retry_failed)
             print(f"submitted {len(job.record_ids)} record(s) as {job.job_arn} (run {session.run_id}); "
                   f"`migbench batch collect --backend {args.backend}` stores the results")
-        elif args.action == "status":
-            job = session.status()
+        elif args.action in ("status", "stop"):
+            job = session.stop() if args.action == "stop" else session.status()
             print(f"{job.job_arn}: {job.status}" + (f" ({job.message})" if job.message else "")
                   + (" - collected" if job.collected else ""))
         else:

@@ -225,3 +225,19 @@ def test_batch_price_is_dated_per_model_and_never_assumed():
     assert profile is not None and profile.factor == 0.5 and profile.verified is False and profile.as_of
     assert batch_discount(pricing, "amazon.nova-lite-v1:0") == profile
     assert batch_discount(pricing, "some.unpriced-model-v1:0") is None
+
+
+def test_stop_then_collect_records_each_document_as_failed_with_the_job_state(emulator, dataset, moto_url,
+                                                                             aws_env, tmp_path):
+    name = bucket(moto_url, "syd-batch-stop")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+    job = sess.submit()
+    assert sess.stop().status == "Stopped"
+    assert sess.collect() == {"stored": 0, "failed": 24, "skipped": 0}
+    docs = store.documents(sess.run_id)
+    assert {d.status for d in docs} == {"failed"} and all("job Stopped" in d.error for d in docs)
+    ops = [a["operation"] for a in store.audit(sess.run_id)]
+    for op in ("GetBucketLocation", "PutObject", "CreateModelInvocationJob", "StopModelInvocationJob",
+               "GetModelInvocationJob", "GetInferenceProfile"):
+        assert op in ops, op
+    assert job.job_arn == load_jobs(store, sess.run_id)[-1].job_arn
