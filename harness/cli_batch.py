@@ -1,4 +1,4 @@
-"""`migbench batch submit|status|collect|stop`: Bedrock batch inference (migbench.adapters.bedrock_batch).
+"""`migbench batch submit|status|collect|stop|policy`: Bedrock batch inference (migbench.adapters.bedrock_batch).
 
 The same backend names, options, dataset and results folder as `migbench run`; the run is the one
 `migbench run` would open for them, so a batch run and an on-demand run of the same set resume each
@@ -16,7 +16,7 @@ from migbench.contracts import MigbenchError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migbench batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("submit", "status", "collect", "stop"))
+    p.add_argument("action", choices=("submit", "status", "collect", "stop", "policy"))
     p.add_argument("--backend", "-b", required=True, help="a Bedrock backend (e.g. au-nova-lite)")
     p.add_argument("--model", help="model id or inference profile (default: the backend's)")
     p.add_argument("--dataset", help="folder with documents + ground truth (default: shipped synthetic set)")
@@ -53,8 +53,17 @@ def _run(args: argparse.Namespace) -> int:
     from migbench.residency import loopback_allowed_by_env
     from migbench.store import RunStore
 
-    if args.action == "submit" and not (args.bucket and args.role_arn):
-        raise UsageError("batch submit needs --bucket and --role-arn")
+    if args.action in ("submit", "policy") and not (args.bucket and args.role_arn):
+        raise UsageError(f"batch {args.action} needs --bucket and --role-arn")
+    if args.action == "policy":  # no AWS call: the IAM statements for this bucket, prefix and role
+        import json
+
+        from migbench.iam import batch_statements
+        from migbench.residency import load_policy
+
+        doc = batch_statements(list(load_policy().allowed_regions), args.bucket, args.prefix, args.role_arn)
+        print(json.dumps({k: {"Version": "2012-10-17", "Statement": v} for k, v in doc.items()}, indent=2))
+        return 0
     options = backend_options(args.option, "--option")
     if args.allow_loopback or loopback_allowed_by_env():
         options["allow_loopback"] = True

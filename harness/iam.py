@@ -155,6 +155,38 @@ def textract_statements(regions: list[str], buckets: list[str], prefix: str) -> 
     return out
 
 
+def batch_statements(regions: list[str], bucket: str, prefix: str, role_arn: str,
+                     account: str = "*") -> dict[str, list[dict[str, Any]]]:
+    """Bedrock batch inference (`migbench batch`): what the caller needs, and what the job's service
+    role needs. The job APIs are pinned by region; the caller passes only the named role to Bedrock
+    (iam:PassRole with iam:PassedToService), and both read and write only the batch prefix."""
+    condition = {"StringEquals": {"aws:RequestedRegion": regions}}
+    objects = f"arn:aws:s3:::{bucket}/{prefix}*"
+    caller = [
+        {"Sid": "BatchJobsInAllowedRegions", "Effect": "Allow",
+         "Action": ["bedrock:CreateModelInvocationJob", "bedrock:GetModelInvocationJob",
+                    "bedrock:ListModelInvocationJobs", "bedrock:StopModelInvocationJob"],
+         "Resource": [f"arn:aws:bedrock:{r}:{account}:model-invocation-job/*" for r in regions]
+         + [f"arn:aws:bedrock:{r}:{account}:inference-profile/*" for r in regions]
+         + [f"arn:aws:bedrock:{r}::foundation-model/*" for r in regions], "Condition": condition},
+        {"Sid": "BatchPassTheServiceRole", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": [role_arn],
+         "Condition": {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}},
+        {"Sid": "BatchInputAndOutput", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], "Resource": [objects]},
+        {"Sid": "BatchBucketRegionAndListing", "Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{bucket}"]},
+    ]
+    service_role = [
+        {"Sid": "BedrockReadsInputWritesOutput", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{bucket}", objects],
+         "Condition": {"StringEquals": {"aws:ResourceAccount": account}} if account != "*" else {}},
+    ]
+    if not service_role[0]["Condition"]:
+        del service_role[0]["Condition"]
+    return {"caller": caller, "service_role": service_role}
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 

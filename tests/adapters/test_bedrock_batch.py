@@ -241,3 +241,19 @@ def test_stop_then_collect_records_each_document_as_failed_with_the_job_state(em
                "GetModelInvocationJob", "GetInferenceProfile"):
         assert op in ops, op
     assert job.job_arn == load_jobs(store, sess.run_id)[-1].job_arn
+
+
+def test_policy_names_the_role_the_prefix_and_the_allowed_regions_only(capsys):
+    from migbench import cli
+    from migbench.iam import policy_regions
+
+    assert cli.main(["batch", "policy", "--backend", "au-nova-lite", "--bucket", "syd-b", "--role-arn", ROLE,
+                     "--prefix", "jobs/"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    caller = doc["caller"]
+    assert policy_regions(caller) - {"*"} == {"ap-southeast-2", "ap-southeast-4"}
+    passrole = next(st for st in caller["Statement"] if st["Action"] == ["iam:PassRole"])
+    assert passrole["Resource"] == [ROLE]
+    assert next(st for st in caller["Statement"] if "s3:PutObject" in st["Action"])["Resource"] == [
+        "arn:aws:s3:::syd-b/jobs/*"]
+    assert doc["service_role"]["Statement"][0]["Resource"] == ["arn:aws:s3:::syd-b", "arn:aws:s3:::syd-b/jobs/*"]
