@@ -171,6 +171,8 @@ class BatchSession:
             raise SetupError(f"batch: {operation} failed: {aws.error_line(exc)}") from None
         b.record_outside_loop(b._facts(operation, decisions, status=aws.http_status(resp) or 200,
                                        request_id=aws.request_id(resp), service=service))
+        if service == "bedrock":  # the job's answers come from whoever runs the job: the emulator says so
+            b._note_emulated(aws.response_headers(resp))
         return resp
 
     # ------------------------------------------------------------ residency, before any upload
@@ -251,7 +253,21 @@ class BatchSession:
         job = BatchJob(self.run_id, resp["jobArn"], name, self.backend.model_id, self.settings.bucket, input_key,
                        f"{base}/output/", ids, retry_of=jobs[-1].job_arn if retry_failed and jobs else None)
         save_jobs(self.store, self.run_id, [*jobs, job])
+        self._record_run("running")
         return job
+
+    def _record_run(self, status: str) -> None:
+        """The run as the report reads it: the backend's description with the batch jobs, and the
+        emulated flag (an emulated run is never shown as a real one)."""
+        try:
+            describe = self.backend.describe()
+        except Exception as exc:  # noqa: BLE001 - a description failure must not lose the stored results
+            describe = {"describe_error": scrub(str(exc))}
+        describe["mode"] = "batch"
+        describe["batch_jobs"] = [{"job_arn": j.job_arn, "status": j.status, "records": len(j.record_ids),
+                                   "input": f"s3://{j.bucket}/{j.input_key}", "retry_of": j.retry_of}
+                                  for j in load_jobs(self.store, self.run_id)]
+        self.store.update_run(self.run_id, describe=describe, emulated=self.backend.emulated or None, status=status)
 
     def _create(self, ctl: Any, name: str, input_key: str, out_cfg: dict[str, Any]) -> Any:
         source = {"s3Uri": f"s3://{self.settings.bucket}/{input_key}", "s3InputFormat": "JSONL"}
@@ -346,6 +362,8 @@ class BatchSession:
             counts["stored" if result.status == "ok" else "failed"] += 1
         job.collected = True
         self._update(job)
+        remaining = len({d.doc_id for d in self.dataset.documents} - self.store.done_ids(self.run_id))
+        self._record_run("complete" if remaining == 0 else "partial")
         return counts
 
     def _outputs(self, job: BatchJob) -> dict[str, dict[str, Any]]:
@@ -367,7 +385,8 @@ class BatchSession:
 
     def _result(self, doc: Any, record: dict[str, Any] | None, job: BatchJob) -> Any:
         b = self.backend
-        base = {"region": b.region, "model_id": b.model_id, "extra": {"batch_job": job.job_arn}}
+        base = {"region": b.region, "model_id": b.model_id,
+                "extra": {"batch_job": job.job_arn, "emulated": b.emulated}}
         if record is None:
             why = f"job {job.status}" + (f": {job.message}" if job.message else "") if job.status != "Completed" \
                 else "no output record"

@@ -108,6 +108,15 @@ def test_submit_status_collect_stores_scored_documents_and_a_failed_record(emula
     assert {json.loads(line)["recordId"] for line in lines} == set(job.record_ids)
     bad = next(r for r, d in job.record_ids.items() if d == "synth_0003_invoice_light.jpg")
     state(emulator.service).fail_records.add(bad)
+    try:
+        _collect_and_retry(sess, store, job, emulator, dataset, tmp_path, moto_url, name)
+    finally:
+        state(emulator.service).fail_records.clear()
+
+
+def _collect_and_retry(sess, store, job, emulator, dataset, tmp_path, moto_url, name):
+    from migbench.emulator.batch import state
+
     assert sess.status().status == "InProgress"  # Submitted -> InProgress on the first poll
     assert load_jobs(store, sess.run_id)[-1].status == "InProgress"
     counts = sess.collect()
@@ -125,6 +134,10 @@ def test_submit_status_collect_stores_scored_documents_and_a_failed_record(emula
     ctl = sess._control()
     listed = ctl.list_model_invocation_jobs()["invocationJobSummaries"]
     assert any(j["jobArn"] == job.job_arn and j["status"] == "Completed" for j in listed)
+
+    run = store.run(sess.run_id)
+    assert run.emulated and run.status == "complete" and run.describe["mode"] == "batch"
+    assert run.describe["batch_jobs"][0]["job_arn"] == job.job_arn
 
     # Resumed in a new process: the job is read back, nothing new is stored.
     again, _ = session(emulator, dataset, tmp_path, moto_url, name)
