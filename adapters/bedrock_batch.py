@@ -2,7 +2,8 @@
 and store as on-demand runs.
 
 submit: each document is read and prepared once (migbench.runner.build_request, the backend's own
-body builder), written as a `{recordId, modelInput}` JSONL record, uploaded to an S3 bucket whose
+body builder: the Converse request for api=converse, else the model's native InvokeModel body),
+written as a `{recordId, modelInput}` JSONL record, uploaded to an S3 bucket whose
 region is checked first (GetBucketLocation), and a job is created. status: one GetModelInvocationJob.
 collect: polls with backoff until the job ends, reads the output JSONL (`modelOutput` or `error` per
 record) and stores every document through runner.finish_document; a failed record is a recorded
@@ -18,6 +19,7 @@ whatever endpoint we talk to), regions where AWS offers a family's batch only th
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -130,9 +132,9 @@ class BatchSession:
                  opts: RunOptions | None = None, catalog: BatchCatalog | None = None):
         if not isinstance(backend, BedrockBackend):
             raise UsageError(f"batch inference is for Bedrock backends; {backend.name} is not one")
-        if backend.api == "converse":
-            raise UsageError(f"{backend.name}: batch jobs here take the model's native body; pass "
-                             "-o api=invoke-nova (Nova) or -o api=invoke-anthropic (Claude)")
+        # The job's record shape follows the backend's api: the Converse request body, or the model's
+        # native InvokeModel body (CreateModelInvocationJob modelInvocationType).
+        self.invocation_type = "Converse" if backend.api == "converse" else "InvokeModel"
         self.backend, self.dataset, self.store, self.settings = backend, dataset, store, settings
         self.runner = Runner(backend, dataset, store, opts)
         self.catalog = catalog or load_batch_catalog()
@@ -274,7 +276,8 @@ class BatchSession:
         return self._call(ctl, "CreateModelInvocationJob", jobName=name, roleArn=self.settings.role_arn,
                           modelId=self.backend.model_id, inputDataConfig={"s3InputDataConfig": source},
                           outputDataConfig={"s3OutputDataConfig": out_cfg},
-                          timeoutDurationInHours=self.settings.timeout_hours)
+                          timeoutDurationInHours=self.settings.timeout_hours,
+                          modelInvocationType=self.invocation_type)
 
     def _records(self, docs: list) -> tuple[list[str], dict[str, str]]:
         """One JSONL line per document; a document that cannot be read is stored as failed now."""
@@ -294,7 +297,11 @@ class BatchSession:
                 continue
             rid = record_id(doc.doc_id, n)
             ids[rid] = doc.doc_id
-            lines.append(json.dumps({"recordId": rid, "modelInput": json.loads(call.kwargs["body"])}))
+            if self.invocation_type == "Converse":  # the request as Converse's JSON carries it: blobs in base64
+                model_input = _jsonable({k: v for k, v in call.kwargs.items() if k != "modelId"})
+            else:
+                model_input = json.loads(call.kwargs["body"])
+            lines.append(json.dumps({"recordId": rid, "modelInput": model_input}))
         return lines, ids
 
     # ------------------------------------------------------------ status and collect
@@ -398,8 +405,9 @@ class BatchSession:
                             error=f"batch record {err.get('errorCode', '?')}: {err.get('errorMessage', err)}")
         else:
             try:
-                parse = body.parse_anthropic_invoke_response if b.api == "invoke-anthropic" \
-                    else body.parse_nova_invoke_response
+                parse = {"converse": body.parse_converse_response,
+                         "invoke-anthropic": body.parse_anthropic_invoke_response}.get(
+                    b.api, body.parse_nova_invoke_response)
                 parsed = parse(record["modelOutput"])
             except aws.AnswerError as exc:
                 resp = Response(attempts=1, error_class=ErrorClass.PERMANENT, error=str(exc), **base)
@@ -415,3 +423,14 @@ class BatchSession:
                     resp.extra["batch_price"] = {"factor": discount.factor, "as_of": discount.as_of.isoformat(),
                                                  "verified": discount.verified}
         return finish_document(doc, resp, self.runner.schema)
+
+
+def _jsonable(value: Any) -> Any:
+    """Converse kwargs as JSON: bytes (images, PDF documents) in base64, as the Converse wire format has them."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="folder with documents + ground truth (default: shipped synthetic set)")
     p.add_argument("--results", default=os.environ.get("MIGBENCH_RESULTS", DEFAULT_RESULTS))
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option, as for `migbench run` (batch needs api=invoke-nova or invoke-anthropic)")
+                   help="backend option, as for `migbench run` (api= sets the record shape: Converse or native)")
     p.add_argument("--allow-loopback", action="store_true", help="allow a local endpoint (the emulator)")
     p.add_argument("--bucket", help="S3 bucket in the backend's region for input and output (submit)")
     p.add_argument("--role-arn", help="service role Bedrock assumes to read and write the bucket (submit)")

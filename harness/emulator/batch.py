@@ -1,5 +1,5 @@
 """The emulator's Bedrock batch inference jobs (control plane `bedrock`, rest-json, SigV4 `bedrock`):
-CreateModelInvocationJob (POST /model-invocation-job), GetModelInvocationJob (GET
+CreateModelInvocationJob (POST /model-invocation-job; modelInvocationType InvokeModel or Converse), GetModelInvocationJob (GET
 /model-invocation-job/{id}), ListModelInvocationJobs (GET /model-invocation-jobs) and
 StopModelInvocationJob (POST /model-invocation-job/{id}/stop), shapes from botocore's bedrock model.
 
@@ -38,6 +38,7 @@ class BatchJob:
     input_uri: str
     output_uri: str
     timeout_h: int
+    invocation_type: str = "InvokeModel"  # or Converse: the records carry Converse request bodies
     status: str = "Submitted"
     polls: int = 0
     message: str | None = None
@@ -130,7 +131,10 @@ def _create(service: Any, st: BatchState, req: dict[str, Any]) -> dict[str, Any]
     job_id = uuid.uuid4().hex[:12]
     arn = f"arn:aws:bedrock:{service.config.region}:{ACCOUNT}:model-invocation-job/{job_id}"
     job = BatchJob(arn, req["jobName"], req["modelId"], req["roleArn"], in_uri, out_uri,
-                   int(req.get("timeoutDurationInHours") or 24))
+                   int(req.get("timeoutDurationInHours") or 24), req.get("modelInvocationType") or "InvokeModel")
+    if job.invocation_type not in ("InvokeModel", "Converse"):
+        raise P.ApiError("ValidationException", f"modelInvocationType {job.invocation_type!r} is not one of "
+                         "InvokeModel, Converse.")
     with st.lock:
         st.jobs[job_id] = job
     return {"jobArn": arn}
@@ -142,7 +146,7 @@ def _summary(job: BatchJob) -> dict[str, Any]:
         "status": job.status, "submitTime": CREATED, "lastModifiedTime": CREATED,
         "inputDataConfig": {"s3InputDataConfig": {"s3Uri": job.input_uri, "s3InputFormat": "JSONL"}},
         "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": job.output_uri}},
-        "timeoutDurationInHours": job.timeout_h,
+        "timeoutDurationInHours": job.timeout_h, "modelInvocationType": job.invocation_type,
     }
     if job.message:
         out["message"] = job.message
@@ -226,11 +230,16 @@ def _answer(service: Any, st: BatchState, job: BatchJob, record: dict[str, Any])
         if rid in st.fail_records:
             raise P.ApiError("ModelErrorException", "The model could not process this record (emulated).")
         model = service.resolve_model(job.model_id)
-        req = P.parse_request("InvokeModel", job.model_id, model.family, json.dumps(body).encode(), service.limits)
+        req = P.parse_request(job.invocation_type, job.model_id, model.family, json.dumps(body).encode(),
+                              service.limits)
         text, stop = P.truncate_to_max_tokens(service.responder(req), req.max_tokens)
         usage = P.Usage(P.estimate_input_tokens(req), max(P.estimate_text_tokens(text), 1))
-        out["modelOutput"] = (P.anthropic_invoke_response(text, usage, job.model_id, uuid.uuid4().hex, stop)
-                              if req.body_kind == "anthropic" else P.nova_invoke_response(text, usage, stop))
+        if job.invocation_type == "Converse":
+            out["modelOutput"] = P.converse_response(text, usage, 0, stop)
+        elif req.body_kind == "anthropic":
+            out["modelOutput"] = P.anthropic_invoke_response(text, usage, job.model_id, uuid.uuid4().hex, stop)
+        else:
+            out["modelOutput"] = P.nova_invoke_response(text, usage, stop)
     except P.ApiError as err:
         out["error"] = {"errorCode": err.status, "errorMessage": f"{err.code}: {err.message}"}
     return out

@@ -270,3 +270,18 @@ def test_policy_names_the_role_the_prefix_and_the_allowed_regions_only(capsys):
     assert next(st for st in caller["Statement"] if "s3:PutObject" in st["Action"])["Resource"] == [
         "arn:aws:s3:::syd-b/jobs/*"]
     assert doc["service_role"]["Statement"][0]["Resource"] == ["arn:aws:s3:::syd-b", "arn:aws:s3:::syd-b/jobs/*"]
+
+
+def test_converse_batch_sends_converse_bodies_and_stores_scored_documents(emulator, dataset, moto_url, aws_env,
+                                                                         tmp_path):
+    name = bucket(moto_url, "syd-batch-converse")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name, api="converse")
+    job = sess.submit()
+    line = json.loads(s3(moto_url).get_object(Bucket=name, Key=job.input_key)["Body"].read().decode().splitlines()[0])
+    content = line["modelInput"]["messages"][0]["content"]
+    assert "modelId" not in line["modelInput"] and isinstance(content[0]["image"]["source"]["bytes"], str)
+    ctl = sess._control()
+    assert ctl.get_model_invocation_job(jobIdentifier=job.job_arn)["modelInvocationType"] == "Converse"
+    assert sess.collect() == {"stored": 24, "failed": 0, "skipped": 0}
+    ok = {d.doc_id: d for d in store.documents(sess.run_id)}["synth_0001_receipt_clean.png"]
+    assert ok.status == "ok" and ok.doc_f1 > 0.9 and ok.response.input_tokens > 0
