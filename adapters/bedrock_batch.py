@@ -138,7 +138,11 @@ class BatchSession:
         self.backend, self.dataset, self.store, self.settings = backend, dataset, store, settings
         self.runner = Runner(backend, dataset, store, opts)
         self.catalog = catalog or load_batch_catalog()
-        self.run_id, _ = store.open_run(self.runner.meta())
+        meta = self.runner.meta()
+        prior = next((r for r in store.runs() if r.run_id == meta.identity()), None)
+        self.run_id, _ = store.open_run(meta)
+        if prior is not None and prior.status != "running":  # opening a run to look at it must not reopen it
+            store.update_run(self.run_id, status=prior.status)
         backend.attach_audit(store.audit_sink(self.run_id))  # every job and S3 request is audited with the run
 
     # ------------------------------------------------------------ clients (all through the guard)

@@ -143,6 +143,7 @@ def _collect_and_retry(sess, store, job, emulator, dataset, tmp_path, moto_url, 
     again, _ = session(emulator, dataset, tmp_path, moto_url, name)
     assert again.run_id == sess.run_id
     assert again.collect() == {"stored": 0, "failed": 0, "skipped": 0}
+    assert again.status().collected and store.run(sess.run_id).status == "complete"  # looking reopens nothing
 
     # --retry-failed: only the failed record is resubmitted (a minimum of 1 for this test's catalog).
     state(emulator.service).fail_records.clear()
