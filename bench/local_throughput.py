@@ -7,7 +7,7 @@ loading and one warm-up batch are reported apart. Compare with the incumbent's p
 14.5-37.9 images/min per deployment (65.9 images/min batched on 2 GPUs) on SROIE receipts.
 
     python bench/local_throughput.py --backend internvl3 --model-path /models/InternVL3-8B-hf \\
-        --dataset /work/shared/datasets/sroie_dev --batch-size 8 --limit 64
+        --dataset DIR --batch-size 8 --limit 64
     python bench/local_throughput.py --tiny qwen2_5_vl --max-tokens 32   # CPU, random weights
 
 Ends with:  local: images_per_min=X s_per_doc=Y batch=B

@@ -1,4 +1,4 @@
-"""Measure the OCR baseline on a receipt dataset (default: /work/shared/datasets/sroie_dev).
+"""Measure the OCR baseline on a receipt dataset (a folder of receipts with ground_truth.csv, e.g. SROIE).
 
 OCR runs once per image and is cached as JSON under /tmp (never in the repo), so the rules
 in adapters/ocr_rules.py can be iterated on in seconds. Prints per-field F1 and OCR seconds
@@ -24,7 +24,6 @@ from migbench.adapters.ocr_rules import extract
 from migbench.contracts import BackendConfig
 from migbench.schema import load_schema
 
-DEFAULT_DATASET = "/work/shared/datasets/sroie_dev"
 DEFAULT_CACHE = "/tmp/migbench_ocr_sroie_cache.json"
 
 
@@ -68,7 +67,7 @@ def make_scorer(schema):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default=DEFAULT_DATASET)
+    ap.add_argument("--dataset", required=True, help="folder with receipts and ground_truth.csv (SROIE layout)")
     ap.add_argument("--cache", default=DEFAULT_CACHE)
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     ap.add_argument("--show", default=None, help="print the misses of this field")
