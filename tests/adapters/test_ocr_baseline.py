@@ -23,7 +23,8 @@ from migbench.images import prepare_input
 from migbench.schema import load_schema
 from migbench.scoring import score_document
 
-SROIE = Path("/work/shared/datasets/sroie_dev")
+from tests.conftest import SROIE
+
 FONT_DIRS = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts"]
 
 

@@ -79,7 +79,7 @@ def test_dataset_hash_changes_with_a_file_byte(tmp_path):
     assert load_dataset(tmp_path).hash != h1
 
 
-@pytest.mark.skipif(not SROIE.exists(), reason="../shared/datasets/sroie_dev not present")
+@pytest.mark.skipif(not SROIE.exists(), reason="set MIGBENCH_SROIE_DIR to a SROIE folder")
 def test_sroie_dev_loads_126_receipts_with_images_subfolder():
     ds = load_dataset(SROIE)
     assert len(ds) == 126 and not ds.problems

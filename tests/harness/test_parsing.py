@@ -1,6 +1,5 @@
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -245,7 +244,9 @@ def test_deep_nesting_does_not_hide_line_values():
     assert out["TOTAL_AMOUNT"] == "$7.00"
 
 
-SROIE = Path("/work/shared/datasets/sroie_dev/ground_truth.csv")
+from tests.conftest import SROIE as SROIE_DIR
+
+SROIE = SROIE_DIR / "ground_truth.csv"
 
 
 @pytest.mark.skipif(not SROIE.is_file(), reason="real SROIE sample not on this machine")

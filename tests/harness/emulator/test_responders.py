@@ -2,7 +2,6 @@ import io
 import json
 import random
 from decimal import Decimal
-from pathlib import Path
 
 import boto3
 import pytest
@@ -21,7 +20,8 @@ from migbench.normalize import parse_amount
 from migbench.schema import load_schema
 from PIL import Image
 
-SROIE = Path("/work/shared/datasets/sroie_dev")
+from tests.conftest import SROIE
+
 # Pages that a 16x16 hash could not tell apart (A4 scans of small receipts) plus a spread of others.
 HARD = ["030.jpg", "035.jpg", "055.jpg", "285.jpg", "295.jpg", "425.jpg", "535.jpg", "520.jpg", "540.jpg",
         "470.jpg", "495.jpg", "000.jpg", "005.jpg", "010.jpg"]
