@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from migbench.emulator import protocol as P
+from migbench.emulator.control import json_reply, load_body
 from migbench.emulator.sigv4 import verify
 
 ACCOUNT = "123456789012"
@@ -76,7 +77,7 @@ def handle(service: Any, method: str, raw_path: str, headers: Any, body: bytes,
     st = state(service)
     if method == "POST" and parts.path == "/model-invocation-job":
         entry_out["operation"] = "CreateModelInvocationJob"
-        return _json(_create(service, st, _load(body)))
+        return json_reply(_create(service, st, load_body(body)))
     if parts.path == "/model-invocation-jobs":
         entry_out["operation"] = "ListModelInvocationJobs"
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -84,7 +85,7 @@ def handle(service: Any, method: str, raw_path: str, headers: Any, body: bytes,
             jobs = [_summary(j) for j in st.jobs.values()
                     if query.get("statusEquals") in (None, j.status)
                     and query.get("nameContains", "") in j.name]
-        return _json({"invocationJobSummaries": jobs})
+        return json_reply({"invocationJobSummaries": jobs})
     match = _JOB.match(parts.path)
     job = _find(st, unquote(match.group("id")))  # type: ignore[union-attr]
     if match.group("stop"):  # type: ignore[union-attr]
@@ -93,22 +94,10 @@ def handle(service: Any, method: str, raw_path: str, headers: Any, body: bytes,
             if job.status in ("Completed", "Failed", "Stopped", "Expired", "PartiallyCompleted"):
                 raise P.ApiError("ValidationException", f"The job is {job.status} and cannot be stopped.")
             job.status = "Stopped"
-        return _json({})
+        return json_reply({})
     entry_out["operation"] = "GetModelInvocationJob"
     _advance(service, st, job)
-    return _json(_summary(job))
-
-
-def _load(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise P.ApiError("SerializationException", "Request body is not JSON.", 400) from None
-    return data if isinstance(data, dict) else {}
-
-
-def _json(payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-    return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+    return json_reply(_summary(job))
 
 
 def _find(st: BatchState, ident: str) -> BatchJob:

@@ -95,23 +95,23 @@ def _handle(service: _Service, method: str, raw_path: str, headers: Any, body: b
         if op != "ListServiceQuotas":
             raise P.ApiError("UnknownOperationException", "", 400)
         _deny(op, control, json_protocol=True)
-        return _json11(list_service_quotas(service, _load(body)))
+        return _json11(list_service_quotas(service, load_body(body)))
     path = parts.path
     if path == "/foundation-models":
         op = "ListFoundationModels"
         entry_out["operation"] = op
         _deny(op, control)
-        return _rest(list_foundation_models(service.config, query))
+        return json_reply(list_foundation_models(service.config, query))
     if path == "/inference-profiles":
         op = "ListInferenceProfiles"
         entry_out["operation"] = op
         _deny(op, control)
-        return _rest(list_inference_profiles(service.config, query))
+        return json_reply(list_inference_profiles(service.config, query))
     op = "GetInferenceProfile"
     ident = unquote(_PROFILE.match(path).group("id"))  # type: ignore[union-attr]
     entry_out.update(operation=op, model_id=ident)
     _deny(op, control)
-    return _rest(get_inference_profile(service.config, ident))
+    return json_reply(get_inference_profile(service.config, ident))
 
 
 def _deny(op: str, control: ControlConfig, *, json_protocol: bool = False) -> None:
@@ -122,7 +122,7 @@ def _deny(op: str, control: ControlConfig, *, json_protocol: bool = False) -> No
                          f"the {action} action")
 
 
-def _load(body: bytes) -> dict[str, Any]:
+def load_body(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
     except ValueError:
@@ -130,7 +130,7 @@ def _load(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _rest(payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+def json_reply(payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
 
