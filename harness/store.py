@@ -119,6 +119,15 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script (executescript would commit; these run in one transaction)."""
+    return [stmt.strip() for stmt in script.split(";") if stmt.strip()]
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc).lower() or "busy" in str(exc).lower()
+
+
 def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -173,19 +182,46 @@ class RunStore:
         self._db.row_factory = sqlite3.Row
         try:
             with self._lock:
-                stamped = self._check_ownership()
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(SCHEMA)
-                if not stamped:  # a new store, or one written before the stamp
-                    self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                self._migrate()
+                self._initialise()
         except StoreError:
             self._db.close()
             raise
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(_store_error(self.path, exc)) from exc
+
+    def _initialise(self, wait_s: float = 30.0) -> None:
+        """Stamp, switch to WAL and create the schema, retrying while another process does the same.
+
+        Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout does not wait
+        for, so two processes opening a fresh results folder at once would otherwise see
+        "database is locked"; the schema itself is created in one immediate transaction."""
+        deadline = time.monotonic() + wait_s
+        delay = 0.01
+        while True:
+            try:
+                stamped = self._check_ownership()
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _statements(SCHEMA):
+                        self._db.execute(statement)
+                    if not stamped:  # a new store, or one written before the stamp
+                        self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    self._migrate()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     @classmethod
     def open_existing(cls, results_dir: str | Path) -> RunStore:

@@ -229,3 +229,22 @@ def test_results_folder_problems_are_one_line_in_every_command(tmp_path, monkeyp
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert str(results) in err.replace("\n", "")
     assert target.read_bytes() == before
+
+
+def _open_store(folder: str) -> str:
+    with RunStore(folder) as store:
+        return store._db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_processes_opening_one_fresh_results_folder_at_once_all_succeed(tmp_path):
+    # Switching a new file to WAL takes a lock SQLite's busy timeout does not wait for.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        folder = str(tmp_path / f"fresh{attempt}")
+        with ctx.Pool(6) as pool:
+            modes = pool.map(_open_store, [folder] * 6)
+        assert modes == ["wal"] * 6
+        with RunStore(folder) as store:
+            assert store._db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
