@@ -125,6 +125,9 @@ class Response:
     retry_wait_s: float = 0.0
     throttled: int = 0  # throttling answers seen across attempts
     peak_memory_mb: float | None = None  # local GPU backends
+    ttft_s: float | None = None  # streamed answers: time from sending to the first output token
+    cache_read_tokens: int | None = None  # prompt caching: input tokens read from the cache
+    cache_write_tokens: int | None = None  # prompt caching: input tokens written to the cache
     cost_usd: float | None = None  # set by the cost model, not by adapters
     extra: dict[str, Any] = field(default_factory=dict)
     # What this attempt sent or was refused (one AuditEntry per request, without doc id or attempt

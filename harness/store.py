@@ -69,10 +69,11 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 # Columns added after the first release: (table, column, type). Stores written before them are
 # migrated in place when opened (ALTER TABLE ADD COLUMN keeps every existing row).
-ADDED_COLUMNS = (("runs", "gating_json", "TEXT"), ("runs", "scoring", "TEXT"))
+ADDED_COLUMNS = (("runs", "gating_json", "TEXT"), ("runs", "scoring", "TEXT"), ("documents", "ttft_s", "REAL"),
+                 ("documents", "cache_read_tokens", "INTEGER"), ("documents", "cache_write_tokens", "INTEGER"))
 _RESPONSE_COLUMNS = ("input_tokens", "output_tokens", "latency_s", "server_latency_ms", "attempts", "throttled",
                      "retry_wait_s", "region", "endpoint", "model_id", "request_id", "stop_reason", "cost_usd",
-                     "peak_memory_mb")
+                     "peak_memory_mb", "ttft_s", "cache_read_tokens", "cache_write_tokens")
 
 
 OPERATIONAL_OPTIONS = frozenset({
@@ -457,15 +458,17 @@ class RunStore:
             r.text, _dumps(result.fields), _dumps([asdict(s) for s in result.scores]), result.doc_f1,
             r.input_tokens, r.output_tokens, r.latency_s, r.server_latency_ms, r.attempts, r.throttled,
             r.retry_wait_s, r.region, r.endpoint, r.model_id, r.request_id, r.stop_reason,
-            result.error_class, result.error, r.cost_usd, r.peak_memory_mb, _dumps(r.extra), utc_now()))
+            result.error_class, result.error, r.cost_usd, r.peak_memory_mb, _dumps(r.extra), utc_now(),
+            r.ttft_s, r.cache_read_tokens, r.cache_write_tokens))
 
         def body(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR REPLACE INTO documents (run_id, doc_id, doc_type, tier, status, ground_truth_json,"
                 " raw_text, fields_json, scores_json, doc_f1, input_tokens, output_tokens, latency_s,"
                 " server_latency_ms, attempts, throttled, retry_wait_s, region, endpoint, model_id, request_id,"
-                " stop_reason, error_class, error, cost_usd, peak_memory_mb, extra_json, completed_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
+                " stop_reason, error_class, error, cost_usd, peak_memory_mb, extra_json, completed_at, ttft_s,"
+                " cache_read_tokens, cache_write_tokens)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
             db.execute("DELETE FROM claims WHERE run_id=? AND doc_id=?", (run_id, result.doc_id))
 
         self._transaction(body)

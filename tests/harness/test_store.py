@@ -248,3 +248,12 @@ def test_processes_opening_one_fresh_results_folder_at_once_all_succeed(tmp_path
         assert modes == ["wal"] * 6
         with RunStore(folder) as store:
             assert store._db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_stream_and_cache_figures_round_trip(tmp_path):
+    with RunStore(tmp_path) as store:
+        run_id, _ = store.open_run(_meta())
+        resp = Response(text="x", ttft_s=0.25, cache_read_tokens=900, cache_write_tokens=0)
+        store.save_result(run_id, DocResult("d1", "receipt", "clean", "ok", resp), {})
+        (row,) = store.documents(run_id)
+    assert (row.response.ttft_s, row.response.cache_read_tokens, row.response.cache_write_tokens) == (0.25, 900, 0)
