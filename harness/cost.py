@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,6 +174,7 @@ class RunCost:
     docs_per_hour: float | None  # measured throughput of the run (hourly basis)
     note: str
     price: dict[str, Any] | None = None
+    batch: BatchComparison | None = None  # documents answered through a batch job, priced both ways
 
     def monthly(self, docs_per_day: float) -> float | None:
         if self.per_doc is None:
@@ -185,6 +186,55 @@ class RunCost:
             instances = max(1, math.ceil(docs_per_day / (self.docs_per_hour * 24)))
             return instances * per_hour * HOURS_PER_MONTH
         return None
+
+
+@dataclass
+class BatchComparison:
+    """The documents of a run that a Bedrock batch job answered: what they cost at the batch price and
+    what the same recorded tokens cost on demand (the same documents, the same usage, two prices)."""
+
+    documents: int  # answered through a batch job
+    priced: int  # of those, with both prices known
+    batch_usd: float | None
+    on_demand_usd: float | None
+    factor: float | None  # batch price / on-demand price, from the catalog
+    verified: bool | None  # the catalog's batch price flag
+    as_of: str | None
+
+    @property
+    def saving_usd(self) -> float | None:
+        if self.batch_usd is None or self.on_demand_usd is None:
+            return None
+        return self.on_demand_usd - self.batch_usd
+
+
+def batch_comparison(docs: Iterable[DocResult]) -> BatchComparison | None:
+    """On-demand vs batch cost of the documents a batch job answered; None when there are none.
+
+    The batch collector stores each answer's batch cost (`cost_usd`) and its on-demand price
+    (`extra["on_demand_cost_usd"]`); an unknown batch price stays unknown, never the on-demand one."""
+    n = priced = 0
+    batch: list[float] = []
+    on_demand: list[float] = []
+    factor = verified = as_of = None
+    for d in docs:
+        extra = d.response.extra or {}
+        if "batch_job" not in extra:
+            continue
+        n += 1
+        od = extra.get("on_demand_cost_usd")
+        if d.response.cost_usd is not None and od is not None:
+            priced += 1
+            batch.append(d.response.cost_usd)
+            on_demand.append(float(od))
+        bp = extra.get("batch_price") or {}
+        if bp:
+            factor, as_of = bp.get("factor"), bp.get("as_of")
+            verified = bool(bp.get("verified")) if verified is None else verified and bool(bp.get("verified"))
+    if not n:
+        return None
+    return BatchComparison(n, priced, math.fsum(batch) if priced else None,
+                           math.fsum(on_demand) if priced else None, factor, verified, as_of)
 
 
 def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
@@ -228,7 +278,7 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
         # Failed attempts that consumed tokens are paid too, so divide by completed documents.
         per_doc = math.fsum(costs) / max(1, len(ok))
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
-                       f"{price.source} (as of {price.as_of})", dumped)
+                       f"{price.source} (as of {price.as_of})", dumped, batch_comparison(docs))
     if basis == "page":
         pp = page_price(pricing, key)
         assert pp is not None  # price_basis chose "page" because it exists

@@ -286,3 +286,21 @@ def test_converse_batch_sends_converse_bodies_and_stores_scored_documents(emulat
     assert sess.collect() == {"stored": 24, "failed": 0, "skipped": 0}
     ok = {d.doc_id: d for d in store.documents(sess.run_id)}["synth_0001_receipt_clean.png"]
     assert ok.status == "ok" and ok.doc_f1 > 0.9 and ok.response.input_tokens > 0
+    # The same documents priced both ways: the batch price is the catalog's factor of on demand.
+    from migbench.cost import load_pricing, run_cost
+
+    cost = run_cost(store.run(sess.run_id), store.documents(sess.run_id), load_pricing())
+    b = cost.batch
+    assert (b.documents, b.priced, b.factor, b.verified) == (24, 24, 0.5, False)
+    assert b.batch_usd == pytest.approx(0.5 * b.on_demand_usd) and b.saving_usd == pytest.approx(b.batch_usd)
+    # ... and the report's cost section shows both prices for the same documents.
+    import re
+
+    from migbench.report import main as report_main
+
+    store.close()
+    out = tmp_path / "report.html"
+    assert report_main(["--results", str(tmp_path / "results"), "--out", str(out)]) == 0
+    cost_section = re.search(r'<section id="cost">(.*?)</section>', out.read_text(encoding="utf-8"), re.DOTALL)[1]
+    batch_part = cost_section.split("Batch inference vs on demand", 1)[1].split("<h3>", 1)[0]
+    assert ">24<" in batch_part and "0.5 x on demand" in batch_part and "price unverified" in batch_part

@@ -183,3 +183,23 @@ def test_an_unpriced_cloud_model_fails_the_cost_gate_with_the_reason(pricing):
     cost = run_cost(_run("nova-pro", "bedrock", "amazon.nova-premier-v1:0"), _docs(3), pricing)
     g = gates.cost_per_doc_gate("nova-pro", cost, gates.load_thresholds())
     assert g.status == "fail" and "not priced: model amazon.nova-premier-v1:0" in g.message
+
+
+def test_batch_comparison_prices_the_same_batch_documents_both_ways_and_ignores_on_demand_ones():
+    from migbench.contracts import DocResult, Response
+    from migbench.cost import batch_comparison
+
+    price = {"factor": 0.5, "as_of": "2026-11-01", "verified": False}
+
+    def doc(i, cost, extra):
+        return DocResult(f"d{i}", "receipt", "clean", "ok", Response(cost_usd=cost, extra=extra))
+
+    docs = [doc(1, 0.002, {"batch_job": "arn:j", "on_demand_cost_usd": 0.004, "batch_price": price}),
+            doc(2, 0.003, {"batch_job": "arn:j", "on_demand_cost_usd": 0.006, "batch_price": price}),
+            doc(3, None, {"batch_job": "arn:j", "on_demand_cost_usd": 0.001}),  # batch price unknown: not priced
+            doc(4, 0.01, {})]  # answered on demand: not part of the comparison
+    b = batch_comparison(docs)
+    assert (b.documents, b.priced, b.factor, b.verified) == (3, 2, 0.5, False)
+    assert b.batch_usd == pytest.approx(0.005) and b.on_demand_usd == pytest.approx(0.010)
+    assert b.saving_usd == pytest.approx(0.005)
+    assert batch_comparison(docs[3:]) is None
