@@ -79,6 +79,10 @@ _RESPONSE_COLUMNS = ("input_tokens", "output_tokens", "latency_s", "server_laten
 OPERATIONAL_OPTIONS = frozenset({
     "concurrency", "batch_size", "read_timeout", "connect_timeout", "tokens_per_min", "requests_per_min",
     "allow_loopback", "endpoint_url", "threads", "preflight_profile", "profile",
+    # Where to send and what the guard accepts: a refused request never produces a result, so a
+    # rerun with another residency setting or check continues the same documents.
+    "control_endpoint_url", "attempt_timeout", "accept_unverified_profile", "quota_check", "residency_file",
+    "allow_destinations",
 })
 
 

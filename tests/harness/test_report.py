@@ -162,6 +162,12 @@ def test_report_has_every_section_once(report: str) -> None:
     assert ids == list(SECTIONS)
 
 
+def test_the_navigation_links_every_section_and_only_sections(report: str) -> None:
+    nav = re.search(r"<nav.*?</nav>", report, re.DOTALL)
+    links = re.findall(r'href="#([\w-]+)"', nav[0] if nav else "")
+    assert sorted(links) == sorted(SECTIONS)
+
+
 def test_model_output_with_markup_is_shown_as_text_never_as_tags(report: str) -> None:
     found = tags(report)
     assert not [t for t, _ in found if t in ("script", "img", "iframe", "object", "embed", "link")]

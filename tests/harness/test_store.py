@@ -66,7 +66,8 @@ def test_resuming_with_other_operational_settings_continues_the_same_run(tmp_pat
     store = RunStore(tmp_path)
     a, _ = store.open_run(_meta())
     m = _meta()
-    m.config = {**m.config, "concurrency": 16, "read_timeout": 600, "endpoint_url": "https://vpce.example"}
+    m.config = {**m.config, "concurrency": 16, "read_timeout": 600, "endpoint_url": "https://vpce.example",
+                "accept_unverified_profile": True, "allow_destinations": ["ap-southeast-6"], "quota_check": "never"}
     b, resumed = store.open_run(m)
     assert (b, resumed) == (a, True)
     m.config = {**m.config, "api": "invoke-nova"}  # a different request shape is a different run
