@@ -54,6 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "(the incumbent's pipeline; DOCUMENT_TYPE is then scored); default: the type is given")
     g.addoption("--schema", default=os.environ.get("MIGBENCH_SCHEMA"), metavar="FILE",
                 help="field schema: migbench's fields.yaml format or the incumbent's field_definitions.yaml")
+    g.addoption("--review-rules", default=os.environ.get("MIGBENCH_REVIEW_RULES"), metavar="FILE",
+                help="rules routing documents to human review, and the price of a review (default: the "
+                     "packaged review_rules.yaml); used by the gates' analysis and by --report")
     g.addoption("--report", default=None, metavar="PATH",
                 help="render the HTML report to PATH after a complete gating (a session that gated nothing "
                      "leaves the last report as it was)")
@@ -77,6 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
             _ = st.threshold_set
         if config.option.dataset:
             _ = st.dataset
+        if getattr(config.option, "review_rules", None):
+            _ = st.review_rules
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = st

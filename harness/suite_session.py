@@ -79,6 +79,7 @@ class SuiteSession:
     classify: bool = False  # --classify: the backend predicts each type first (DOCUMENT_TYPE then scored)
     schema_path: Path | None = None  # --schema FILE: migbench's format or the incumbent's field_definitions.yaml
     report_path: Path | None = None  # --report: rendered after a complete gating only
+    review_rules_path: Path | None = None  # --review-rules FILE: routing to human review and its price
     checked: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, gate id) -> test node id
     extras: dict[str, Any] = field(default_factory=dict)  # benchmarks, break-even, ... for the summary
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -101,7 +102,8 @@ class SuiteSession:
                    model=o.model_path or o.model, scoring=getattr(o, "scoring", None),
                    classify=bool(getattr(o, "classify", False)),
                    schema_path=Path(o.schema) if getattr(o, "schema", None) else None,
-                   report_path=Path(o.report) if getattr(o, "report", None) else None)
+                   report_path=Path(o.report) if getattr(o, "report", None) else None,
+                   review_rules_path=Path(o.review_rules) if getattr(o, "review_rules", None) else None)
 
     # cheap, collection-time facts ------------------------------------------------
     def _memo(self, key: str, make: Callable[[], Any]) -> Any:
@@ -255,8 +257,16 @@ class SuiteSession:
 
             _, run, rows = self.ensure_run()
             self._cache["analysis"] = analyse(run, rows, self.threshold_set, self.schema,
-                                              baseline=self.ensure_baseline())
+                                              baseline=self.ensure_baseline(), review_rules=self.review_rules)
         return self._cache["analysis"]
+
+    @property
+    def review_rules(self) -> Any:
+        """The review routing rules (--review-rules, else the packaged ones), loaded once."""
+        from migbench.review import load_review_rules
+
+        path = str(self.review_rules_path) if self.review_rules_path else None
+        return self._memo("review_rules", lambda: load_review_rules(path, self.schema))
 
     def check(self, kind: str, gate_id: str, nodeid: str) -> Any:
         """The analysis' gate for one test, marked as checked by it."""
@@ -344,7 +354,8 @@ class SuiteSession:
         from migbench.report import generate
 
         try:
-            generate(self.results, self.report_path)
+            generate(self.results, self.report_path,
+                     review_rules=str(self.review_rules_path) if self.review_rules_path else None)
         except (MigbenchError, OSError) as exc:
             self.report = f"report not written: {exc}"
         else:

@@ -14,7 +14,7 @@ from migbench.suite_session import SuiteSession, loopback_cloud
 def session(tmp_path: Path, backend: str = "nova-pro", **over) -> SuiteSession:
     o = SimpleNamespace(backend=backend, dataset=None, thresholds=None, results=str(tmp_path / "r"), baseline=None,
                         live=False, limit=3, backend_option=[], model=None, model_path=None, scoring=None,
-                        report=None)
+                        report=None, review_rules=None)
     for k, v in over.items():
         setattr(o, k, v)
     return SuiteSession.from_options(o)
@@ -109,3 +109,18 @@ def test_a_session_that_gated_nothing_leaves_the_last_report(tmp_path):
     assert report.read_text() == "last good report"
     assert "report not written" in line and "left as it was" in line
     assert session(tmp_path, backend="ocr-baseline").write_report() is None  # no --report: nothing said
+
+
+def test_review_rules_from_the_command_line_reach_the_analysis_and_a_bad_file_is_a_usage_error(tmp_path):
+    from migbench.contracts import UsageError
+    from migbench.review import load_review_rules
+
+    team = tmp_path / "team_rules.yaml"
+    team.write_text(load_review_rules().model_dump_json().replace('"review_cost":1.5', '"review_cost":4.25'))
+    st = session(tmp_path, backend="ocr-baseline", review_rules=str(team))
+    assert st.review_rules.review_cost == 4.25
+    assert session(tmp_path, backend="ocr-baseline").review_rules.review_cost == load_review_rules().review_cost
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nreview_cost: -3\n")
+    with pytest.raises(UsageError, match="--review-rules"):
+        _ = session(tmp_path, backend="ocr-baseline", review_rules=str(broken)).review_rules
