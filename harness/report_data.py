@@ -346,7 +346,26 @@ def residency_view(run: RunRecord, audit: Sequence[Mapping[str, Any]], judge: Ju
         "refused_targets": Counter(f"{a.get('region')} {a.get('model_id')}" for a in refused).most_common(10),
         "violations": violations.most_common(10),
         "bytes_sent": sum(int(a.get("bytes_sent") or 0) for a in sent),
+        "notes": residency_notes(run.describe or {}),
     }
+
+
+def residency_notes(describe: Mapping[str, Any]) -> list[str]:
+    """What the run's own record says a reader of the residency verdict must know: destinations the
+    user added to the policy (New Zealand, say), a profile accepted without its destinations
+    verified, and the backend's warnings (a plain-http server)."""
+    notes = []
+    policy = describe.get("residency") or {}
+    if policy.get("added_destinations"):
+        names = policy.get("added_destination_names") or policy["added_destinations"]
+        notes.append("the policy was widened by the user: documents may also be processed in "
+                     + ", ".join(f"{n} ({r})" if n != r else r for n, r in zip(names, policy["added_destinations"]))
+                     + " (outside Australia)")
+    if describe.get("profile_unverified_accepted"):
+        notes.append("the inference profile's destinations could not be read (GetInferenceProfile failed) and "
+                     "were accepted unverified (accept_unverified_profile): residency of routed requests is not proven")
+    notes += [str(w) for w in describe.get("warnings") or []]
+    return notes
 
 
 def checklist(views: Sequence[dict[str, Any]], baseline: dict[str, Any] | None,

@@ -521,3 +521,19 @@ def test_only_a_baseline_asks_for_a_live_migration_target(store_dir: tuple[Path,
     decision = section(render(results, tmp_path / "o.html", "--runs", ids["ocr-baseline"]), "decision")
     assert "only the baseline was measured" in decision
     assert f'<code class="cmd">tox -e au-nova-lite -- --live --dataset {DATASET}</code>' in decision
+
+
+def test_residency_section_calls_out_a_widened_policy_an_unverified_profile_and_backend_warnings(tmp_path: Path) -> None:
+    from migbench.residency import load_policy
+
+    ids = build_store(tmp_path)
+    facts = load_policy().with_destinations(["ap-southeast-6"]).describe()  # what a widened run records
+    with RunStore(tmp_path) as store:
+        store.update_run(ids["nova-pro"], describe={
+            "backend": "nova-pro", "model": "amazon.nova-pro-v1:0", "residency": facts,
+            "profile_unverified_accepted": True, "warnings": ["plain http to a non-loopback server"]})
+    html = section(render(tmp_path, tmp_path / "r.html"), "residency")
+    note = next(line for line in html.splitlines() if "widened by the user" in line)
+    assert "ap-southeast-6" in note and "outside Australia" in note
+    assert "accepted unverified" in note and "plain http to a non-loopback server" in note
+    assert "widened" not in html.replace(note, "")  # the other runs recorded no such facts
