@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console.print(classification_line(run, docs, schema))
     print(summary.run_id)
-    return 130 if summary.interrupted else 0
+    return (exit_code_for(summary.interrupt) or 130) if summary.interrupted else 0
 
 
 # runs / backends ----------------------------------------------------------------

@@ -262,8 +262,14 @@ class ResidencyError(BackendError):
         self.reasons = reasons or [message]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (an orderly stop) but exiting as a terminated process does."""
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """The process exit code for an error migbench raised on purpose; None for a bug (re-raise)."""
+    if isinstance(exc, Terminated):
+        return 128 + 15  # the shell's code for SIGTERM: supervisors and CI see a termination, not Ctrl-C
     if isinstance(exc, KeyboardInterrupt):
         return 130
     if isinstance(exc, MigbenchError):

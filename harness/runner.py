@@ -29,6 +29,7 @@ from migbench.contracts import (
     InputError,
     Request,
     Response,
+    Terminated,
     UsageError,
 )
 from migbench.cost import Pricing, document_cost, load_pricing
@@ -87,6 +88,7 @@ class RunSummary:
     failures: dict[str, int] = field(default_factory=dict)
     # Documents other live processes were running on the same run when this one ended: {"pid N on HOST": n}
     others: dict[str, int] = field(default_factory=dict)
+    interrupt: KeyboardInterrupt | None = None  # what stopped the run (Ctrl-C, or SIGTERM as Terminated)
 
     @property
     def docs_per_min(self) -> float:
@@ -378,7 +380,7 @@ class Runner:
         counts = {"ok": 0, "failed": 0}
         failures: dict[str, int] = {}
         f1s: list[float] = []
-        interrupted = False
+        interrupted, interrupt = False, None
 
         def record(result: DocResult) -> None:
             self.store.save_result(run_id, result)
@@ -402,8 +404,8 @@ class Runner:
                 for r in problems:
                     record(r)
                 self._execute(docs, record)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            interrupted, interrupt = True, exc
             self.stop.set()
         except BaseException:
             failing = True
@@ -429,7 +431,7 @@ class Runner:
                     raise
         mean_f1 = sum(f1s) / len(f1s) if f1s else None
         return RunSummary(run_id, resumed, total, skipped, counts["ok"] + counts["failed"], counts["ok"],
-                          counts["failed"], remaining, wall, interrupted, mean_f1, failures, others or {})
+                          counts["failed"], remaining, wall, interrupted, mean_f1, failures, others or {}, interrupt)
 
     def _execute(self, docs: list[Document], record: Callable[[DocResult], None]) -> None:
         self.backend.preflight()
@@ -541,7 +543,7 @@ def _sigterm_as_interrupt(stop: threading.Event):
         if stop.is_set():
             return  # already stopping: a second SIGTERM must not break the orderly stop
         stop.set()
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:

@@ -88,6 +88,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_same_command_finishes_without_redoing
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert "Traceback" not in err, err
+        assert proc.returncode == 143, (proc.returncode, err)  # terminated, as a shell reports SIGTERM
         store = RunStore.open_existing(tmp_path)
         (run,) = store.runs()
         stored = len(store.documents(run.run_id))
