@@ -213,17 +213,43 @@ class BatchSession:
 
     # ------------------------------------------------------------ submit
 
+    def open_job(self) -> BatchJob | None:
+        """The run's job submitted but not collected yet, if any."""
+        return next((j for j in reversed(load_jobs(self.store, self.run_id)) if not j.collected), None)
+
+    def to_submit(self, *, retry_failed: bool = False) -> list:
+        """The documents a new job would carry: not stored yet, or (retry_failed) stored as failed."""
+        stored = {d.doc_id: d.status for d in self.store.documents(self.run_id)}
+        if retry_failed:
+            return [d for d in self.dataset.documents if stored.get(d.doc_id) == "failed"]
+        return [d for d in self.dataset.documents if d.doc_id not in stored]
+
+    def run(self, *, retry_failed: bool = False, wait: bool = True) -> tuple[str, dict[str, int]]:
+        """Everything in one resumable command: collect the open job if there is one, else submit the
+        pending documents and collect them. Fewer documents than a job takes run on demand through
+        the same runner, in the same run. Returns (what was done, counts)."""
+        if self.open_job() is not None:
+            return "batch", self.collect(wait=wait)
+        docs = self.to_submit(retry_failed=retry_failed)
+        if not docs:
+            return "nothing", {"stored": 0, "failed": 0, "skipped": 0}
+        if len(docs) < self.catalog.min_records.default:
+            self.runner.opts.retry_failed = retry_failed
+            summary = self.runner.run()
+            return "on-demand", {"stored": summary.ok, "failed": summary.failed, "skipped": summary.skipped}
+        self.submit(retry_failed=retry_failed)
+        return "batch", self.collect(wait=wait)
+
     def submit(self, *, retry_failed: bool = False) -> BatchJob:
         jobs = load_jobs(self.store, self.run_id)
-        open_jobs = [j for j in jobs if not j.collected]
-        if open_jobs:
-            raise UsageError(f"run {self.run_id} has a job not collected yet ({open_jobs[-1].job_arn}, "
-                             f"{open_jobs[-1].status}): run `migbench batch collect` first")
-        stored = {d.doc_id: d for d in self.store.documents(self.run_id)}
-        if retry_failed:
-            docs = [d for d in self.dataset.documents if d.doc_id in stored and stored[d.doc_id].status == "failed"]
-        else:
-            docs = [d for d in self.dataset.documents if d.doc_id not in stored]
+        job = self.open_job()
+        if job is not None:
+            raise UsageError(f"run {self.run_id} has a job not collected yet ({job.job_arn}, "
+                             f"{job.status}): run `migbench batch collect` first")
+        if not (self.settings.bucket and self.settings.role_arn):
+            raise UsageError("a batch job needs --bucket (S3, in the backend's region) and --role-arn (the "
+                             "service role Bedrock assumes); `migbench batch policy` writes both policies")
+        docs = self.to_submit(retry_failed=retry_failed)
         minimum = self.catalog.min_records.default
         if len(docs) < minimum:
             raise UsageError(f"{len(docs)} document(s) to submit; a Bedrock batch job takes at least {minimum} "

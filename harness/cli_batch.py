@@ -16,7 +16,9 @@ from migbench.contracts import MigbenchError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="migbench batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("submit", "status", "collect", "stop", "policy"))
+    p.add_argument("action", choices=("run", "submit", "status", "collect", "stop", "policy"),
+                   help="run: submit (or resume the open job) and collect until done, in one resumable command; "
+                        "fewer documents than a job takes run on demand in the same run")
     p.add_argument("--backend", "-b", required=True, help="a Bedrock backend (e.g. au-nova-lite)")
     p.add_argument("--model", help="model id or inference profile (default: the backend's)")
     p.add_argument("--dataset", help="folder with documents + ground truth (default: shipped synthetic set)")
@@ -73,7 +75,18 @@ def _run(args: argparse.Namespace) -> int:
                              s3_endpoint_url=args.s3_endpoint_url, poll_initial_s=args.poll_s)
     try:
         session = BatchSession(backend, resolve_dataset(args.dataset), RunStore(args.results), settings)
-        if args.action == "submit":
+        if args.action == "run":
+            done, counts = session.run(retry_failed=args.retry_failed, wait=not args.no_wait)
+            job = session.open_job()
+            if job is not None:
+                print(f"{job.job_arn}: {job.status}; rerun the same command to resume")
+            elif done == "nothing":
+                print(f"run {session.run_id}: nothing to submit (every document is stored; --retry-failed "
+                      "resubmits the failed ones)")
+            else:
+                how = "on demand (fewer documents than a batch job takes)" if done == "on-demand" else "by batch"
+                print(f"run {session.run_id}: {how}: stored {counts['stored']} ok, {counts['failed']} failed")
+        elif args.action == "submit":
             job = session.submit(retry_failed=args.retry_failed)
             print(f"submitted {len(job.record_ids)} record(s) as {job.job_arn} (run {session.run_id}); "
                   f"`migbench batch collect --backend {args.backend}` stores the results")

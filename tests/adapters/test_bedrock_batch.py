@@ -304,3 +304,36 @@ def test_converse_batch_sends_converse_bodies_and_stores_scored_documents(emulat
     cost_section = re.search(r'<section id="cost">(.*?)</section>', out.read_text(encoding="utf-8"), re.DOTALL)[1]
     batch_part = cost_section.split("Batch inference vs on demand", 1)[1].split("<h3>", 1)[0]
     assert ">24<" in batch_part and "0.5 x on demand" in batch_part and "price unverified" in batch_part
+
+
+def test_batch_run_submits_collects_and_a_rerun_has_nothing_left(emulator, dataset, moto_url, aws_env, tmp_path):
+    name = bucket(moto_url, "syd-batch-run")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+    assert sess.run() == ("batch", {"stored": 24, "failed": 0, "skipped": 0})
+    assert sess.open_job() is None and len(load_jobs(store, sess.run_id)) == 1
+    assert sess.run() == ("nothing", {"stored": 0, "failed": 0, "skipped": 0})
+
+
+def test_batch_run_resumes_an_open_job_instead_of_submitting_another(emulator, dataset, moto_url, aws_env,
+                                                                    tmp_path):
+    name = bucket(moto_url, "syd-batch-run-resume")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name)
+    job = sess.submit()
+    again, _ = session(emulator, dataset, tmp_path, moto_url, name)  # a new process, the same command
+    assert again.run()[0] == "batch"
+    (only,) = load_jobs(store, sess.run_id)
+    assert only.job_arn == job.job_arn and only.collected
+
+
+def test_a_set_smaller_than_a_batch_job_runs_on_demand_in_the_same_run(emulator, dataset, moto_url, aws_env,
+                                                                      tmp_path):
+    from migbench.emulator.batch import state
+
+    name = bucket(moto_url, "syd-batch-small")
+    sess, store = session(emulator, dataset, tmp_path, moto_url, name, minimum=100)
+    jobs_before = len(state(emulator.service).jobs)
+    done, counts = sess.run()
+    assert done == "on-demand" and counts["stored"] == 24 and counts["failed"] == 0
+    assert load_jobs(store, sess.run_id) == [] and len(state(emulator.service).jobs) == jobs_before
+    ops = {a["operation"] for a in store.audit(sess.run_id)}
+    assert "Converse" in ops or "InvokeModel" in ops
