@@ -457,6 +457,10 @@ class Answer:
 
     raw: dict[str, Any]
     body: bytes | None = None
+    # Streamed answers (ConverseStream, InvokeModelWithResponseStream): the answer rebuilt from the
+    # events, and the perf_counter reading when its first output text arrived (for Response.ttft_s).
+    assembled: Any = None
+    first_token_at: float | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -649,6 +653,7 @@ class AwsBackend(Backend):
             latency_s=latency, server_latency_ms=parsed.server_latency_ms, region=self.region,
             endpoint=decision.host if decision else host_of(client.meta.endpoint_url), model_id=self.model_id,
             request_id=rid, stop_reason=parsed.stop_reason, extra={"emulated": emulated, **call.extra},
+            ttft_s=answer.first_token_at - t0 if answer.first_token_at is not None else None,
             sent=self._facts(call.operation, decisions, status=http_status(answer.raw) or 200, request_id=rid))
 
     def _bounded(self, send: Callable[[], Answer], decisions: list[Decision]) -> Answer:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from migbench.adapters import aws_common as aws
 from migbench.adapters import bedrock_body as body
+from migbench.adapters import bedrock_stream as streams
 from migbench.contracts import (
     BackendConfig,
     BackendError,
@@ -44,6 +45,8 @@ Api = Literal["converse", "invoke-nova", "invoke-anthropic"]
 # (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_DocumentBlock.html).
 MAX_DOCUMENT_BYTES = 4_500_000
 _OPERATION = {"converse": "Converse", "invoke-nova": "InvokeModel", "invoke-anthropic": "InvokeModel"}
+_STREAM_OPERATION = {"converse": "ConverseStream", "invoke-nova": "InvokeModelWithResponseStream",
+                     "invoke-anthropic": "InvokeModelWithResponseStream"}
 
 
 class BedrockOptions(aws.AwsOptions):
@@ -60,6 +63,9 @@ class BedrockOptions(aws.AwsOptions):
     pdf_mode: Literal["document", "pages"] = Field(
         "document", description="document: the PDF as a document block where the API takes one; pages: images")
     control_endpoint_url: str | None = Field(None, description="bedrock control plane (GetInferenceProfile)")
+    stream: bool = Field(False, description=(
+        "ConverseStream / InvokeModelWithResponseStream instead of the one-shot call: the answer is the same, "
+        "time to first token and output tokens per second are measured (migbench run --stream)"))
 
     @model_validator(mode="after")
     def _catalogued(self) -> BedrockOptions:
@@ -94,6 +100,7 @@ class BedrockBackend(aws.AwsBackend):
         self.preflight_profile = opts.preflight_profile
         self.accept_unverified_profile = opts.accept_unverified_profile
         self.pdf_mode = opts.pdf_mode
+        self.stream = opts.stream
         self.profile_check = "not run"
         self.profile_destinations: list[str] | None = None  # read live by GetInferenceProfile
         self.profile_unverified_accepted = False
@@ -116,7 +123,7 @@ class BedrockBackend(aws.AwsBackend):
         d = super().describe()
         d.update({
             "model": self.model_id, "catalog_model": self.config.get("catalog_model"), "region": self.region,
-            "api": self.api, "endpoint": self.endpoint if self._client is not None else self.endpoint_url,
+            "api": self.api, "stream": self.stream, "endpoint": self.endpoint if self._client is not None else self.endpoint_url,
             "emulated": self.emulated, "profile_check": self.profile_check,
             "catalog_verified": self.entry.verified if self.entry else None,
             "unverified_facts": [f.claim for f in self.entry.facts if not f.verified] if self.entry else [],
@@ -255,20 +262,62 @@ class BedrockBackend(aws.AwsBackend):
 
     def _prepare_call(self, request: Request) -> aws.Call:
         prepared, document = self._prepare(request)
-        return aws.Call(_OPERATION[self.api], self._build(request, prepared, document), extra={
-            "api": self.api,
+        operation = (_STREAM_OPERATION if self.stream else _OPERATION)[self.api]
+        return aws.Call(operation, self._build(request, prepared, document), extra={
+            "api": self.api, "stream": self.stream,
             "images": [{"w": p.width, "h": p.height, "format": p.format, "converted": p.converted}
                        for p in prepared],
             "document_block": document is not None,
             "estimated_image_tokens": sum(estimate_image_tokens(p.width, p.height) for p in prepared)})
 
     def _send(self, client: Any, call: aws.Call) -> aws.Answer:
+        if self.stream:
+            return self._send_streamed(client, call)
         if self.api == "converse":
             return aws.Answer(client.converse(**call.kwargs))
         raw = client.invoke_model(**call.kwargs)
         return aws.Answer.streamed(raw, "body", call.operation)
 
+    def _send_streamed(self, client: Any, call: aws.Call) -> aws.Answer:
+        """Open the stream and consume it here, on the attempt's thread, so attempt_timeout bounds
+        the whole answer and not only its first bytes."""
+        if self.api == "converse":
+            raw = client.converse_stream(**call.kwargs)
+            events = raw.pop("stream")
+            assemble = lambda: streams.assemble_converse_stream(events)  # noqa: E731
+        else:
+            raw = client.invoke_model_with_response_stream(**call.kwargs)
+            events = raw.pop("body")
+            assembler = streams.assemble_nova_stream if self.api == "invoke-nova" else streams.assemble_anthropic_stream
+            assemble = lambda: assembler(streams.decode_invoke_chunks(events))  # noqa: E731
+        try:
+            assembled = assemble()
+        except aws.AnswerError as exc:  # incomplete or malformed: the 200's facts go to the audit
+            exc.status, exc.request_id = aws.http_status(raw) or 200, aws.request_id(raw)
+            raise
+        except Exception as exc:
+            if aws.error_code(exc) is not None:
+                # An exception event (EventStreamError, e.g. throttlingException) carries no metadata
+                # of its own: the stream's 200 and request id are its audit facts.
+                exc.response.setdefault("ResponseMetadata", raw.get("ResponseMetadata") or {})  # type: ignore[attr-defined]
+                raise
+            if aws.classify_aws_error(exc) is ErrorClass.TIMEOUT:
+                raise
+            err = aws.IncompleteAnswer(f"{call.operation}: stream broke off: {aws.safe_message(exc)}")
+            err.status, err.request_id = aws.http_status(raw) or 200, aws.request_id(raw)
+            raise err from exc
+        finally:
+            events.close()
+        return aws.Answer(raw, assembled=assembled, first_token_at=assembled.first_token_at)
+
     def _parse(self, call: aws.Call, answer: aws.Answer) -> body.ParsedOutput:
+        if answer.assembled is not None:  # a stream, rebuilt as the one-shot answer's shape
+            done: streams.Assembled = answer.assembled
+            if self.api == "converse":
+                return body.parse_converse_response(done.answer)
+            if self.api == "invoke-nova":
+                return body.parse_nova_invoke_response(done.answer, done.headers)
+            return body.parse_anthropic_invoke_response(done.answer, done.headers)
         if self.api == "converse":
             return body.parse_converse_response(answer.raw)
         payload = aws.load_json_answer(answer.body or b"", answer.headers, call.operation)

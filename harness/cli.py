@@ -47,7 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The same option handling as `pytest suites` (migbench.options): one meaning, one error line.
     options = backend_options(args.option, "--option", **{
         key: getattr(args, key, None) for key in ("region", "endpoint_url", "concurrency", "batch_size",
-                                                  "endpoint_name", "instance_type", "api", "max_image_dim")})
+                                                  "endpoint_name", "instance_type", "api", "max_image_dim",
+                                                  "stream")})
     check_limit(args.limit)
     for flag, value, integer in (("--concurrency", args.concurrency, True), ("--batch-size", args.batch_size, True),
                                  ("--max-image-dim", args.max_image_dim, True), ("--tpm", args.tpm, False),
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--endpoint-name", help="SageMaker endpoint name")
     r.add_argument("--instance-type", help="SageMaker instance type, for cost")
     r.add_argument("--api", choices=["converse", "invoke-nova", "invoke-anthropic"])
+    r.add_argument("--stream", action="store_true", default=None,
+                   help="bedrock: ConverseStream / InvokeModelWithResponseStream, measuring time to first token "
+                        "and output tokens per second (same as -o stream=true; pytest suites: --backend-option "
+                        "stream=true)")
     r.add_argument("--allow-loopback", action="store_true",
                    help="allow a 127.0.0.1 endpoint (emulators); also MIGBENCH_ALLOW_LOOPBACK=1")
     r.add_argument("--concurrency", type=int)

@@ -31,9 +31,19 @@ CONNECTION_FAULTS = ("reset", "slow")
 # no body, an HTML page, a body cut off before its Content-Length, JSON without the API's answer
 # key, and a correct body trickled one byte every `trickle_s` seconds.
 BODY_FAULTS = ("empty_body", "html_body", "truncated_body", "no_output", "trickle")
+# Faults inside a streamed answer (ConverseStream, InvokeModelWithResponseStream): the 200 and the
+# first half of the text deltas arrive, then an exception event (its lower-case code is what
+# botocore's EventStreamError carries), or, for `stream_cut`, the stream just ends without its stop
+# and metadata events. A request that is not streamed answers normally under these faults.
+STREAM_FAULTS: dict[str, tuple[str, str] | None] = {
+    "stream_throttle": ("throttlingException", "Too many tokens, please wait before trying again."),
+    "stream_model_error": ("modelStreamErrorException", "The model stream encountered an error."),
+    "stream_unavailable": ("serviceUnavailableException", "Bedrock is unable to process your request."),
+    "stream_cut": None,
+}
 # An error whose message echoes the request's session token (a hostile or careless server).
 ECHO_FAULTS = ("echo_token",)
-FAULT_KINDS = ("ok", *ERROR_FAULTS, *CONNECTION_FAULTS, *BODY_FAULTS, *ECHO_FAULTS)
+FAULT_KINDS = ("ok", *ERROR_FAULTS, *CONNECTION_FAULTS, *BODY_FAULTS, *ECHO_FAULTS, *STREAM_FAULTS)
 
 
 @dataclass

@@ -28,9 +28,10 @@ from typing import Any, Literal
 from migbench.catalog import load_model, load_packaged
 from migbench.emulator import batch as batch_api
 from migbench.emulator import control as control_plane
+from migbench.emulator import eventstream as ES
 from migbench.emulator import protocol as P
 from migbench.emulator import textract as textract_api
-from migbench.emulator.faults import ERROR_FAULTS, FaultInjector, FaultPlan, fault_error
+from migbench.emulator.faults import ERROR_FAULTS, STREAM_FAULTS, FaultInjector, FaultPlan, fault_error
 from migbench.emulator.quota import QuotaBook
 from migbench.emulator.responders import NotFoundResponder, Responder
 from migbench.emulator.sigv4 import AuthPolicy, verify
@@ -80,6 +81,10 @@ class LatencyConfig(BaseModel):
     median_s: float = Field(1.5, gt=0)
     sigma: float = Field(0.4, ge=0)
     per_output_token_s: float = Field(0.0, ge=0)
+    # Streamed answers: the sampled latency passes before the first text delta, then this many
+    # seconds between deltas, so a client sees its first token before the end of the answer.
+    stream_delta_s: float = Field(0.01, ge=0)
+    stream_pieces: int = Field(6, ge=1)
     time_scale: float = Field(1.0, ge=0)
     seed: int | None = 0
 
@@ -268,8 +273,9 @@ class EmulatedBedrock:
         if method != "POST":
             raise P.ApiError("UnknownOperationException", "", 404)
         verify(method, raw_path, headers, body, self.policy)
-        op, model_id = P.route(raw_path)
-        entry_out.update(operation=op, model_id=model_id)
+        streamed = ES.route(raw_path)  # ConverseStream / InvokeModelWithResponseStream: the same request
+        op, model_id = streamed[1:] if streamed else P.route(raw_path)
+        entry_out.update(operation=streamed[0] if streamed else op, model_id=model_id)
         model = self.resolve_model(model_id)
         req = P.parse_request(op, model_id, model.family, body, self.limits)
         entry_out["request"] = req.summary()
@@ -309,6 +315,10 @@ class EmulatedBedrock:
         text, stop = P.truncate_to_max_tokens(text, req.max_tokens)
         usage = P.Usage(input_tokens, max(P.estimate_text_tokens(text), 1))
         quota.settle(ticket, usage.total_tokens)
+        if streamed:
+            entry_out.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, reply=text)
+            return 200, self._stream_headers(op), self._stream(op, req, model_id, text, usage, stop, started,
+                                                               entry_out["request_id"], fault)
         self.stopping.wait(self.sample_latency(usage.output_tokens))
         latency_ms = int((time.monotonic() - started) * 1000)
         entry_out.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, reply=text)
@@ -328,6 +338,24 @@ class EmulatedBedrock:
                          "X-Amzn-Bedrock-Output-Token-Count": str(usage.output_tokens),
                          "X-Amzn-Bedrock-Invocation-Latency": str(latency_ms)})
         return 200, hdrs, json.dumps(payload).encode()
+
+
+    def _stream_headers(self, op: str) -> dict[str, str]:
+        hdrs = {"Content-Type": ES.CONTENT_TYPE}
+        if op == "InvokeModel":
+            hdrs["X-Amzn-Bedrock-Content-Type"] = "application/json"
+        return hdrs
+
+    def _stream(self, op: str, req: P.ParsedRequest, model_id: str, text: str, usage: P.Usage, stop: str,
+                started: float, request_id: str, fault: str) -> Iterator[bytes]:
+        """The answer's frames, produced as they are due (the handler writes each as a chunk)."""
+        lat = self.config.latency
+        kind = "converse" if op == "Converse" else req.body_kind
+        return ES.stream_frames(kind, text, usage, stop, model=model_id, request_id=request_id,
+                                first_token_s=self.sample_latency(usage.output_tokens),
+                                delta_s=lat.stream_delta_s * lat.time_scale, pieces=lat.stream_pieces,
+                                wait=self.stopping.wait, clock=time.monotonic, started=started,
+                                fault=STREAM_FAULTS[fault] if fault in STREAM_FAULTS else False)
 
 
 def _error_reply(err: P.ApiError) -> tuple[dict[str, str], bytes]:
@@ -356,8 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str,
+    def _send(self, status: int, headers: dict[str, str], body: bytes | Iterator[bytes], request_id: str,
               fault: str | None = None) -> None:
+        if not isinstance(body, (bytes, bytearray)):
+            self._send_stream(status, headers, body, request_id)
+            return
         if fault == "empty_body":
             body = b""
         elif fault == "html_body":
@@ -388,6 +419,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             return
         self.wfile.write(body)
+
+    def _send_stream(self, status: int, headers: dict[str, str], frames: Iterator[bytes], request_id: str) -> None:
+        """An event stream: each frame as one HTTP/1.1 chunk, flushed as soon as it is due."""
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header(EMULATED_HEADER, "1")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for frame in frames:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
     def _dispatch(self) -> None:
         request_id = str(uuid.uuid4())
