@@ -408,3 +408,30 @@ def test_on_a_gpu_a_real_engine_answers_a_shipped_document():
         b.close()
     assert r.text and r.input_tokens > 0 and 0 < r.output_tokens <= 32
     assert b.describe()["vllm"]
+
+
+# ---------------------------------------------------------------- the throughput bench
+
+
+def test_the_bench_says_not_measured_without_a_gpu_beside_the_incumbents_anchor(monkeypatch, capsys):
+    from bench import local_throughput
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_throughput.main(["--backend", "vllm"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "vllm: images_per_min not measured: no GPU (CUDA_VISIBLE_DEVICES and nvidia-smi show none)"
+    assert out[1].startswith("incumbent anchor (the issue's figures for LMM_POC, not measured here)")
+    assert "14.5-37.9 images/min per deployment, 65.9 images/min batched on 2 GPUs" in out[1]
+
+
+def test_the_bench_passes_its_vllm_flags_as_the_backends_options():
+    from bench import local_throughput
+
+    args = local_throughput.parse_args(["--backend", "vllm", "--prompt-family", "internvl", "--data-parallel", "2",
+                                        "--max-num-seqs", "32", "--no-prefix-caching", "--dtype", "bf16"])
+    args.batch_size = 64
+    opts = local_throughput.backend_options(args, "vllm")
+    assert opts["prompt_family"] == "internvl" and opts["max_num_seqs"] == 32 and opts["dtype"] == "bfloat16"
+    assert opts["enable_prefix_caching"] is False
+    parsed = VLLMBackend.Options.parse("vllm", opts)  # every key the bench sends is a valid option
+    assert parsed.data_parallel == 2 and parsed.batch_size == 64
