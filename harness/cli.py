@@ -196,6 +196,7 @@ PLUGGABLE = {
     "plan": ("migbench.planning", "main", "documents needed to show non-inferiority at a margin, per type"),
     "compare": ("migbench.compare", "main", "paired comparison of two runs: differences, changed documents"),
     "batch": ("migbench.cli_batch", "main", "Bedrock batch inference: submit, status, collect, stop (S3 + job)"),
+    "sagemaker": ("migbench.cli_sagemaker", "main", "SageMaker endpoints: deploy (LMI/vLLM), delete, status"),
 }
 
 

@@ -18,7 +18,8 @@ FOLDERS = {"harness": "migbench", "adapters": "migbench.adapters", "fixtures": "
 
 # Layer of each module, lowest first. A module may import its own layer or lower ones only.
 CONTRACTS = {"migbench.contracts"}
-PRESENTATION_AND_ENTRY = {"migbench.cli", "migbench.cli_aws", "migbench.cli_batch", "migbench.pytest_plugin",
+PRESENTATION_AND_ENTRY = {"migbench.cli", "migbench.cli_aws", "migbench.cli_batch", "migbench.cli_sagemaker",
+                          "migbench.pytest_plugin",
                           "migbench.suite_session",
                           "migbench.report",
                           "migbench.progress"}
@@ -47,7 +48,8 @@ def _imports(path: Path) -> set[str]:
 
 # Engine drivers run a backend family's own job API over a whole dataset (Bedrock batch inference):
 # they sit above the runner and the store, beside the entry points, and only entry points import them.
-DRIVERS = {"migbench.adapters.bedrock_batch"}
+# The SageMaker lifecycle (create, wait, delete endpoints) drives the service's control plane the same way.
+DRIVERS = {"migbench.adapters.bedrock_batch", "migbench.adapters.sagemaker_lifecycle"}
 
 MODULES = _modules()
 
