@@ -23,6 +23,7 @@ grouping, sharding, worker protocol and output reading they check are the ones t
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -318,8 +319,13 @@ def engine_worker(conn: Any, devices: str, spec: EngineSpec, factory: EngineFact
         conn.close()
         return
     conn.send(("ready", engine.info))
+    parent = os.getppid()
     while True:
         try:
+            if not conn.poll(1.0):
+                if os.getppid() != parent:  # the parent was killed: free the GPU rather than linger
+                    break
+                continue
             msg = conn.recv()
         except (EOFError, OSError):
             break
@@ -345,6 +351,10 @@ class _WorkerEngine:
         self.proc.start()
         child.close()
         self.info: dict[str, Any] = {}
+        self.broken: str | None = None
+        # multiprocessing joins non-daemon children at exit; a worker still waiting for work would
+        # hang that join, so an unclosed backend closes its workers first (atexit runs last-in first).
+        atexit.register(self.close)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -364,17 +374,27 @@ class _WorkerEngine:
         self.info = payload
 
     def submit(self, conversations: list, sampling: list, chat_kw: dict) -> None:
-        self.conn.send(("chat", conversations, sampling, chat_kw))
+        try:
+            self.conn.send(("chat", conversations, sampling, chat_kw))
+        except (OSError, ValueError) as exc:
+            self.broken = _first_line(exc)
 
     def result(self) -> tuple[list[Generated], float]:
         try:
+            if self.broken is not None:
+                raise OSError(self.broken)
             _, out, wall = self.conn.recv()
         except (EOFError, OSError) as exc:
+            self.broken = self.broken or "exited"
+            self.proc.join(timeout=5)  # the pipe closes a moment before the process is reaped
             raise BackendError(f"the vLLM worker for GPU {self.devices} exited (code {self.proc.exitcode})",
                                ErrorClass.PERMANENT) from exc
         return out, wall
 
     def close(self) -> None:
+        atexit.unregister(self.close)
+        if self.conn.closed:
+            return
         try:
             self.conn.send(("close",))
         except (OSError, ValueError):

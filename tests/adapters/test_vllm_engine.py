@@ -138,6 +138,15 @@ def failing_factory(spec: EngineSpec) -> Engine:
     raise SetupError(f"vLLM could not start {os.path.basename(spec.model)}: no such architecture")
 
 
+class DyingLLM:
+    def chat(self, conversations, sampling_params, use_tqdm=True, **kw):
+        os._exit(3)  # what a crashed engine looks like from the parent: the pipe closes
+
+
+def dying_factory(spec: EngineSpec) -> Engine:
+    return Engine(DyingLLM(), lambda **kw: kw)
+
+
 class Recorder:
     def __init__(self, llm):
         self.llm, self.specs = llm, []
@@ -384,6 +393,39 @@ def test_a_worker_that_cannot_start_its_engine_is_a_setup_error(model_dir, monke
     with pytest.raises(SetupError, match=f"GPU 0: vLLM could not start {model_dir.name}: no such architecture"):
         b.preflight()
     assert b._engines == []
+
+
+def test_a_worker_that_dies_fails_its_documents_and_every_later_batch(model_dir, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    b = make(model_dir, dying_factory)
+    try:
+        for _ in range(2):
+            out = b.generate_batch([request("a"), request("b")])
+            assert [type(r) for r in out] == [BackendError, BackendError]
+            assert all(r.error_class is ErrorClass.PERMANENT for r in out)
+            assert str(out[0]) == "the vLLM worker for GPU 0 exited (code 3)"
+    finally:
+        b.close()
+
+
+def test_a_backend_left_open_does_not_hang_the_interpreters_exit(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "config.json").write_text("{}")
+    script = (
+        "import os\n"
+        "from tests.adapters.test_vllm_engine import make, fake_factory, request\n"
+        "if __name__ == '__main__':\n"
+        "    os.environ['CUDA_VISIBLE_DEVICES'] = '0,1'\n"
+        f"    b = make({str(tmp_path)!r}, fake_factory)\n"
+        "    print(len(b.generate_batch([request('a'), request('b')])))\n")
+    (tmp_path / "leave_open.py").write_text(script)
+    proc = subprocess.run([sys.executable, str(tmp_path / "leave_open.py")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "2", proc.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- a real engine
