@@ -434,26 +434,28 @@ class SageMakerLifecycle:
         return [{"Key": k, "Value": v} for k, v in spec.tags.items()]
 
     def create(self, spec: DeploySpec, guard: TeardownGuard, clock: Callable[[], float] = time.monotonic) -> float:
-        """CreateModel, CreateEndpointConfig, CreateEndpoint; each is in the guard once it exists.
+        """CreateModel, CreateEndpointConfig, CreateEndpoint, each registered with the guard first.
         Returns the monotonic time CreateEndpoint was sent (the cold start's start)."""
         container: dict[str, Any] = {"Image": spec.image, "Environment": dict(spec.env)}
         if spec.model_data:
             container["ModelDataUrl"] = spec.model_data
+        # Each resource is in the guard BEFORE its create call: a signal between the call's return
+        # and the next line must not leave it behind (deleting one never made says "already gone").
+        guard.add("model", spec.model_name)
         self._create("create_model", ModelName=spec.model_name, ExecutionRoleArn=spec.role_arn,
                      PrimaryContainer=container, Tags=self._tags(spec))
-        guard.add("model", spec.model_name)
         variant = {"VariantName": "AllTraffic", "ModelName": spec.model_name, "InstanceType": spec.instance_type,
                    "InitialInstanceCount": spec.instance_count,
                    "ContainerStartupHealthCheckTimeoutInSeconds":
                        self.catalog.container_startup_health_check_timeout_s,
                    "ModelDataDownloadTimeoutInSeconds": self.catalog.model_data_download_timeout_s}
+        guard.add("endpoint-config", spec.config_name)
         self._create("create_endpoint_config", EndpointConfigName=spec.config_name, Tags=self._tags(spec),
                      ProductionVariants=[variant])
-        guard.add("endpoint-config", spec.config_name)
+        guard.add("endpoint", spec.endpoint_name)
         started = clock()
         self._create("create_endpoint", EndpointName=spec.endpoint_name, EndpointConfigName=spec.config_name,
                      Tags=self._tags(spec))
-        guard.add("endpoint", spec.endpoint_name)
         return started
 
     def wait_in_service(self, spec: DeploySpec, started: float, *, timeout_s: float, poll_s: float,

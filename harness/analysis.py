@@ -15,10 +15,49 @@ from typing import Any
 
 from migbench import gates as g
 from migbench.contracts import DocResult, RunRecord
-from migbench.stats import PERCENTILES, Paired, Summary, aggregate
+from migbench.stats import PERCENTILES, Paired, Summary, aggregate, percentile
 
 RUN_FIELDS = ("run_id", "backend", "family", "model", "emulated", "dataset_path", "dataset_hash", "status",
               "started_at", "finished_at", "wall_s")
+
+
+@dataclass(frozen=True)
+class StreamFigures:
+    """Time to first token and generation speed of a streamed run's completed documents. A run that
+    was not streamed has n == 0: its figures are not measured, never zero."""
+
+    n: int  # completed documents with a time to first token
+    ttft_p50: float | None
+    ttft_p95: float | None
+    tokens_per_s_n: int  # of those, documents whose output tokens/s is computable
+    tokens_per_s_p50: float | None
+    ttft_after_latency: tuple[str, ...]  # documents whose first token came after their answer ended
+
+    @property
+    def measured(self) -> bool:
+        return self.n > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ttft_after_latency": list(self.ttft_after_latency), "measured": self.measured}
+
+
+def output_tokens_per_s(output_tokens: int | None, latency_s: float | None, ttft_s: float | None) -> float | None:
+    """Generation speed after the first token, output_tokens / (latency - ttft); None when a figure
+    is missing or no time passed after the first token."""
+    if not output_tokens or latency_s is None or ttft_s is None or latency_s - ttft_s <= 0:
+        return None
+    return output_tokens / (latency_s - ttft_s)
+
+
+def stream_figures(rows: Sequence[DocResult]) -> StreamFigures:
+    """TTFT percentiles (the latency percentile helper) and median output tokens/s of completed documents."""
+    ok = [r.response for r in rows if r.status == "ok" and r.response.ttft_s is not None]
+    ttft = [float(x.ttft_s) for x in ok]  # type: ignore[arg-type]
+    speed = [v for v in (output_tokens_per_s(x.output_tokens, x.latency_s, x.ttft_s) for x in ok) if v is not None]
+    late = tuple(r.doc_id for r in rows if r.status == "ok" and r.response.ttft_s is not None
+                 and r.response.latency_s is not None and r.response.ttft_s > r.response.latency_s)
+    return StreamFigures(len(ttft), percentile(ttft, 50), percentile(ttft, 95), len(speed), percentile(speed, 50),
+                         late)
 
 
 @dataclass
@@ -33,10 +72,13 @@ class RunAnalysis:
     baseline: RunRecord | None = None
     review: Any = None  # migbench.review.ReviewSummary: flagged / escaped rates, total cost with review
     power: list[Any] = field(default_factory=list)  # migbench.planning.PlanRow per type: powered or not
+    stream: StreamFigures | None = None  # time to first token, output tokens/s (streamed runs)
     _index: dict[tuple[str, str], g.Gate] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._index = {(x.kind, x.gate_id): x for x in self.gates}
+        if self.stream is None:
+            self.stream = stream_figures(self.rows)
 
     @property
     def verdict(self) -> str:
@@ -68,6 +110,7 @@ class RunAnalysis:
             "gate_counts": {s: sum(1 for x in self.gates if x.status == s) for s in ("pass", "fail", "skip")},
             "gates": [x.to_dict() for x in self.gates],
             "metrics": metrics, "latency": latency,
+            "streaming": self.stream.to_dict() if self.stream else None,
             "cost": {"basis": self.cost.basis, "price_key": self.cost.price_key, "per_doc_usd": self.cost.per_doc,
                      "per_1000_usd": self.cost.per_1000, "docs_per_hour": self.cost.docs_per_hour,
                      "note": self.cost.note},

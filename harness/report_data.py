@@ -532,7 +532,7 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
             "name": display_name(run), "imported": is_imported(run),
             "label": display_name(run) + (" [EMULATED]" if run.is_emulated else ""),
             "analysis": a, "summary": a.summary, "hallucination": a.summary.hallucination,
-            "latency": latency_view(run, a.rows, a.summary), "cost": a.cost,
+            "latency": latency_view(run, a.rows, a.summary), "streaming": a.stream, "cost": a.cost,
             "monthly": {vol: a.cost.monthly(vol) for vol in opts.volumes},
             "residency": residency_view(run, audits.get(run.run_id, []), judge),
             "errors": errors_view(a.rows, opts),

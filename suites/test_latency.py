@@ -1,5 +1,5 @@
 """Latency: p50/p95/p99 per document type from the stored per-document latency, against the
-budgets; and the harness's own hot paths (parse_output, score_document) timed with
+budgets; time to first token of a streamed run (`--backend-option stream=true`); and the harness's own hot paths (parse_output, score_document) timed with
 pytest-benchmark in pedantic mode, so each runs exactly rounds x iterations times."""
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ ROUNDS = 5
 def test_latency_percentile(migbench_latency, migbench_state, migbench_check):
     doc_type, pct = migbench_latency
     migbench_check("latency", f"{migbench_state.backend}/{doc_type}/{pct}")
+
+
+def test_time_to_first_token(migbench_analysis, migbench_state):
+    """A streamed run: TTFT p50/p95 and output tokens/s are reported, and no document's first token
+    came after its answer ended. A run that was not streamed has nothing to check."""
+    s = migbench_analysis.stream
+    if not s.measured:
+        pytest.skip("time to first token: not measured (not streamed; --backend-option stream=true)")
+    migbench_state.extras["ttft"] = s.to_dict()
+    assert not s.ttft_after_latency, (f"{migbench_state.backend}: first token recorded after the answer's end "
+                                      f"for {len(s.ttft_after_latency)} documents: {list(s.ttft_after_latency)[:5]}")
+    assert s.ttft_p50 is not None and s.ttft_p95 is not None and 0 <= s.ttft_p50 <= s.ttft_p95
 
 
 def _benchmark(request):

@@ -17,20 +17,15 @@ import pytest
 from migbench.adapters import sagemaker_lifecycle as lc
 from migbench.contracts import ResidencyError, SetupError, UsageError
 
+from tests.adapters import test_sagemaker as runtime_tests
+
 ROLE = "arn:aws:iam::123456789012:role/migbench-sagemaker"
 REGION = "ap-southeast-2"
 INSTANCE = "ml.g4dn.2xlarge"  # moto validates instance types against a list without g5
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+# A moto server on loopback, one per module (the runtime backend's tests start theirs the same way).
+moto_url = runtime_tests.moto_url
 
 
 @pytest.fixture
