@@ -652,7 +652,10 @@ class AwsBackend(Backend):
             text=parsed.text, input_tokens=parsed.input_tokens, output_tokens=parsed.output_tokens,
             latency_s=latency, server_latency_ms=parsed.server_latency_ms, region=self.region,
             endpoint=decision.host if decision else host_of(client.meta.endpoint_url), model_id=self.model_id,
-            request_id=rid, stop_reason=parsed.stop_reason, extra={"emulated": emulated, **call.extra},
+            request_id=rid, stop_reason=parsed.stop_reason,
+            extra={"emulated": emulated, **call.extra, **getattr(parsed, "extra", {})},
+            cache_read_tokens=getattr(parsed, "cache_read_tokens", None),
+            cache_write_tokens=getattr(parsed, "cache_write_tokens", None),
             ttft_s=answer.first_token_at - t0 if answer.first_token_at is not None else None,
             sent=self._facts(call.operation, decisions, status=http_status(answer.raw) or 200, request_id=rid))
 

@@ -21,7 +21,9 @@ from migbench.contracts import (
     ErrorClass,
     ImageBudget,
     Request,
+    Response,
     SetupError,
+    UsageError,
 )
 from migbench.residency import (
     CATALOG_ENV,
@@ -63,6 +65,9 @@ class BedrockOptions(aws.AwsOptions):
     pdf_mode: Literal["document", "pages"] = Field(
         "document", description="document: the PDF as a document block where the API takes one; pages: images")
     control_endpoint_url: str | None = Field(None, description="bedrock control plane (GetInferenceProfile)")
+    prompt_cache: bool = Field(False, description=(
+        "Converse prompt caching: the instructions go before the pages, followed by a cachePoint, so "
+        "every document of a type shares the cached prefix; cache read/write tokens are recorded and priced"))
     stream: bool = Field(False, description=(
         "ConverseStream / InvokeModelWithResponseStream instead of the one-shot call: the answer is the same, "
         "time to first token and output tokens per second are measured (migbench run --stream)"))
@@ -100,6 +105,10 @@ class BedrockBackend(aws.AwsBackend):
         self.preflight_profile = opts.preflight_profile
         self.accept_unverified_profile = opts.accept_unverified_profile
         self.pdf_mode = opts.pdf_mode
+        self.prompt_cache = opts.prompt_cache
+        if self.prompt_cache and self.api != "converse":
+            raise UsageError(f"backend {config.name!r}: prompt_cache=true needs api converse (the cachePoint is "
+                             f"placed in the Converse request), got api {self.api}")
         self.stream = opts.stream
         self.profile_check = "not run"
         self.profile_destinations: list[str] | None = None  # read live by GetInferenceProfile
@@ -240,6 +249,22 @@ class BedrockBackend(aws.AwsBackend):
                            max_request_bytes=limits.max_request_bytes, takes_pdf=takes_pdf,
                            max_document_bytes=MAX_DOCUMENT_BYTES)
 
+    def tools_unsupported(self) -> str | None:
+        if self.api != "converse":
+            return f"api {self.api} sends no tool configuration (use --api converse)"
+        return None
+
+    def generate(self, request: Request) -> Response:
+        """One attempt; a forced tool call answered in text instead is this attempt's parse failure:
+        raised with the answer (its text, tokens and cost kept), never scored as text, never retried."""
+        resp = super().generate(request)
+        if request.tool is not None and resp.extra.get(body.STRUCTURED_KEY) != "tool_use":
+            resp.error_class = ErrorClass.PARSE
+            resp.error = (f"structured output: the model answered in text (stopReason {resp.stop_reason}) "
+                          f"instead of calling the {request.tool.name} tool")
+            raise BackendError(resp.error, ErrorClass.PARSE, response=resp)
+        return resp
+
     def _prepare(self, request: Request) -> tuple[list, bytes | None]:
         """The request as the runner prepared it (migbench.images): nothing is decoded here."""
         if self.entry is not None and not self.entry.vision and (request.images or request.pdf_bytes):
@@ -253,7 +278,8 @@ class BedrockBackend(aws.AwsBackend):
         parts = [(p.data, p.format) for p in prepared]
         if self.api == "converse":
             return body.converse_request(self.model_id, request.prompt, parts, system=request.system,
-                                         params=request.params, document=document, document_name_=request.doc_id)
+                                         params=request.params, document=document, document_name_=request.doc_id,
+                                         tool=request.tool, cache_point=self.prompt_cache)
         if self.api == "invoke-nova":
             return body.invoke_request(self.model_id, body.nova_invoke_body(
                 request.prompt, parts, system=request.system, params=request.params))
@@ -268,6 +294,8 @@ class BedrockBackend(aws.AwsBackend):
             "images": [{"w": p.width, "h": p.height, "format": p.format, "converted": p.converted}
                        for p in prepared],
             "document_block": document is not None,
+            **({"tool": request.tool.name} if request.tool is not None else {}),
+            **({"cache_point": True} if self.prompt_cache else {}),
             "estimated_image_tokens": sum(estimate_image_tokens(p.width, p.height) for p in prepared)})
 
     def _send(self, client: Any, call: aws.Call) -> aws.Answer:
@@ -314,12 +342,12 @@ class BedrockBackend(aws.AwsBackend):
         if answer.assembled is not None:  # a stream, rebuilt as the one-shot answer's shape
             done: streams.Assembled = answer.assembled
             if self.api == "converse":
-                return body.parse_converse_response(done.answer)
+                return body.parse_converse_response(done.answer, call.extra.get("tool"))
             if self.api == "invoke-nova":
                 return body.parse_nova_invoke_response(done.answer, done.headers)
             return body.parse_anthropic_invoke_response(done.answer, done.headers)
         if self.api == "converse":
-            return body.parse_converse_response(answer.raw)
+            return body.parse_converse_response(answer.raw, call.extra.get("tool"))
         payload = aws.load_json_answer(answer.body or b"", answer.headers, call.operation)
         if self.api == "invoke-nova":
             return body.parse_nova_invoke_response(payload, answer.headers)

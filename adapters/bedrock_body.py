@@ -8,6 +8,10 @@ The usage keys differ by shape and that is the migration guide's cost bug: it re
 `usage.input_tokens` from a Nova body, which only has `inputTokens`, so Nova cost was always zero.
 Each parser reads its own shape's keys and nothing else, and refuses an answer without its shape's
 text (MalformedAnswer): an empty, HTML or keyless 200 is a failed attempt, never an empty success.
+
+Two Converse features are experiment variables: a forced tool call (structured output: the answer
+is the tool's input, returned as its JSON text so parsing, storage and rescoring read it like any
+JSON answer) and a prompt-cache checkpoint after the instructions shared by every document.
 No I/O here.
 """
 
@@ -17,11 +21,11 @@ import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from migbench.adapters.aws_common import MalformedAnswer
-from migbench.contracts import GenParams
+from migbench.contracts import GenParams, ToolSpec
 
 ImagePart = tuple[bytes, str]  # (encoded bytes, format: png | jpeg | gif | webp)
 
@@ -36,6 +40,9 @@ class ParsedOutput:
     output_tokens: int | None
     stop_reason: str | None
     server_latency_ms: float | None = None
+    cache_read_tokens: int | None = None  # input tokens read from the prompt cache
+    cache_write_tokens: int | None = None  # input tokens written to the prompt cache
+    extra: dict[str, Any] = field(default_factory=dict)  # facts for Response.extra (structured_output)
 
 
 def _b64(data: bytes) -> str:
@@ -61,15 +68,30 @@ def _inference_config(params: GenParams) -> dict[str, Any]:
 # ---------------------------------------------------------------- Converse
 
 
+CACHE_POINT: dict[str, Any] = {"cachePoint": {"type": "default"}}
+
+
+def tool_config(tool: ToolSpec) -> dict[str, Any]:
+    """Converse toolConfig offering one tool and forcing the model to call it (toolChoice.tool)."""
+    return {"tools": [{"toolSpec": {"name": tool.name, "description": tool.description,
+                                    "inputSchema": {"json": tool.input_schema}}}],
+            "toolChoice": {"tool": {"name": tool.name}}}
+
+
 def converse_request(model_id: str, prompt: str, images: Sequence[ImagePart] = (), *, system: str | None = None,
                      params: GenParams = _DEFAULT, document: bytes | None = None,
-                     document_name_: str = "document") -> dict[str, Any]:
-    """kwargs for bedrock-runtime `converse`: images (and an optional PDF document block), then the text."""
-    content: list[dict[str, Any]] = [{"image": {"format": fmt, "source": {"bytes": data}}} for data, fmt in images]
+                     document_name_: str = "document", tool: ToolSpec | None = None,
+                     cache_point: bool = False) -> dict[str, Any]:
+    """kwargs for bedrock-runtime `converse`: images (and an optional PDF document block), then the text.
+
+    cache_point: the instructions come first, then a cachePoint, then the pages, so the cached prefix
+    (tools, system, instructions) is the same for every document of a type; the pages never are.
+    """
+    pages: list[dict[str, Any]] = [{"image": {"format": fmt, "source": {"bytes": data}}} for data, fmt in images]
     if document is not None:
-        content.append({"document": {"format": "pdf", "name": document_name(document_name_),
-                                     "source": {"bytes": document}}})
-    content.append({"text": prompt})
+        pages.append({"document": {"format": "pdf", "name": document_name(document_name_),
+                                   "source": {"bytes": document}}})
+    content = [{"text": prompt}, dict(CACHE_POINT), *pages] if cache_point else [*pages, {"text": prompt}]
     kwargs: dict[str, Any] = {
         "modelId": model_id,
         "messages": [{"role": "user", "content": content}],
@@ -77,6 +99,8 @@ def converse_request(model_id: str, prompt: str, images: Sequence[ImagePart] = (
     }
     if system:
         kwargs["system"] = [{"text": system}]
+    if tool is not None:
+        kwargs["toolConfig"] = tool_config(tool)
     return kwargs
 
 
@@ -91,14 +115,37 @@ def _content(answer: Mapping[str, Any], path: tuple[str, ...], what: str) -> lis
     return node
 
 
-def parse_converse_response(resp: Mapping[str, Any]) -> ParsedOutput:
+STRUCTURED_KEY = "structured_output"  # Response.extra: "tool_use", or "text" when the tool was not called
+
+
+def tool_input(content: Sequence[Any], tool_name: str) -> dict[str, Any] | None:
+    """The input object of the answer's call to `tool_name`; None when the model did not make one."""
+    for part in content:
+        use = part.get("toolUse") if isinstance(part, dict) else None
+        if isinstance(use, dict) and use.get("name") == tool_name and isinstance(use.get("input"), dict):
+            return use["input"]
+    return None
+
+
+def parse_converse_response(resp: Mapping[str, Any], tool_name: str | None = None) -> ParsedOutput:
+    """The answer's text and usage. With `tool_name` (a forced tool call was asked for), the text is the
+    JSON of that call's input; an answer without the call keeps its own text and says so in
+    extra[STRUCTURED_KEY] = "text" (the caller records it as a parse failure)."""
     content = _content(resp, ("output", "message", "content"), "Converse")
-    text = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    text = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    extra: dict[str, Any] = {}
+    if tool_name is not None:
+        called = tool_input(content, tool_name)
+        extra[STRUCTURED_KEY] = "text" if called is None else "tool_use"
+        if called is not None:
+            text = json.dumps(called, ensure_ascii=False)
     usage = resp.get("usage") or {}
     metrics = resp.get("metrics") or {}
     return ParsedOutput(text=text, input_tokens=_int(usage.get("inputTokens")),
                         output_tokens=_int(usage.get("outputTokens")), stop_reason=resp.get("stopReason"),
-                        server_latency_ms=_float(metrics.get("latencyMs")))
+                        server_latency_ms=_float(metrics.get("latencyMs")),
+                        cache_read_tokens=_int(usage.get("cacheReadInputTokens")),
+                        cache_write_tokens=_int(usage.get("cacheWriteInputTokens")), extra=extra)
 
 
 # ---------------------------------------------------------------- Nova native InvokeModel

@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int)
     r.add_argument("--tpm", type=float, help="tokens per minute quota to stay under")
     r.add_argument("--rpm", type=float, help="requests per minute quota to stay under")
-    r.add_argument("--prompt-style", default="kv", choices=["kv", "json"])
+    r.add_argument("--prompt-style", default="kv", choices=["kv", "json", "tool"],
+                   help="answer format: kv lines, a JSON object, or tool: a forced tool call whose input is the "
+                        "fields (structured output; Bedrock Converse only)")
     r.add_argument("--prompt-family")
     r.add_argument("--max-image-dim", type=int)
     r.add_argument("--doc-type", help="document type for rows without DOCUMENT_TYPE")

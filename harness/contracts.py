@@ -84,6 +84,16 @@ class EncodedImage:
     converted: bool = False  # re-encoded from the source (format, mode, orientation or size changed)
 
 
+@dataclass(frozen=True)
+class ToolSpec:
+    """The one tool a model is made to call (`--prompt-style tool`): its input is the answer's fields
+    (structured output), validated by the model service against `input_schema` (JSON Schema)."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
 @dataclass
 class Request:
     doc_id: str
@@ -96,6 +106,7 @@ class Request:
     pdf_bytes: bytes | None = None  # form "pdf-or-encoded": the original PDF, sent as a document block
     pdf_page_sizes: list[tuple[int, int]] = field(default_factory=list)  # its pages in pixels, for estimates
     estimated_input_tokens: int | None = None  # for rate limiting before the call
+    tool: ToolSpec | None = None  # answer by calling this tool (structured output), not in text
 
     def page_sizes(self) -> list[tuple[int, int]]:
         """Pixel size of each page the request carries, whatever its form (read from no image data)."""
@@ -458,6 +469,11 @@ class Backend(ABC):
 
     def max_concurrency(self) -> int:
         return int(self.config.get("concurrency", 1))
+
+    def tools_unsupported(self) -> str | None:
+        """None when this backend sends Request.tool as a forced tool call; else why it cannot (the
+        runner refuses `--prompt-style tool` with that line rather than score text as tool answers)."""
+        return "it has no tool use (structured output)"
 
     def close(self) -> None:
         """Release clients, pools, models."""

@@ -46,6 +46,10 @@ class _Dated(BaseModel):
 class TokenPrice(_Dated):
     input_per_1k: float = Field(ge=0)
     output_per_1k: float = Field(ge=0)
+    # Prompt caching (Bedrock bills tokens read from and written to the cache at their own prices and
+    # only the rest at input_per_1k); None: not in the catalog, so an answer with such tokens is not priced.
+    cache_read_per_1k: float | None = Field(None, ge=0)
+    cache_write_per_1k: float | None = Field(None, ge=0)
 
 
 class ProfilePrice(_Dated):
@@ -121,7 +125,10 @@ def token_price(pricing: Pricing, model_id: str | None) -> TokenPrice | None:
     if prof is None:
         return None
     base = pricing.token[prof.model]
-    return TokenPrice(input_per_1k=base.input_per_1k * prof.uplift, output_per_1k=base.output_per_1k * prof.uplift,
+    up = prof.uplift
+    return TokenPrice(input_per_1k=base.input_per_1k * up, output_per_1k=base.output_per_1k * up,
+                      cache_read_per_1k=None if base.cache_read_per_1k is None else base.cache_read_per_1k * up,
+                      cache_write_per_1k=None if base.cache_write_per_1k is None else base.cache_write_per_1k * up,
                       region=prof.region, as_of=min(prof.as_of, base.as_of), verified=prof.verified and base.verified,
                       source=f"{prof.source}; x{prof.uplift:g} of {prof.model}: {base.source}")
 
@@ -131,10 +138,31 @@ def token_prices(pricing: Pricing) -> dict[str, TokenPrice]:
     return {k: p for k in [*pricing.token, *pricing.profiles] if (p := token_price(pricing, k)) is not None}
 
 
-def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int | None) -> float | None:
-    if input_tokens is None and output_tokens is None:
+def token_cost(price: TokenPrice, input_tokens: int | None, output_tokens: int | None,
+               cache_read: int | None = None, cache_write: int | None = None) -> float | None:
+    """Input (uncached), output and cache tokens at their prices; None when nothing was counted or
+    cache tokens came back that the catalog has no price for (never priced as plain input)."""
+    if input_tokens is None and output_tokens is None and not cache_read and not cache_write:
         return None
-    return (input_tokens or 0) / 1000 * price.input_per_1k + (output_tokens or 0) / 1000 * price.output_per_1k
+    cost = (input_tokens or 0) / 1000 * price.input_per_1k + (output_tokens or 0) / 1000 * price.output_per_1k
+    for tokens, per_1k in ((cache_read, price.cache_read_per_1k), (cache_write, price.cache_write_per_1k)):
+        if tokens:
+            if per_1k is None:
+                return None
+            cost += tokens / 1000 * per_1k
+    return cost
+
+
+def cache_saving(price: TokenPrice, cache_read: int | None, cache_write: int | None) -> float | None:
+    """What the cached tokens would have cost at the input price minus what they cost (negative when
+    writes cost more than they saved); None when a cache price is unknown."""
+    saving = 0.0
+    for tokens, per_1k in ((cache_read, price.cache_read_per_1k), (cache_write, price.cache_write_per_1k)):
+        if tokens:
+            if per_1k is None:
+                return None
+            saving += tokens / 1000 * (price.input_per_1k - per_1k)
+    return saving
 
 
 def page_price(pricing: Pricing, model_id: str | None) -> PagePrice | None:
@@ -157,7 +185,8 @@ def document_cost(pricing: Pricing, model_id: str | None, response: Any) -> floa
     (Response.extra["billed_pages"]) x its page price; None when neither is known."""
     price = token_price(pricing, model_id)
     if price is not None:
-        return token_cost(price, response.input_tokens, response.output_tokens)
+        return token_cost(price, response.input_tokens, response.output_tokens,
+                          getattr(response, "cache_read_tokens", None), getattr(response, "cache_write_tokens", None))
     per_page = page_price(pricing, model_id)
     pages = (response.extra or {}).get("billed_pages")
     if per_page is not None and isinstance(pages, int) and pages > 0:
@@ -175,6 +204,7 @@ class RunCost:
     note: str
     price: dict[str, Any] | None = None
     batch: BatchComparison | None = None  # documents answered through a batch job, priced both ways
+    cache: CacheSummary | None = None  # prompt caching: cached tokens and what they saved
 
     def monthly(self, docs_per_day: float) -> float | None:
         if self.per_doc is None:
@@ -237,6 +267,35 @@ def batch_comparison(docs: Iterable[DocResult]) -> BatchComparison | None:
                            math.fsum(on_demand) if priced else None, factor, verified, as_of)
 
 
+@dataclass
+class CacheSummary:
+    """Prompt caching over a run: the cache tokens its answers reported and what they saved."""
+
+    documents: int  # answers (failed ones included: they were billed) that reported cache tokens
+    read_tokens: int
+    write_tokens: int
+    saving_usd: float | None  # at the input price minus at the cache prices; None: a cache price unknown
+    verified: bool
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Share of the cached tokens that were reads (writes are the misses that filled the cache)."""
+        total = self.read_tokens + self.write_tokens
+        return self.read_tokens / total if total else None
+
+
+def cache_summary(docs: Iterable[DocResult], price: TokenPrice) -> CacheSummary | None:
+    """None when no answer of the run reported cache tokens (caching off, or never used)."""
+    n = read = write = 0
+    for d in docs:
+        r, w = d.response.cache_read_tokens or 0, d.response.cache_write_tokens or 0
+        if r or w:
+            n, read, write = n + 1, read + r, write + w
+    if not n:
+        return None
+    return CacheSummary(n, read, write, cache_saving(price, read, write), price.verified)
+
+
 def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
     """How a run is priced and by which catalog key: its model id, its instance type, or nothing."""
     family, model = run.family, run.model
@@ -278,7 +337,8 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
         # Failed attempts that consumed tokens are paid too, so divide by completed documents.
         per_doc = math.fsum(costs) / max(1, len(ok))
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
-                       f"{price.source} (as of {price.as_of})", dumped, batch_comparison(docs))
+                       f"{price.source} (as of {price.as_of})", dumped, batch_comparison(docs),
+                       cache_summary(docs, price))
     if basis == "page":
         pp = page_price(pricing, key)
         assert pp is not None  # price_basis chose "page" because it exists

@@ -1,7 +1,9 @@
 """Prompts per model family and document type, built from YAML templates and the field schema.
 
-prompts/<family>.yaml holds templates for the `kv` (FIELD: value lines, the incumbent's format)
-and `json` styles. The field list, the answer skeleton and the descriptions come from
+prompts/<family>.yaml holds templates for the `kv` (FIELD: value lines, the incumbent's format),
+`json` and `tool` styles. `tool` is structured output: the same instructions without the answer
+format, and a tool (`Prompt.tool`) whose JSON Schema is generated from the field schema; the model
+answers by calling it, so its input is the answer. The field list, the answer skeleton and the descriptions come from
 ground_truth/fields.yaml, so adding a field there reaches every prompt. A family file may
 `extends:` another and override only some styles or notes. Files are validated at load: an
 unknown placeholder or a template that does not list the fields fails with the file and style.
@@ -25,14 +27,16 @@ from pathlib import Path
 from typing import Literal
 
 from migbench.catalog import CatalogError, load_model
+from migbench.contracts import ToolSpec
 from migbench.schema import Schema, load_schema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Style = Literal["kv", "json"]
-STYLES: tuple[str, ...] = ("kv", "json")
+Style = Literal["kv", "json", "tool"]
+STYLES: tuple[str, ...] = ("kv", "json", "tool")
+TOOL_STYLE = "tool"
 DEFAULT_FAMILY = "default"
 PLACEHOLDERS = frozenset({"doc_label", "doc_type", "field_list", "field_names", "kv_template",
-                          "json_template", "not_found", "list_separator", "notes"})
+                          "json_template", "not_found", "list_separator", "notes", "tool_name"})
 # a template must name the fields somehow, or the schema would not reach the prompt
 FIELD_PLACEHOLDERS = frozenset({"field_list", "field_names", "kv_template", "json_template"})
 # the classification question names the schema's document types (labels, or labels with descriptions)
@@ -116,13 +120,16 @@ class Prompt:
     family: str  # the family whose templates were used (default when the asked one has none)
     doc_type: str  # CLASSIFY_DOC_TYPE for the classification question
     max_tokens: int | None = None  # set for the classification question (its own small budget)
+    tool: ToolSpec | None = None  # style "tool": the tool the model must call with the fields
 
     @property
     def sha256(self) -> str:
-        """Hash of what the model sees (system, user, style): identical prompts, identical hash."""
+        """Hash of what the model sees (system, user, style, tool): identical prompts, identical hash."""
         parts: list[object] = [self.system, self.user, self.style]
         if self.max_tokens is not None:  # the classification budget changes what comes back
             parts.append(self.max_tokens)
+        if self.tool is not None:  # the tool's schema is part of the request the model reads
+            parts.append([self.tool.name, self.tool.description, self.tool.input_schema])
         blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -168,6 +175,37 @@ def _chain(family: str, root: Path) -> tuple[str, list[PromptFile]]:
     return name, chain
 
 
+_TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def tool_name(doc_type: str) -> str:
+    """The tool's name for a document type; Bedrock's ToolSpecification allows [a-zA-Z0-9_-]{1,64}."""
+    return ("record_" + _TOOL_NAME.sub("_", doc_type).strip("_"))[:64]
+
+
+def tool_input_schema(schema: Schema, doc_type: str) -> dict[str, object]:
+    """JSON Schema of the tool's input: every field of the type, as strings; a list field as an array
+    of strings (one element per line item). All are required, so an absent value is said, not skipped."""
+    nf = schema.not_found
+    props: dict[str, object] = {}
+    for f in schema.fields_for(doc_type):
+        spec = schema.fields[f]
+        desc = spec.description or f
+        if spec.type == "list":
+            props[f] = {"type": "array", "items": {"type": "string"},
+                        "description": f"{desc}: one element per line item, in document order; [] when none"}
+        else:
+            props[f] = {"type": "string", "description": f"{desc}; {nf} when not shown"}
+    return {"type": "object", "properties": props, "required": schema.fields_for(doc_type),
+            "additionalProperties": False}
+
+
+def tool_spec(schema: Schema, doc_type: str) -> ToolSpec:
+    label = schema.document_types[doc_type].label.replace("_", " ").lower()
+    return ToolSpec(name=tool_name(doc_type), description=f"Record the fields read from one {label}.",
+                    input_schema=tool_input_schema(schema, doc_type))
+
+
 def _fill(schema: Schema, doc_type: str, notes: str) -> dict[str, str]:
     fields = schema.fields_for(doc_type)
     nf, sep = schema.not_found, schema.list_separator
@@ -184,12 +222,13 @@ def _fill(schema: Schema, doc_type: str, notes: str) -> dict[str, str]:
         "not_found": nf,
         "list_separator": sep,
         "notes": notes,
+        "tool_name": tool_name(doc_type),
     }
 
 
 def load_prompt(family: str, doc_type: str, style: str = "kv", schema: Schema | None = None,
                 root: str | Path | None = None) -> Prompt:
-    """The prompt for a model family, document type and style ('kv' or 'json').
+    """The prompt for a model family, document type and style ('kv', 'json' or 'tool').
 
     An unknown family falls back to the default templates; an unknown doc_type or style is a
     ValueError naming the known ones. root overrides the packaged prompts/ directory.
@@ -207,7 +246,8 @@ def load_prompt(family: str, doc_type: str, style: str = "kv", schema: Schema | 
     values = _fill(schema, doc_type, notes.get(doc_type, ""))
     user = tmpl.user.format(**values).strip()
     system = tmpl.system.format(**values).strip() if tmpl.system else None
-    return Prompt(system=system or None, user=user, style=style, family=name, doc_type=doc_type)
+    tool = tool_spec(schema, doc_type) if style == TOOL_STYLE else None
+    return Prompt(system=system or None, user=user, style=style, family=name, doc_type=doc_type, tool=tool)
 
 
 def _type_values(schema: Schema) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 from migbench import svg
 from migbench.analysis import RunAnalysis
 from migbench.consistency import RULES, consistency_rates
-from migbench.contracts import DocResult, RunRecord
+from migbench.contracts import NOT_FOUND, DocResult, RunRecord
 from migbench.cost import Pricing, RunCost, break_even_docs_per_day, token_prices
 from migbench.gates import CLOUD_FAMILIES
 from migbench.headline import AS_ZERO_LABEL, EXCLUDED_LABEL
@@ -251,6 +251,19 @@ def scoring_view(run: RunRecord, rows: Sequence[DocResult], recorded: str | None
     from migbench.headline import headline_f1
     from migbench.scoring import document_f1, score_document
     from migbench.scoring_profiles import profile_names
+
+def answer_format_view(run: RunRecord, docs: Sequence[DocResult]) -> dict[str, Any]:
+    """How often a run's answers could not be read, beside its prompt style: parse failures (a forced
+    tool call answered in text) and answers from which no field at all was read, over the documents
+    the model answered. The same measure for every style, so tool and text prompts compare."""
+    parse = sum(1 for d in docs if d.error_class == "parse")
+    unreadable = sum(1 for d in docs if d.status == "ok" and d.fields
+                     and all(v == NOT_FOUND for v in d.fields.values())
+                     and any(v != NOT_FOUND for v in d.ground_truth.values()))
+    answered = sum(1 for d in docs if d.status == "ok") + parse
+    return {"style": run.prompt_style or "not recorded", "answered": answered, "parse_failures": parse,
+            "unreadable": unreadable, "rate": (parse + unreadable) / answered if answered else None}
+
 
     classified = bool((run.config or {}).get("classified"))
     others = []
@@ -535,7 +548,7 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
             "latency": latency_view(run, a.rows, a.summary), "streaming": a.stream, "cost": a.cost,
             "monthly": {vol: a.cost.monthly(vol) for vol in opts.volumes},
             "residency": residency_view(run, audits.get(run.run_id, []), judge),
-            "errors": errors_view(a.rows, opts),
+            "errors": errors_view(a.rows, opts), "answers": answer_format_view(run, a.rows),
             "consistency": consistency_rates(a.rows),
             "thresholds": thresholds_view(a, (origins or {}).get(run.run_id, "")),
             "paired": paired_view(a, a.baseline) if a.paired is not None and a.baseline is not None else None,

@@ -113,7 +113,8 @@ def build_request(doc: Document, prompt: Prompt, schema: Schema, opts: RunOption
     max_tokens = prompt.max_tokens or schema.document_types[doc.doc_type].output_tokens
     return Request(doc_id=doc.doc_id, doc_type=doc.doc_type, prompt=prompt.user, system=prompt.system,
                    images=prepared.images, pages=prepared.pages, pdf_bytes=prepared.pdf_bytes,
-                   pdf_page_sizes=prepared.pdf_page_sizes, params=GenParams(max_tokens=max_tokens))
+                   pdf_page_sizes=prepared.pdf_page_sizes, params=GenParams(max_tokens=max_tokens),
+                   tool=prompt.tool)
 
 
 def finish_document(doc: Document, resp: Response, schema: Schema,
@@ -151,6 +152,8 @@ class Runner:
         fam = self.opts.prompt_family or backend.config.get("prompt_family", "default")
         self.prompts = {dt: load_prompt(fam, dt, self.opts.prompt_style, self.schema)
                         for dt in self.schema.document_types}
+        if self.opts.prompt_style == "tool" and (why := backend.tools_unsupported()):
+            raise UsageError(f"--prompt-style tool: backend {backend.name} cannot answer through a tool: {why}")
         self.classify_prompt: Prompt | None = None
         if self.opts.classify:
             if backend.family in PROMPTLESS_FAMILIES:
@@ -288,6 +291,7 @@ class Runner:
         prompt = self.prompts[cls.route]
         return dataclasses.replace(
             ask, doc_type=cls.route, prompt=prompt.user, system=prompt.system, estimated_input_tokens=None,
+            tool=prompt.tool,
             params=dataclasses.replace(ask.params, max_tokens=self.schema.document_types[cls.route].output_tokens))
 
     def _with_classification(self, resp: Response, answer: Response, cls: Classification) -> Response:

@@ -26,6 +26,14 @@ class Responder(Protocol):
     def __call__(self, request: ParsedRequest) -> str: ...
 
 
+def answer_for_tool(responder: Responder, request: ParsedRequest) -> str:
+    """A responder's answer to a request that offers a tool: its JSON rendering where it has one
+    (`json_answer`), so the emulator can answer with a tool call whatever its text style; otherwise
+    its usual text (a scripted answer decides for itself: a JSON object or prose)."""
+    as_json = getattr(responder, "json_answer", None)
+    return as_json(request) if callable(as_json) else responder(request)
+
+
 class ScriptedResponder:
     """Answers from a list of texts (in order, cycling) or from a callable of the request."""
 
@@ -90,8 +98,14 @@ class NotFoundResponder:
         self.default_doc_type = default_doc_type
 
     def __call__(self, request: ParsedRequest) -> str:
+        return self._answer(request, self.style)
+
+    def json_answer(self, request: ParsedRequest) -> str:
+        return self._answer(request, "json")
+
+    def _answer(self, request: ParsedRequest, style: str) -> str:
         dt = doc_type_from_prompt(request.prompt + "\n" + (request.system or ""), self.schema) or self.default_doc_type
-        return render_fields({f: NOT_FOUND for f in self.schema.fields_for(dt)}, self.style)
+        return render_fields({f: NOT_FOUND for f in self.schema.fields_for(dt)}, style)
 
 
 # --- perceptual matching --------------------------------------------------------------------------
@@ -300,6 +314,12 @@ class GroundTruthResponder:
         return fields
 
     def __call__(self, request: ParsedRequest) -> str:
+        return self._answer(request, self.style)
+
+    def json_answer(self, request: ParsedRequest) -> str:
+        return self._answer(request, "json")
+
+    def _answer(self, request: ParsedRequest, style: str) -> str:
         best: Match | None = None
         for img in request.images:
             m = self.match_image(img.data)
@@ -309,5 +329,5 @@ class GroundTruthResponder:
             self.last_match = best
         if best is None or best.distance > self.max_distance:
             dt = doc_type_from_prompt(request.prompt, self.schema) or self.docs[0].doc_type
-            return render_fields({f: NOT_FOUND for f in self.schema.fields_for(dt)}, self.style)
-        return render_fields(self.answer_fields(best.doc), self.style)
+            return render_fields({f: NOT_FOUND for f in self.schema.fields_for(dt)}, style)
+        return render_fields(self.answer_fields(best.doc), style)

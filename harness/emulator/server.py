@@ -33,7 +33,7 @@ from migbench.emulator import protocol as P
 from migbench.emulator import textract as textract_api
 from migbench.emulator.faults import ERROR_FAULTS, STREAM_FAULTS, FaultInjector, FaultPlan, fault_error
 from migbench.emulator.quota import QuotaBook
-from migbench.emulator.responders import NotFoundResponder, Responder
+from migbench.emulator.responders import NotFoundResponder, Responder, answer_for_tool
 from migbench.emulator.sigv4 import AuthPolicy, verify
 from pydantic import BaseModel, Field, model_validator
 
@@ -203,6 +203,7 @@ class EmulatedBedrock:
         self.faults = FaultInjector(config.faults.plan())
         self.stats = EmulatorStats(config.record_limit)
         self.stopping = threading.Event()
+        self.prompt_cache = CX.PromptCache()
         self._rng = random.Random(config.latency.seed)
         self._rng_lock = threading.Lock()
 
@@ -225,6 +226,14 @@ class EmulatedBedrock:
         return (base + lat.per_output_token_s * output_tokens) * lat.time_scale
 
     def resolve_model(self, model_id: str) -> ModelEntry:
+    @staticmethod
+    def _converse_extras(op: str, body: bytes) -> tuple[CX.ToolAsk | None, tuple[str, int] | None, int]:
+        """A Converse request's tool offer (validated), cached prefix and tool-definition tokens."""
+        if op != "Converse" or (b'"toolConfig"' not in body and b'"cachePoint"' not in body):
+            return None, None, 0
+        data = P.load_json(body)
+        return CX.read_tool_config(data), CX.cache_prefix(data), CX.tool_tokens(data)
+
         mid = P.base_model_id(model_id, self.config.region)
         entry = self.config.models().get(mid)
         if entry is None:
@@ -282,6 +291,7 @@ class EmulatedBedrock:
         if req.images and "image" not in model.inputs:
             raise P.ApiError("ValidationException", P.MSG_UNSUPPORTED_IMAGE)
 
+        ask, prefix, tool_tokens = self._converse_extras(op, body)
         fault = self.faults.next_fault()
         entry_out["fault"] = fault
         if fault in ERROR_FAULTS:
@@ -295,7 +305,7 @@ class EmulatedBedrock:
         if fault == "slow":
             self.stopping.wait(self.faults.plan.slow_s)
 
-        input_tokens = P.estimate_input_tokens(req)
+        input_tokens = P.estimate_input_tokens(req) + tool_tokens
         reserve = input_tokens
         if self.config.quota.reserve_max_tokens:
             reserve += req.max_tokens or self.config.quota.default_max_tokens
@@ -304,7 +314,7 @@ class EmulatedBedrock:
         if isinstance(ticket, str):
             raise P.ApiError("ThrottlingException", ticket)
         try:
-            text = self.responder(req)
+            text = answer_for_tool(self.responder, req) if ask else self.responder(req)
         except P.ApiError:
             quota.settle(ticket, 0)
             raise
@@ -327,6 +337,9 @@ class EmulatedBedrock:
         if op == "Converse":
             payload = P.converse_response(text, usage, latency_ms, stop)
             if fault == "no_output":
+            tool = CX.tool_answer(text, ask, entry_out["request_id"]) if ask and stop != "max_tokens" else None
+            cache = self.prompt_cache.use(model_id, prefix[0], min(prefix[1], input_tokens)) if prefix else None
+            payload = CX.apply_extras(payload, tool=tool, cache=cache)
                 payload.pop("output")
         else:
             rid = entry_out["request_id"]

@@ -246,6 +246,11 @@ def test_options_are_typed_and_refused_one_line_each(model_dir):
     b = make(model_dir, fake_factory, data_parallel="2", max_num_seqs="4", enable_prefix_caching="false")
     assert (b.opts.data_parallel, b.opts.max_num_seqs, b.opts.enable_prefix_caching) == (2, 4, False)
     assert make(model_dir, fake_factory).opts.data_parallel == "auto"
+    from migbench.registry import registry
+
+    # The registry's own check skips a backend whose extra is missing (vLLM is not installed here).
+    defaults = VLLMBackend.Options.parse("vllm", registry().backends["vllm"].defaults)
+    assert (defaults.model_env, defaults.batch_size) == ("MIGBENCH_VLLM_MODEL", 64)
     with pytest.raises(UsageError) as info:
         make(model_dir, fake_factory, data_parallel="0", max_images=0, gpu_memory_utilization=1.5)
     lines = str(info.value).splitlines()
