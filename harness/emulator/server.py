@@ -28,6 +28,7 @@ from typing import Any, Literal
 from migbench.catalog import load_model, load_packaged
 from migbench.emulator import batch as batch_api
 from migbench.emulator import control as control_plane
+from migbench.emulator import converse_extras as CX
 from migbench.emulator import eventstream as ES
 from migbench.emulator import protocol as P
 from migbench.emulator import textract as textract_api
@@ -202,8 +203,8 @@ class EmulatedBedrock:
         self.quotas = QuotaBook(self._quota_limits, config.quota.window_s)
         self.faults = FaultInjector(config.faults.plan())
         self.stats = EmulatorStats(config.record_limit)
-        self.stopping = threading.Event()
         self.prompt_cache = CX.PromptCache()
+        self.stopping = threading.Event()
         self._rng = random.Random(config.latency.seed)
         self._rng_lock = threading.Lock()
 
@@ -225,7 +226,6 @@ class EmulatedBedrock:
                 base = lat.fixed_s
         return (base + lat.per_output_token_s * output_tokens) * lat.time_scale
 
-    def resolve_model(self, model_id: str) -> ModelEntry:
     @staticmethod
     def _converse_extras(op: str, body: bytes) -> tuple[CX.ToolAsk | None, tuple[str, int] | None, int]:
         """A Converse request's tool offer (validated), cached prefix and tool-definition tokens."""
@@ -234,6 +234,7 @@ class EmulatedBedrock:
         data = P.load_json(body)
         return CX.read_tool_config(data), CX.cache_prefix(data), CX.tool_tokens(data)
 
+    def resolve_model(self, model_id: str) -> ModelEntry:
         mid = P.base_model_id(model_id, self.config.region)
         entry = self.config.models().get(mid)
         if entry is None:
@@ -290,8 +291,8 @@ class EmulatedBedrock:
         entry_out["request"] = req.summary()
         if req.images and "image" not in model.inputs:
             raise P.ApiError("ValidationException", P.MSG_UNSUPPORTED_IMAGE)
-
         ask, prefix, tool_tokens = self._converse_extras(op, body)
+
         fault = self.faults.next_fault()
         entry_out["fault"] = fault
         if fault in ERROR_FAULTS:
@@ -336,10 +337,10 @@ class EmulatedBedrock:
         hdrs = {"Content-Type": "application/json"}
         if op == "Converse":
             payload = P.converse_response(text, usage, latency_ms, stop)
-            if fault == "no_output":
             tool = CX.tool_answer(text, ask, entry_out["request_id"]) if ask and stop != "max_tokens" else None
             cache = self.prompt_cache.use(model_id, prefix[0], min(prefix[1], input_tokens)) if prefix else None
             payload = CX.apply_extras(payload, tool=tool, cache=cache)
+            if fault == "no_output":
                 payload.pop("output")
         else:
             rid = entry_out["request_id"]
