@@ -10,6 +10,7 @@ from pathlib import Path
 
 from migbench.contracts import MigbenchError, UsageError, exit_code_for
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_RESULTS = "results"
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, KeyboardInterrupt):
             console.print("[yellow]interrupted[/]")
         else:
-            console.print(f"[red]error:[/] {exc}")
+            # Escaped: messages name extras and options in brackets (pip install 'migbench[vllm]').
+            console.print(f"[red]error:[/] {escape(str(exc))}")
         return code if code is not None else 1
 
 

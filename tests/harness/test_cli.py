@@ -255,3 +255,15 @@ def test_iam_policy_writes_a_file_only_when_asked(tmp_path, monkeypatch, capsys)
     assert list(tmp_path.iterdir()) == []
     assert main(["iam-policy", "--backend", "nova-pro", "--out", "p.json"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["Version"] == "2012-10-17"
+
+
+def test_an_error_naming_an_extra_in_brackets_is_printed_as_written(monkeypatch, capsys):
+    from migbench import cli
+    from migbench.contracts import SetupError
+
+    def refuse(args):
+        raise SetupError("pip install 'migbench[vllm]' on a GPU host")
+
+    monkeypatch.setattr(cli, "cmd_runs", refuse)
+    assert cli.main(["runs"]) == SetupError("").exit_code
+    assert "migbench[vllm]" in capsys.readouterr().err
