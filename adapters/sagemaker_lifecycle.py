@@ -59,6 +59,8 @@ ENDPOINT_TAG = "migbench:endpoint"
 MODEL_TAG = "migbench:model"
 INSTANCE_TAG = "migbench:instance-type"
 RECORDS = Path("sagemaker") / "deployments.jsonl"
+# States in which SageMaker refuses DeleteEndpoint until the endpoint settles.
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 # SageMaker resource names: 63 characters, alphanumerics and single hyphens.
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com/")
@@ -321,8 +323,14 @@ class TeardownGuard:
             self.say(f"{why}: deleting endpoint {self.endpoint_name} and its config and model")
             if self._saved:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self.lifecycle.delete_created(self.created, say=self.say)
-            self.torn_down = True
+            try:
+                left = self.lifecycle.delete_created(self.created, say=self.say,
+                                                     wait_s=self.lifecycle.catalog.wait.timeout_s)
+            except KeyboardInterrupt:  # SIGTERM while waiting for SageMaker to allow the delete
+                self.say(f"stopped before the endpoint was deleted: run `migbench sagemaker delete --endpoint-name "
+                         f"{self.endpoint_name} --region {self.lifecycle.region} --wait`")
+                raise
+            self.torn_down = not left
         finally:
             for sig, handler in self._saved.items():
                 signal.signal(sig, handler)
@@ -352,8 +360,10 @@ class SageMakerLifecycle:
 
     def __init__(self, *, region: str, endpoint_url: str | None = None, s3_endpoint_url: str | None = None,
                  allow_loopback: bool = False, profile: str | None = None, policy: ResidencyPolicy | None = None,
-                 catalog: DeployCatalog | None = None):
+                 catalog: DeployCatalog | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.region = region
+        self.sleep, self.clock = sleep, clock  # the waits' clock, replaceable so a test needs no real minutes
         self.policy = policy or load_policy()
         self.allow_loopback = allow_loopback or loopback_allowed_by_env()
         self.catalog = catalog or load_deploy_catalog()
@@ -517,15 +527,53 @@ class SageMakerLifecycle:
         say(f"{kind} {name}: deleted")
         return True
 
-    def delete_created(self, created: list[tuple[str, str]], *, say: Callable[[str], None]) -> list[tuple[str, str]]:
-        """Delete in reverse creation order (endpoint first: it is what is billed). Returns what is left."""
-        left = [(k, n) for k, n in reversed(created) if not self._delete_one(k, n, say)]
+    def _status(self, endpoint_name: str) -> str | None:
+        try:
+            return str(self.sm.describe_endpoint(EndpointName=endpoint_name)["EndpointStatus"])
+        except ResidencyError:
+            raise
+        except Exception:  # noqa: BLE001 - gone or unreadable: nothing to wait for
+            return None
+
+    def _delete_when_settled(self, endpoint_name: str, say: Callable[[str], None], wait_s: float) -> bool:
+        """SageMaker refuses to delete an endpoint that is still Creating (or Updating) until it is
+        InService or Failed: wait for that, at most `wait_s`, then delete it."""
+        deadline = self.clock() + wait_s
+        status = self._status(endpoint_name)
+        if status not in BUSY:
+            return False
+        say(f"endpoint {endpoint_name} is {status}: SageMaker deletes it only once it is InService or Failed; "
+            f"waiting up to {_fmt_s(wait_s)} to delete it")
+        while status in BUSY:
+            if self.clock() >= deadline:
+                return False
+            self.sleep(self.catalog.wait.poll_s)
+            status = self._status(endpoint_name)
+        return self._delete_one("endpoint", endpoint_name, say)
+
+    def delete_created(self, created: list[tuple[str, str]], *, say: Callable[[str], None],
+                       wait_s: float | None = None) -> list[tuple[str, str]]:
+        """Delete in reverse creation order (endpoint first: it is what is billed; its config and model
+        only after it, since an endpoint still starting needs them to reach a state it can be deleted
+        in). An endpoint SageMaker will not delete yet is waited for up to `wait_s`. Returns what is left."""
+        left: list[tuple[str, str]] = []
+        for kind, name in reversed(created):
+            if any(k == "endpoint" for k, _ in left):  # keep what a live endpoint still needs
+                say(f"{kind} {name}: kept while its endpoint exists")
+                left.append((kind, name))
+                continue
+            done = self._delete_one(kind, name, say)
+            if not done and kind == "endpoint" and wait_s:
+                done = self._delete_when_settled(name, say, wait_s)
+            if not done:
+                left.append((kind, name))
         if any(k == "endpoint" for k, _ in left):
             say(f"the endpoint may still be running and billed: run `migbench sagemaker delete --endpoint-name "
-                f"{next(n for k, n in left if k == 'endpoint')} --region {self.region}`")
+                f"{next(n for k, n in left if k == 'endpoint')} --region {self.region} --wait`")
         return left
 
-    def delete(self, endpoint_name: str, *, say: Callable[[str], None]) -> list[tuple[str, str]]:
+    def delete(self, endpoint_name: str, *, say: Callable[[str], None],
+               wait_s: float | None = None) -> list[tuple[str, str]]:
         """Tear down an endpoint, its config and its models; idempotent. Returns what could not be deleted."""
         model_name, config_name = resource_names(endpoint_name)
         configs, models = [config_name], [model_name]
@@ -548,7 +596,7 @@ class SageMakerLifecycle:
                     raise SetupError(f"DescribeEndpointConfig {cfg}: {aws.error_line(exc)}") from None
         created = ([("model", m) for m in dict.fromkeys(models)]
                    + [("endpoint-config", c) for c in dict.fromkeys(configs)] + [("endpoint", endpoint_name)])
-        return self.delete_created(created, say=say)
+        return self.delete_created(created, say=say, wait_s=wait_s)
 
     # status --------------------------------------------------------------
 

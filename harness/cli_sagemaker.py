@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = common(sub.add_parser("delete", help="delete an endpoint, its config and its models (idempotent)"))
     x.add_argument("--endpoint-name", required=True)
+    x.add_argument("--wait", action="store_true",
+                   help="an endpoint still Creating cannot be deleted yet: wait until it can (up to the catalog's "
+                        "wait timeout)")
 
     common(sub.add_parser("status", help="endpoints migbench created, their state and hourly price"))
     return p
@@ -93,7 +96,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
                    allow_loopback=args.allow_loopback,
                    s3_endpoint_url=getattr(args, "s3_endpoint_url", None)) as life:
         if args.action == "delete":
-            left = life.delete(args.endpoint_name, say=_say)
+            left = life.delete(args.endpoint_name, say=_say,
+                               wait_s=life.catalog.wait.timeout_s if args.wait else None)
             return 1 if left else 0
         if args.action == "status":
             rows = life.created_endpoints()

@@ -365,3 +365,70 @@ def test_run_line_is_what_the_sagemaker_backend_takes(life):
     assert SageMakerOptions(**opts).endpoint_name == "mb-test"
     assert run.startswith("migbench run --backend sagemaker --endpoint-name mb-test ")
     assert json.dumps(opts)  # plain strings only
+
+
+# ---------------------------------------------------------------- an endpoint SageMaker will not delete yet
+
+
+def refuse_delete_once(client):
+    """DeleteEndpoint answers 400 once, as SageMaker does for an endpoint that is still Creating."""
+    from botocore.awsrequest import AWSResponse
+
+    refused: list[str] = []
+
+    def answer(model, **_):
+        if refused:
+            return None
+        refused.append(model.name)
+        return (AWSResponse("https://api.sagemaker", 400, {}, None),
+                {"Error": {"Code": "ValidationException",
+                           "Message": "Cannot delete an endpoint while it is in Creating status"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+
+    client.meta.events.register("before-call.sagemaker.DeleteEndpoint", answer)
+    return refused
+
+
+@pytest.fixture
+def slow_life(moto):
+    clock = Clock()
+    lifecycle = lc.SageMakerLifecycle(region=REGION, endpoint_url=moto, s3_endpoint_url=moto, allow_loopback=True,
+                                      sleep=clock.sleep, clock=clock)
+    yield lifecycle, clock
+    lifecycle.close()
+
+
+def test_an_endpoint_still_creating_is_deleted_once_sagemaker_allows_it(slow_life, moto, tmp_path):
+    life, clock = slow_life
+    lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lambda _: None, install_signals=False)
+    refused = refuse_delete_once(life.sm)
+    script_status(life.sm, ["Creating"] * 3)  # delete's own Describe, then two polls
+    lines: list[str] = []
+    assert life.delete("mb-test", say=lines.append, wait_s=600) == []
+    assert refused == ["DeleteEndpoint"] and clock.sleeps == [30, 30] and gone(moto)
+    assert any("is Creating: SageMaker deletes it only once it is InService or Failed" in line for line in lines)
+
+
+def test_without_wait_an_endpoint_not_deletable_yet_keeps_its_config_and_model(life, moto, tmp_path):
+    lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lambda _: None, install_signals=False)
+    refuse_delete_once(life.sm)
+    lines: list[str] = []
+    left = life.delete("mb-test", say=lines.append)
+    assert left == [("endpoint", "mb-test"), ("endpoint-config", "mb-test-config"), ("model", "mb-test-model")]
+    assert lines[0].startswith("endpoint mb-test: NOT deleted: ValidationException")
+    assert "migbench sagemaker delete --endpoint-name mb-test --region ap-southeast-2 --wait" in lines[-1]
+    assert life.delete("mb-test", say=lambda _: None) == [] and gone(moto)  # the rerun it suggests
+
+
+def test_the_guard_waits_for_an_interrupted_creating_endpoint_then_deletes_it(slow_life, moto, tmp_path):
+    life, clock = slow_life
+
+    def interrupted(dep):
+        refuse_delete_once(life.sm)
+        script_status(life.sm, ["Creating"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lambda _: None, while_up=interrupted,
+                  install_signals=False)
+    assert clock.sleeps == [30] and gone(moto)
