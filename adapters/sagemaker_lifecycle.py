@@ -568,8 +568,9 @@ class SageMakerLifecycle:
             if not done:
                 left.append((kind, name))
         if any(k == "endpoint" for k, _ in left):
-            say(f"the endpoint may still be running and billed: run `migbench sagemaker delete --endpoint-name "
-                f"{next(n for k, n in left if k == 'endpoint')} --region {self.region} --wait`")
+            name = next(n for k, n in left if k == "endpoint")
+            say(f"the endpoint may still be running and billed ({self.quote(name).line()}): run "
+                f"`migbench sagemaker delete --endpoint-name {name} --region {self.region} --wait`")
         return left
 
     def delete(self, endpoint_name: str, *, say: Callable[[str], None],
@@ -608,18 +609,23 @@ class SageMakerLifecycle:
                 tags = {t["Key"]: t["Value"] for t in self.sm.list_tags(ResourceArn=ep["EndpointArn"]).get("Tags", [])}
                 if tags.get(CREATED_TAG) != "true":
                     continue
-                instance, count = tags.get(INSTANCE_TAG), 1
-                with contextlib.suppress(Exception):  # the tag says enough when the config is gone
-                    variants = self.sm.describe_endpoint_config(
-                        EndpointConfigName=self.sm.describe_endpoint(EndpointName=ep["EndpointName"])
-                        ["EndpointConfigName"])["ProductionVariants"]
-                    instance = variants[0].get("InstanceType") or instance
-                    count = sum(int(v.get("InitialInstanceCount") or 1) for v in variants)
-                quote = hourly_quote(instance or "?", count)
+                quote = self.quote(ep["EndpointName"], tags.get(INSTANCE_TAG))
                 rows.append({"endpoint_name": ep["EndpointName"], "status": ep.get("EndpointStatus"),
-                             "model": tags.get(MODEL_TAG), "instance_type": instance, "instance_count": count,
-                             "created": ep.get("CreationTime"), "per_hour": quote.per_hour, "price": quote.line()})
+                             "model": tags.get(MODEL_TAG), "instance_type": quote.instance_type,
+                             "instance_count": quote.count, "created": ep.get("CreationTime"),
+                             "per_hour": quote.per_hour, "price": quote.line()})
         return rows
+
+    def quote(self, endpoint_name: str, instance_type: str | None = None) -> HourlyQuote:
+        """The hourly price of an endpoint's instances, read from its config (else `instance_type`)."""
+        count = 1
+        with contextlib.suppress(Exception):  # the tag says enough when the config is gone
+            variants = self.sm.describe_endpoint_config(
+                EndpointConfigName=self.sm.describe_endpoint(EndpointName=endpoint_name)
+                ["EndpointConfigName"])["ProductionVariants"]
+            instance_type = variants[0].get("InstanceType") or instance_type
+            count = sum(int(v.get("InitialInstanceCount") or 1) for v in variants)
+        return hourly_quote(instance_type or "?", count)
 
 
 def _not_found(exc: BaseException) -> bool:

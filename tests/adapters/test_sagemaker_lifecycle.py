@@ -417,6 +417,7 @@ def test_without_wait_an_endpoint_not_deletable_yet_keeps_its_config_and_model(l
     assert left == [("endpoint", "mb-test"), ("endpoint-config", "mb-test-config"), ("model", "mb-test-model")]
     assert lines[0].startswith("endpoint mb-test: NOT deleted: ValidationException")
     assert "migbench sagemaker delete --endpoint-name mb-test --region ap-southeast-2 --wait" in lines[-1]
+    assert f"billed (1 x {INSTANCE}: hourly price not in pricing.yaml" in lines[-1]  # its price, as far as known
     assert life.delete("mb-test", say=lambda _: None) == [] and gone(moto)  # the rerun it suggests
 
 
