@@ -252,8 +252,6 @@ class BedrockBackend(aws.AwsBackend):
     def tools_unsupported(self) -> str | None:
         if self.api != "converse":
             return f"api {self.api} sends no tool configuration (use --api converse)"
-        if self.stream:  # the stream assembler rebuilds text blocks only, so a tool call would be lost
-            return "streamed answers (--stream) are assembled from text only; run the tool style without --stream"
         return None
 
     def generate(self, request: Request) -> Response:

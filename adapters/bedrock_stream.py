@@ -45,30 +45,60 @@ def _incomplete(what: str, missing: list[str], events: int, chars: int) -> Incom
 
 def assemble_converse_stream(events: Iterable[Mapping[str, Any]], clock: Clock = time.perf_counter) -> Assembled:
     """ConverseStream events -> a Converse response dict (output.message.content, stopReason, usage,
-    metrics) for parse_converse_response."""
+    metrics) for parse_converse_response. A tool call (contentBlockStart with toolUse, then its
+    input's JSON in string deltas) becomes the toolUse block the one-shot answer carries; its first
+    input delta is the answer's first output, like a text delta."""
     texts: dict[int, list[str]] = {}
+    tools: dict[int, dict[str, Any]] = {}
+    inputs: dict[int, list[str]] = {}
     stop: Mapping[str, Any] | None = None
     metadata: Mapping[str, Any] | None = None
     first: float | None = None
     n = 0
     for event in events:
         n += 1
-        if "contentBlockDelta" in event:
+        if "contentBlockStart" in event:
+            block = event["contentBlockStart"] or {}
+            use = (block.get("start") or {}).get("toolUse")
+            if isinstance(use, Mapping):
+                tools[int(block.get("contentBlockIndex") or 0)] = {"toolUseId": use.get("toolUseId"),
+                                                                   "name": use.get("name")}
+        elif "contentBlockDelta" in event:
             block = event["contentBlockDelta"] or {}
-            text = (block.get("delta") or {}).get("text")
+            index = int(block.get("contentBlockIndex") or 0)
+            delta = block.get("delta") or {}
+            text = delta.get("text")
+            part = (delta.get("toolUse") or {}).get("input") if isinstance(delta.get("toolUse"), Mapping) else None
             if isinstance(text, str) and text:
-                if first is None:
-                    first = clock()
-                texts.setdefault(int(block.get("contentBlockIndex") or 0), []).append(text)
+                texts.setdefault(index, []).append(text)
+            elif isinstance(part, str) and part:
+                inputs.setdefault(index, []).append(part)
+            else:
+                continue
+            if first is None:
+                first = clock()
         elif "messageStop" in event:
             stop = event["messageStop"] or {}
         elif "metadata" in event:
             metadata = event["metadata"] or {}
     missing = [name for name, seen in (("messageStop", stop), ("metadata", metadata)) if seen is None]
     if missing:
-        raise _incomplete("ConverseStream", missing, n, sum(len("".join(t)) for t in texts.values()))
+        chars = sum(len("".join(t)) for t in (*texts.values(), *inputs.values()))
+        raise _incomplete("ConverseStream", missing, n, chars)
     assert stop is not None and metadata is not None
-    content = [{"text": "".join(texts[i])} for i in sorted(texts)]
+    content: list[dict[str, Any]] = []
+    for index in sorted(texts.keys() | tools.keys()):
+        if index in tools:
+            raw = "".join(inputs.get(index, [])) or "{}"
+            try:
+                tool_input: Any = json.loads(raw)
+            except ValueError:
+                # The one-shot API hands back a parsed object; input that is not JSON is the model's
+                # mistake, kept as text so the structured-output parser counts a parse failure.
+                tool_input = raw
+            content.append({"toolUse": {**tools[index], "input": tool_input}})
+        else:
+            content.append({"text": "".join(texts[index])})
     answer: dict[str, Any] = {"output": {"message": {"role": "assistant", "content": content}},
                               "stopReason": stop.get("stopReason"), "usage": dict(metadata.get("usage") or {}),
                               "metrics": dict(metadata.get("metrics") or {})}

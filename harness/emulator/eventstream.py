@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from migbench.emulator.protocol import Usage
+from migbench.emulator.protocol import Usage, converse_response
 
 CONTENT_TYPE = "application/vnd.amazon.eventstream"
 _STRING = 7
@@ -92,16 +92,35 @@ def split_text(text: str, pieces: int) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def converse_events(deltas: list[str], usage: Usage, stop_reason: str,
+Block = tuple[dict[str, Any] | None, list[dict[str, Any]]]  # (contentBlockStart's start, the deltas)
+
+
+def converse_blocks(answer: dict[str, Any], pieces: int) -> list[Block]:
+    """A Converse answer's content as stream blocks: a text block as text deltas; a tool call as its
+    contentBlockStart (id, name) and its input's JSON in `toolUse.input` string deltas."""
+    blocks: list[Block] = []
+    for part in answer["output"]["message"]["content"]:
+        if "toolUse" in part:
+            use = part["toolUse"]
+            deltas = [{"toolUse": {"input": p}} for p in split_text(json.dumps(use.get("input", {})), pieces)]
+            blocks.append(({"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}, deltas))
+        else:
+            blocks.append((None, [{"text": p} for p in split_text(str(part.get("text", "")), pieces)]))
+    return blocks
+
+
+def converse_events(blocks: list[Block], answer: dict[str, Any],
                     latency_ms: Callable[[], int]) -> Iterator[tuple[str, dict[str, Any]]]:
     """ConverseStream's events in order; the metadata's latency is read when it is sent."""
     yield "messageStart", {"role": "assistant"}
-    for piece in deltas:
-        yield "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}
-    yield "contentBlockStop", {"contentBlockIndex": 0}
-    yield "messageStop", {"stopReason": stop_reason}
-    yield "metadata", {"usage": {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
-                                 "totalTokens": usage.total_tokens}, "metrics": {"latencyMs": latency_ms()}}
+    for i, (start, deltas) in enumerate(blocks):
+        if start is not None:
+            yield "contentBlockStart", {"start": start, "contentBlockIndex": i}
+        for delta in deltas:
+            yield "contentBlockDelta", {"contentBlockIndex": i, "delta": delta}
+        yield "contentBlockStop", {"contentBlockIndex": i}
+    yield "messageStop", {"stopReason": answer["stopReason"]}
+    yield "metadata", {"usage": dict(answer["usage"]), "metrics": {"latencyMs": latency_ms()}}
 
 
 def _invocation_metrics(usage: Usage, latency_ms: int, first_byte_ms: int) -> dict[str, int]:
@@ -151,22 +170,30 @@ def _is_delta(name: str, payload: dict[str, Any]) -> bool:
 def stream_frames(kind: str, text: str, usage: Usage, stop_reason: str, *, model: str, request_id: str,
                   first_token_s: float, delta_s: float, pieces: int, wait: Callable[[float], bool],
                   clock: Callable[[], float], started: float,
-                  fault: tuple[str, str] | None | bool = False) -> Iterator[bytes]:
+                  fault: tuple[str, str] | None | bool = False, answer: dict[str, Any] | None = None) -> Iterator[bytes]:
     """The frames of one streamed answer, produced as they are due: the model's time before its first
     token (`first_token_s`), then `delta_s` between text deltas. `kind` is converse | nova |
     anthropic. `wait(seconds)` returns True when the server is stopping (the stream ends there).
 
     `fault`: False answers in full; (exception type, message) puts that exception event after half
-    the deltas; None ends the stream there without its stop and metadata events (a cut stream)."""
+    the deltas; None ends the stream there without its stop and metadata events (a cut stream).
+    `answer`: for converse, the non-streamed Converse answer to stream (tool calls and cache counts
+    included); default: `text` as a plain answer."""
     deltas = split_text(text, pieces)
-    cut_at = max(1, len(deltas) // 2) if fault is not False else -1
+    if kind == "converse":
+        answer = answer or converse_response(text, usage, 0, stop_reason)
+        blocks = converse_blocks(answer, pieces)
+        n_deltas = sum(len(d) for _, d in blocks)
+    else:
+        n_deltas = len(deltas)
+    cut_at = max(1, n_deltas // 2) if fault is not False else -1
     marks: dict[str, float] = {}
 
     def elapsed_ms(key: str = "end") -> Callable[[], int]:
         return lambda: int(((marks.get(key) or clock()) - started) * 1000)
 
     if kind == "converse":
-        messages: Iterator[tuple[str, dict[str, Any]]] = converse_events(deltas, usage, stop_reason, elapsed_ms())
+        messages: Iterator[tuple[str, dict[str, Any]]] = converse_events(blocks, answer, elapsed_ms())
     elif kind == "nova":
         messages = (("chunk", c) for c in nova_chunks(deltas, usage, stop_reason, elapsed_ms(), elapsed_ms("first")))
     else:

@@ -326,20 +326,20 @@ class EmulatedBedrock:
         text, stop = P.truncate_to_max_tokens(text, req.max_tokens)
         usage = P.Usage(input_tokens, max(P.estimate_text_tokens(text), 1))
         quota.settle(ticket, usage.total_tokens)
-        if streamed:
+        if streamed:  # the same answer, tool call and cache counts included, as events
             entry_out.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, reply=text)
+            answer = (self._converse_answer(text, usage, 0, stop, ask, prefix, model_id, input_tokens,
+                                            entry_out["request_id"]) if op == "Converse" else None)
             return 200, self._stream_headers(op), self._stream(op, req, model_id, text, usage, stop, started,
-                                                               entry_out["request_id"], fault)
+                                                               entry_out["request_id"], fault, answer)
         self.stopping.wait(self.sample_latency(usage.output_tokens))
         latency_ms = int((time.monotonic() - started) * 1000)
         entry_out.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, reply=text)
 
         hdrs = {"Content-Type": "application/json"}
         if op == "Converse":
-            payload = P.converse_response(text, usage, latency_ms, stop)
-            tool = CX.tool_answer(text, ask, entry_out["request_id"]) if ask and stop != "max_tokens" else None
-            cache = self.prompt_cache.use(model_id, prefix[0], min(prefix[1], input_tokens)) if prefix else None
-            payload = CX.apply_extras(payload, tool=tool, cache=cache)
+            payload = self._converse_answer(text, usage, latency_ms, stop, ask, prefix, model_id, input_tokens,
+                                            entry_out["request_id"])
             if fault == "no_output":
                 payload.pop("output")
         else:
@@ -354,6 +354,15 @@ class EmulatedBedrock:
         return 200, hdrs, json.dumps(payload).encode()
 
 
+    def _converse_answer(self, text: str, usage: P.Usage, latency_ms: int, stop: str, ask: CX.ToolAsk | None,
+                         prefix: tuple[str, int] | None, model_id: str, input_tokens: int,
+                         request_id: str) -> dict[str, Any]:
+        """A Converse answer: the text, or the asked tool's call, with the prompt cache's counts."""
+        payload = P.converse_response(text, usage, latency_ms, stop)
+        tool = CX.tool_answer(text, ask, request_id) if ask and stop != "max_tokens" else None
+        cache = self.prompt_cache.use(model_id, prefix[0], min(prefix[1], input_tokens)) if prefix else None
+        return CX.apply_extras(payload, tool=tool, cache=cache)
+
     def _stream_headers(self, op: str) -> dict[str, str]:
         hdrs = {"Content-Type": ES.CONTENT_TYPE}
         if op == "InvokeModel":
@@ -361,7 +370,7 @@ class EmulatedBedrock:
         return hdrs
 
     def _stream(self, op: str, req: P.ParsedRequest, model_id: str, text: str, usage: P.Usage, stop: str,
-                started: float, request_id: str, fault: str) -> Iterator[bytes]:
+                started: float, request_id: str, fault: str, answer: dict[str, Any] | None) -> Iterator[bytes]:
         """The answer's frames, produced as they are due (the handler writes each as a chunk)."""
         lat = self.config.latency
         kind = "converse" if op == "Converse" else req.body_kind
@@ -369,7 +378,7 @@ class EmulatedBedrock:
                                 first_token_s=self.sample_latency(usage.output_tokens),
                                 delta_s=lat.stream_delta_s * lat.time_scale, pieces=lat.stream_pieces,
                                 wait=self.stopping.wait, clock=time.monotonic, started=started,
-                                fault=STREAM_FAULTS[fault] if fault in STREAM_FAULTS else False)
+                                fault=STREAM_FAULTS[fault] if fault in STREAM_FAULTS else False, answer=answer)
 
 
 def _error_reply(err: P.ApiError) -> tuple[dict[str, str], bytes]:

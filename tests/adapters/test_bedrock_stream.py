@@ -122,3 +122,34 @@ def test_anthropic_stream_without_message_stop_is_incomplete():
 def test_an_invoke_chunk_that_is_not_json_is_malformed():
     with pytest.raises(MalformedAnswer, match="not JSON"):
         list(decode_invoke_chunks([{"chunk": {"bytes": b"<html>502</html>"}}]))
+
+
+def _tool_events(input_parts):
+    return [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockStart": {"start": {"toolUse": {"toolUseId": "tooluse_1", "name": "record_invoice"}},
+                               "contentBlockIndex": 0}},
+        *({"contentBlockDelta": {"delta": {"toolUse": {"input": p}}, "contentBlockIndex": 0}} for p in input_parts),
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"messageStop": {"stopReason": "tool_use"}},
+        {"metadata": {"usage": {"inputTokens": 900, "outputTokens": 20, "cacheReadInputTokens": 800,
+                                "cacheWriteInputTokens": 0}, "metrics": {"latencyMs": 200}}},
+    ]
+
+
+def test_a_streamed_tool_call_becomes_the_toolUse_block_with_its_input_parsed():
+    done = assemble_converse_stream(_tool_events(['{"TOTAL_', 'AMOUNT": "12.50", "ABN"', ': "51 824 753 556"}']),
+                                    Ticks())
+    assert done.answer["output"]["message"]["content"] == [{"toolUse": {
+        "toolUseId": "tooluse_1", "name": "record_invoice",
+        "input": {"TOTAL_AMOUNT": "12.50", "ABN": "51 824 753 556"}}}]
+    assert done.first_token_at == 1.0
+    parsed = body.parse_converse_response(done.answer, "record_invoice")
+    assert json.loads(parsed.text) == {"TOTAL_AMOUNT": "12.50", "ABN": "51 824 753 556"}
+    assert parsed.extra[body.STRUCTURED_KEY] == "tool_use" and parsed.cache_read_tokens == 800
+
+
+def test_tool_input_that_is_not_json_reads_as_a_parse_failure_not_an_empty_call():
+    done = assemble_converse_stream(_tool_events(['{"TOTAL_AMOUNT": "12.5']), Ticks())
+    parsed = body.parse_converse_response(done.answer, "record_invoice")
+    assert parsed.extra[body.STRUCTURED_KEY] == "text"

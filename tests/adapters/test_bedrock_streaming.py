@@ -141,3 +141,35 @@ def test_stream_is_refused_in_one_line_by_a_backend_that_cannot_stream(tmp_path,
     assert main(["run", "--backend", "ocr-baseline", "--results", str(tmp_path), "--stream", "--limit", "1"]) == 2
     err = capsys.readouterr().err
     assert "stream" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_streamed_tool_call_with_prompt_caching_stores_what_the_one_shot_run_stores(aws_env, tmp_path):
+    """Tool use (contentBlockStart + toolUse input deltas) and the cache counts in the stream's
+    metadata come through the stream as they come through the one-shot Converse answer."""
+    from migbench.datasets import load_dataset
+    from migbench.emulator import GroundTruthResponder
+    from migbench.fixtures import default_dataset
+    from migbench.registry import create_backend
+    from migbench.runner import Runner, RunOptions
+
+    dataset = load_dataset(default_dataset())
+    results = {}
+    for stream in (False, True):
+        with run_emulator(responder=GroundTruthResponder(dataset)) as e:  # each run starts with a cold cache
+            b = create_backend("nova-pro", options={"endpoint_url": e.url, "allow_loopback": True,
+                                                    "prompt_cache": True, "stream": stream})
+            store = RunStore(tmp_path / str(stream))
+            try:
+                summary = Runner(b, dataset, store, RunOptions(prompt_style="tool", limit=3, retry=FAST)).run()
+            finally:
+                b.close()
+            results[stream] = store.documents(summary.run_id)
+    for a, b in zip(results[False], results[True]):
+        assert b.status == "ok" and b.response.extra["structured_output"] == "tool_use"
+        assert (a.response.text, a.fields, a.response.stop_reason, a.response.output_tokens) == (
+            b.response.text, b.fields, b.response.stop_reason, b.response.output_tokens)
+        assert b.response.ttft_s is not None and a.response.ttft_s is None
+    # caching: the first document of a type writes the shared prefix, later ones read it, streamed or not
+    for key in ("cache_write_tokens", "cache_read_tokens", "input_tokens"):
+        assert [getattr(d.response, key) for d in results[True]] == [getattr(d.response, key) for d in results[False]]
+    assert any(d.response.cache_write_tokens for d in results[True])

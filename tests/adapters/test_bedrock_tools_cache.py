@@ -115,7 +115,6 @@ def test_a_cached_run_is_another_run_than_the_uncached_one(aws_env, tmp_path, da
 @pytest.mark.parametrize("backend,options,needle", [
     ("nova-pro", {"api": "invoke-nova"}, "api invoke-nova sends no tool configuration"),
     ("ocr-baseline", {}, "it has no tool use"),
-    ("nova-pro", {"stream": True}, "assembled from text only"),
 ])
 def test_backends_without_tool_use_refuse_the_tool_style_in_one_line(aws_env, tmp_path, dataset, backend,
                                                                        options, needle):

@@ -96,3 +96,19 @@ def test_invoke_chunks_are_the_models_json_in_base64():
     assert {m.headers[":event-type"] for m in msgs} == {"chunk"}
     assert "".join(c["delta"]["text"] for c in chunks if c["type"] == "content_block_delta") == "KEY: value and more"
     assert chunks[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 5
+
+
+def test_a_converse_tool_answer_streams_as_block_start_and_input_deltas():
+    from migbench.emulator.protocol import converse_response
+
+    answer = converse_response("", Usage(10, 5), 0, "tool_use")
+    answer["output"]["message"]["content"] = [{"toolUse": {"toolUseId": "t1", "name": "record", "input": {"A": "1"}}}]
+    frames = ES.stream_frames("converse", "", Usage(10, 5), "tool_use", model="m", request_id="r", first_token_s=0,
+                              delta_s=0, pieces=3, wait=lambda s: False, clock=lambda: 0.0, started=0.0,
+                              answer=answer)
+    msgs = [m for f in frames for m in decode(f)]
+    payloads = [(m.headers[":event-type"], json.loads(m.payload)) for m in msgs]
+    assert payloads[1] == ("contentBlockStart", {"start": {"toolUse": {"toolUseId": "t1", "name": "record"}},
+                                                 "contentBlockIndex": 0})
+    joined = "".join(p["delta"]["toolUse"]["input"] for n, p in payloads if n == "contentBlockDelta")
+    assert json.loads(joined) == {"A": "1"} and payloads[-2] == ("messageStop", {"stopReason": "tool_use"})
