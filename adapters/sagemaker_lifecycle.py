@@ -14,8 +14,9 @@ Order of a deploy, so nothing is created that residency or a typo would refuse:
   4. the cold start (CreateEndpoint to InService, as observed here and as the service's own
      CreationTime/LastModifiedTime say) is appended to <results>/sagemaker/deployments.jsonl.
 
-The guard deletes whatever was created on an exception, SIGINT or SIGTERM, and on a normal exit
-unless `keep`; what it cannot delete is printed with the command that does and its hourly price.
+The guard deletes whatever was created on an exception, SIGINT or SIGTERM, and on a normal exit;
+`keep` keeps an endpoint once it is InService. What it cannot delete is printed with its hourly price
+and the command that deletes it.
 
 Why boto3's sagemaker client and not the `sagemaker` SDK: measured here on 2026-12-02 (pip into a fresh
 Python 3.11 venv from the package index), `sagemaker` 3.27.0 took 3 min 7 s and 1.0 GB for 136 packages
@@ -284,13 +285,16 @@ def read_records(results: str | Path) -> list[dict[str, Any]]:
 
 
 class TeardownGuard:
-    """Deletes what a deploy created unless `keep`: on an exception, on SIGINT/SIGTERM (both become
-    KeyboardInterrupt so one path handles them) and on a normal exit. While it deletes, a second
-    Ctrl-C is ignored: stopping half way would leave a paid endpoint up."""
+    """Deletes what a deploy created: on an exception, on SIGINT/SIGTERM (both become KeyboardInterrupt
+    so one path handles them) and on a normal exit. `keep` keeps an endpoint that reached InService
+    (`in_service`), whatever happens after; one that never did is deleted anyway, being of no use.
+    While it deletes, a second Ctrl-C is ignored: stopping half way would leave a paid endpoint up."""
 
     def __init__(self, lifecycle: SageMakerLifecycle, endpoint_name: str, *, keep: bool,
-                 say: Callable[[str], None], install_signals: bool = True):
+                 say: Callable[[str], None], install_signals: bool = True, price_line: str = ""):
         self.lifecycle = lifecycle
+        self.price_line = price_line
+        self.in_service = False
         self.endpoint_name = endpoint_name
         self.keep = keep
         self.say = say
@@ -315,11 +319,15 @@ class TeardownGuard:
         try:
             if not self.created:
                 return
-            if self.keep and exc is None:
-                return
-            if self.keep:  # --keep, but the deploy failed: a half-made endpoint is never wanted
-                self.say("deploy failed with --keep: deleting what was created anyway")
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else ("failed" if exc else "done")
+            if self.keep and (exc is None or self.in_service):
+                if exc is not None:
+                    self.say(f"{why} with --keep: endpoint {self.endpoint_name} stays up and billed "
+                             f"({self.price_line}); `migbench sagemaker delete --endpoint-name {self.endpoint_name} "
+                             f"--region {self.lifecycle.region}` removes it")
+                return
+            if self.keep:
+                self.say(f"{why} before InService: deleting what was created despite --keep")
             self.say(f"{why}: deleting endpoint {self.endpoint_name} and its config and model")
             if self._saved:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -673,7 +681,8 @@ def deploy(lifecycle: SageMakerLifecycle, spec: DeploySpec, *, results: str | Pa
     say(f"image {spec.image}")
     timeout_s = timeout_s or lifecycle.catalog.wait.timeout_s
     poll_s = poll_s or lifecycle.catalog.wait.poll_s
-    guard = TeardownGuard(lifecycle, spec.endpoint_name, keep=keep, say=say, install_signals=install_signals)
+    guard = TeardownGuard(lifecycle, spec.endpoint_name, keep=keep, say=say, install_signals=install_signals,
+                          price_line=quote.line())
     rc = None
     try:
         with guard:
@@ -684,6 +693,7 @@ def deploy(lifecycle: SageMakerLifecycle, spec: DeploySpec, *, results: str | Pa
                                     "env": spec.env, "model_data": spec.model_data})
             dep = lifecycle.wait_in_service(spec, started, timeout_s=timeout_s, poll_s=poll_s, say=say,
                                             sleep=sleep, clock=clock)
+            guard.in_service = True
             path = append_record(results, {"event": "in_service", "at": _now(), **asdict(dep),
                                            "per_hour": quote.per_hour, "price": quote.line()})
             say(f"cold start {dep.cold_start_s:.0f} s (recorded in {path})")

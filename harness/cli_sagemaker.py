@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image", metavar="URI", help="container image (default: the catalog's LMI image for --region)")
     d.add_argument("--endpoint-name", help="default: migbench-<model>-<UTC time>")
     d.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra container environment")
-    d.add_argument("--keep", action="store_true", help="leave the endpoint running (billed per hour) when deploy ends; a deploy "
-                   "that fails or is interrupted is deleted anyway")
+    d.add_argument("--keep", action="store_true", help="leave the endpoint running (billed per hour) once InService, whatever happens "
+                   "after; one that never reached InService is deleted anyway")
     d.add_argument("--timeout", type=float, metavar="SECONDS", help="wait for InService at most this long")
     d.add_argument("--poll", type=float, metavar="SECONDS", help="seconds between DescribeEndpoint calls")
     d.add_argument("--s3-endpoint-url", help="S3 endpoint for the model data bucket's region check")

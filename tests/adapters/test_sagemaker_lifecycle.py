@@ -169,9 +169,23 @@ def test_guard_deletes_everything_when_the_command_fails(life, moto, tmp_path):
         raise RuntimeError("suite crashed")
 
     with pytest.raises(RuntimeError, match="suite crashed"):
-        lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lambda _: None, while_up=boom,
+        lc.deploy(life, spec_for(life), results=tmp_path, keep=False, say=lambda _: None, while_up=boom,
                   install_signals=False)
     assert gone(moto)
+
+
+def test_keep_keeps_an_in_service_endpoint_even_when_the_command_fails_and_says_its_price(life, moto, tmp_path):
+    lines: list[str] = []
+
+    def boom(dep):
+        raise RuntimeError("suite crashed")
+
+    with pytest.raises(RuntimeError):
+        lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lines.append, while_up=boom,
+                  install_signals=False)
+    assert not gone(moto)
+    assert any(line.startswith("failed with --keep: endpoint mb-test stays up and billed (1 x ml.g4dn.2xlarge")
+               for line in lines)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -430,6 +444,6 @@ def test_the_guard_waits_for_an_interrupted_creating_endpoint_then_deletes_it(sl
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        lc.deploy(life, spec_for(life), results=tmp_path, keep=True, say=lambda _: None, while_up=interrupted,
+        lc.deploy(life, spec_for(life), results=tmp_path, keep=False, say=lambda _: None, while_up=interrupted,
                   install_signals=False)
     assert clock.sleeps == [30] and gone(moto)
