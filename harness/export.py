@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from migbench.datasets import FILE_COLUMNS, csv_delimiter, find_ground_truth
 from migbench.schema import Schema, load_schema
 
 
-def _gt_layout(dataset_path: str | None, docs: Sequence[Any], schema: Schema) -> tuple[str, list[str], str]:
+def _gt_layout(dataset_path: str | None, docs: Iterable[Any], schema: Schema) -> tuple[str, list[str], str]:
     """The file column, field columns (in the ground truth's order) and CSV delimiter."""
     try:
         gt = find_ground_truth(Path(dataset_path or ""))
@@ -43,32 +43,34 @@ def _note(d: Any) -> str:
     return ""
 
 
-def export_run(run: Any, docs: Sequence[Any], out: Path, schema: Schema | None = None) -> tuple[Path, Path]:
+def export_run(run: Any, docs: Iterable[Any], out: Path, schema: Schema | None = None) -> tuple[Path, Path]:
+    """Write the predictions file and its scores beside, one document at a time (any run size).
+
+    `docs` is read once, unless the dataset's ground truth file is gone: then the field columns
+    come from the stored ground truth and `docs` must be iterable twice (a list, or
+    `RunStore.stream_documents`)."""
     schema = schema or load_schema()
     file_col, fields, delimiter = _gt_layout(run.dataset_path, docs, schema)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for d in docs:
-        row = {file_col: d.doc_id}
-        for f in fields:
-            # A failed document has no prediction: empty cells, the scores file says why.
-            row[f] = d.fields.get(f.upper(), "NOT_FOUND") if d.status == "ok" else ""
-        rows.append(row)
-    if out.suffix == ".jsonl":
-        with out.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        with out.open("w", encoding="utf-8", newline="") as fh:
+    scores_path = out.with_name(out.stem + ".scores.csv")
+    as_jsonl = out.suffix == ".jsonl"
+    with out.open("w", encoding="utf-8", newline=None if as_jsonl else "") as fh, \
+            scores_path.open("w", encoding="utf-8", newline="") as sfh:
+        if not as_jsonl:
             w = SafeDictWriter(fh, fieldnames=[file_col, *fields], delimiter=delimiter)
             w.writeheader()
-            w.writerows(rows)
-    scores_path = out.with_name(out.stem + ".scores.csv")
-    with scores_path.open("w", encoding="utf-8", newline="") as fh:
-        sw = SafeWriter(fh)
+        sw = SafeWriter(sfh)
         sw.writerow([file_col, "doc_type", "status", "field", "expected", "predicted", "f1", "precision",
                      "recall", "hallucinated", "error", "note"])
         for d in docs:
+            row = {file_col: d.doc_id}
+            for f in fields:
+                # A failed document has no prediction: empty cells, the scores file says why.
+                row[f] = d.fields.get(f.upper(), "NOT_FOUND") if d.status == "ok" else ""
+            if as_jsonl:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                w.writerow(row)
             note = _note(d)
             if d.status != "ok":
                 sw.writerow([d.doc_id, d.doc_type, d.status, "", "", "", "", "", "", "",

@@ -13,6 +13,7 @@ back in the incumbent's shapes so its own clean and evaluate stages read it unch
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -238,8 +239,17 @@ def _label(doc_type: str, schema: Schema) -> str:
 def lmm_poc_records(run: Any, docs: Iterable[Any], schema: Schema | None = None
                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(raw_extractions records, cleaned_extractions records) of a stored run, in the incumbent's shapes."""
-    schema = schema or load_schema()
     raw, cleaned = [], []
+    for base, data, _ in _records(run, docs, schema):
+        raw.append(base)
+        cleaned.append({**base, "extracted_data": data})
+    return raw, cleaned
+
+
+def _records(run: Any, docs: Iterable[Any], schema: Schema | None = None
+             ) -> Iterator[tuple[dict[str, Any], dict[str, Any], Any]]:
+    """(raw record, cleaned extracted_data, document) per document, as the documents are read."""
+    schema = schema or load_schema()
     root = Path(str(run.dataset_path or ""))
     classified = run_classified(run)
     for d in docs:
@@ -257,36 +267,37 @@ def lmm_poc_records(run: Any, docs: Iterable[Any], schema: Schema | None = None
             "prompt_used": f"migbench:{run.backend}:{run.prompt_style}",
             "error": error,
         }
-        raw.append(base)
         if ok and d.doc_type in schema.document_types:
             # the incumbent's cleaned record lists every field of the type, NOT_FOUND when absent
             data = {f: d.fields.get(f, NOT_FOUND) for f in schema.fields_for(d.doc_type)}
             data["DOCUMENT_TYPE"] = d.fields.get("DOCUMENT_TYPE", label)
         else:
             data = dict(d.fields) if ok else {}
-        cleaned.append({**base, "extracted_data": data})
-    return raw, cleaned
+        yield base, data, d
 
 
 def write_lmm_poc(run: Any, docs: Iterable[Any], out_dir: str | Path,
                   schema: Schema | None = None) -> tuple[Path, Path]:
+    """Write the incumbent's artifacts of a stored run, one document at a time (any run size)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    docs = list(docs)
-    raw, cleaned = lmm_poc_records(run, docs, schema)
     paths = (out / RAW, out / CLEANED)
-    written: list[tuple[Path, list[dict[str, Any]]]] = list(zip(paths, (raw, cleaned), strict=True))
-    if run_classified(run):
+    classified = run_classified(run)
+
+    def line(fh: Any, rec: dict[str, Any]) -> None:
+        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    with contextlib.ExitStack() as stack:
+        raw_fh, cleaned_fh = (stack.enter_context(p.open("w", encoding="utf-8")) for p in paths)
         # the incumbent's classify stage output, so an import of this export is classified again
-        answers = [((d.response.extra or {}).get(EXTRA_KEY) or {}) for d in docs]
-        written.append((out / CLASSIFICATIONS, [
-            {"image_name": r["image_name"], "document_type": r["document_type"], "confidence": 1.0,
-             "raw_response": a.get("raw_text", r["document_type"])}
-            for r, a, d in zip(raw, answers, docs, strict=True) if d.status == "ok"]))
-    for p, records in written:
-        with p.open("w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        classes_fh = stack.enter_context((out / CLASSIFICATIONS).open("w", encoding="utf-8")) if classified else None
+        for base, data, d in _records(run, docs, schema):
+            line(raw_fh, base)
+            line(cleaned_fh, {**base, "extracted_data": data})
+            if classes_fh is not None and d.status == "ok":
+                answer = (d.response.extra or {}).get(EXTRA_KEY) or {}
+                line(classes_fh, {"image_name": base["image_name"], "document_type": base["document_type"],
+                                  "confidence": 1.0, "raw_response": answer.get("raw_text", base["document_type"])})
     return paths
 
 

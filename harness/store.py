@@ -33,6 +33,7 @@ from migbench.contracts import (
 )
 
 DB_NAME = "migbench.sqlite"
+DOCUMENT_CHUNK = 1000  # rows read at a time when iterating a run's documents
 # Stamped in the database header (PRAGMA application_id, ASCII "migb"): a SQLite file without it (and
 # without migbench's tables) belongs to someone else and is never written to.
 APPLICATION_ID = 0x6D696762
@@ -484,27 +485,63 @@ class RunStore:
             (_dumps(fields), _dumps([asdict(s) for s in scores]), doc_f1, run_id, doc_id),
         )
 
-    def documents(self, run_id: str) -> list[StoredDocument]:
-        return list(self.iter_documents(run_id))
+    def documents(self, run_id: str, *, raw_text: bool = True) -> list[StoredDocument]:
+        return list(self.iter_documents(run_id, raw_text=raw_text))
 
-    def iter_documents(self, run_id: str) -> Iterator[StoredDocument]:
-        for row in self._query("SELECT * FROM documents WHERE run_id=? ORDER BY doc_id", (run_id,)):
-            yield self._document(row)
+    def iter_documents(self, run_id: str, *, raw_text: bool = True, chunk: int = DOCUMENT_CHUNK
+                       ) -> Iterator[StoredDocument]:
+        """The run's documents in doc_id order, read `chunk` rows at a time, so a million-document run
+        is never in memory at once (the caller may write between chunks: rescore does).
+
+        raw_text=False leaves `response.text` empty (the analysis never reads it; `raw_texts` fetches
+        the few a report shows) and shares the repeated strings and numbers of the rows, so the
+        rows of a whole run can be held for its figures."""
+        columns = "*" if raw_text else ", ".join(
+            "NULL AS raw_text" if r[1] == "raw_text" else r[1] for r in self._query("PRAGMA table_info(documents)"))
+        share = _Sharer() if not raw_text else None
+        last = None
+        while True:
+            rows = self._query(
+                f"SELECT {columns} FROM documents WHERE run_id=?" + (" AND doc_id>?" if last is not None else "")
+                + " ORDER BY doc_id LIMIT ?", (run_id, last, chunk) if last is not None else (run_id, chunk))
+            for row in rows:
+                yield self._document(row, share)
+            if len(rows) < chunk:
+                return
+            last = rows[-1]["doc_id"]
+
+    def stream_documents(self, run_id: str, *, raw_text: bool = True) -> StoredDocuments:
+        """The run's documents as an iterable read from the store each time it is iterated."""
+        return StoredDocuments(self, run_id, raw_text)
+
+    def raw_texts(self, run_id: str, doc_ids: list[str]) -> dict[str, str]:
+        """The stored raw answers of some documents (those a report shows in full)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(doc_ids), 500):
+            part = doc_ids[i:i + 500]
+            out.update((r[0], r[1] or "") for r in self._query(
+                f"SELECT doc_id, raw_text FROM documents WHERE run_id=? AND doc_id IN ({','.join('?' * len(part))})",
+                (run_id, *part)))
+        return out
 
     @staticmethod
-    def _document(row: sqlite3.Row) -> StoredDocument:
+    def _document(row: sqlite3.Row, share: _Sharer | None = None) -> StoredDocument:
         d = dict(row)
         error_class = d["error_class"]
         known = {e.value for e in ErrorClass}
+        hook = share.json_hook if share is not None else None
         resp = Response(text=d["raw_text"] or "", extra=json.loads(d["extra_json"] or "{}"),
                         error=d["error"], error_class=ErrorClass(error_class) if error_class in known else None,
                         **{k: d[k] for k in _RESPONSE_COLUMNS if d[k] is not None})
-        return StoredDocument(
+        doc = StoredDocument(
             doc_id=d["doc_id"], doc_type=d["doc_type"], tier=d["tier"], status=d["status"], response=resp,
-            fields=json.loads(d["fields_json"] or "{}"),
-            scores=[FieldScore(**s) for s in json.loads(d["scores_json"] or "[]")],
+            fields=json.loads(d["fields_json"] or "{}", object_hook=hook),
+            scores=[FieldScore(**s) for s in json.loads(d["scores_json"] or "[]", object_hook=hook)],
             doc_f1=d["doc_f1"], error_class=error_class, error=d["error"],
-            ground_truth=json.loads(d["ground_truth_json"] or "{}"), completed_at=d["completed_at"])
+            ground_truth=json.loads(d["ground_truth_json"] or "{}", object_hook=hook), completed_at=d["completed_at"])
+        if share is not None:
+            share.row(doc)
+        return doc
 
     def counts(self, run_id: str) -> dict[str, int]:
         rows = self._query("SELECT status, COUNT(*) FROM documents WHERE run_id=? GROUP BY status", (run_id,))
@@ -525,6 +562,56 @@ class RunStore:
     def audit(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM audit WHERE run_id=? ORDER BY id", (run_id,))
         return [{**dict(r), "allowed": bool(r["allowed"])} for r in rows]
+
+
+class StoredDocuments:
+    """A run's documents, read in chunks from the store on each iteration (never all in memory):
+    for writers that stream a run to a file, and may need to read it twice."""
+
+    def __init__(self, store: RunStore, run_id: str, raw_text: bool = True):
+        self.store, self.run_id, self.raw_text = store, run_id, raw_text
+
+    def __iter__(self) -> Iterator[StoredDocument]:
+        return self.store.iter_documents(self.run_id, raw_text=self.raw_text)
+
+
+class _Sharer:
+    """One copy of each repeated string and number across the rows of one read.
+
+    A run repeats the same field names, document types, statuses, regions and values (NOT_FOUND,
+    the ground truth's value again as a score's expected value, the prediction again as its
+    predicted value) in every row; JSON decoding makes a new object for each occurrence. The table
+    of seen values is emptied when it reaches MAX entries, so unique values never pile up in it."""
+
+    MAX = 100_000
+    LONGEST = 512
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, Any] = {}
+
+    def one(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > self.LONGEST or isinstance(value, bool) or value is None:
+            return value
+        got = self._seen.get(value)
+        if got is not None and type(got) is type(value):
+            return got
+        if len(self._seen) >= self.MAX:
+            self._seen.clear()
+        self._seen[value] = value
+        return value
+
+    def json_hook(self, obj: dict[str, Any]) -> dict[str, Any]:
+        one = self.one
+        return {one(k): one(v) for k, v in obj.items()}
+
+    def row(self, doc: StoredDocument) -> None:
+        one = self.one
+        doc.doc_type, doc.tier, doc.status, doc.error_class = (one(doc.doc_type), one(doc.tier), one(doc.status),
+                                                                one(doc.error_class))
+        r = doc.response
+        for name in ("region", "endpoint", "model_id", "stop_reason", "input_tokens", "output_tokens", "attempts",
+                     "throttled", "retry_wait_s", "cache_read_tokens", "cache_write_tokens"):
+            setattr(r, name, one(getattr(r, name)))
 
 
 class Claimant:
