@@ -178,10 +178,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "lmm-poc":  # the incumbent's artifact shapes (migbench.lmm_poc)
         from migbench.lmm_poc import write_lmm_poc
 
-        raw, cleaned = write_lmm_poc(run, store.documents(run.run_id), Path(args.out))
+        raw, cleaned = write_lmm_poc(run, store.stream_documents(run.run_id), Path(args.out))
         console.print(f"wrote {raw} and {cleaned}")
         return 0
-    out, scores = export_run(run, store.documents(run.run_id), Path(args.out))
+    out, scores = export_run(run, store.stream_documents(run.run_id), Path(args.out))
     console.print(f"wrote {out} and {scores}")
     return 0
 

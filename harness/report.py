@@ -22,7 +22,8 @@ from typing import Any
 
 from migbench.catalog import CatalogError
 from migbench.contracts import RunRecord, UsageError
-from migbench.report_data import LeftOut, ReportOptions, build_report, default_baseline, select_runs
+from migbench.report_data import (LeftOut, ReportOptions, build_report, default_baseline, select_runs,
+                                  worst_documents)
 from migbench.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
@@ -143,9 +144,19 @@ def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
     runs = [by_id[i] for i in ids]
     if base_id is None:
         base_id = default_baseline(runs)
-    docs = {i: store.documents(i) for i in ids}
+    # Rows without raw answers (shared strings): a run's rows are held for its figures, so they are
+    # kept lean; the few answers the report shows are read by with_worst_raw_texts.
+    docs = {i: store.documents(i, raw_text=False) for i in ids}
     audits = {i: store.audit(i) for i in ids}
     return runs, docs, audits, base_id, left
+
+
+def with_worst_raw_texts(store: RunStore, run_id: str, rows: list, top_n: int) -> None:
+    """Put back the raw answers of the documents the Errors section shows in full (rows read lean)."""
+    worst = worst_documents(rows, top_n)
+    texts = store.raw_texts(run_id, [d.doc_id for d in worst])
+    for d in worst:
+        d.response.text = texts.get(d.doc_id, "")
 
 
 def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
@@ -168,6 +179,8 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     store = RunStore.open_existing(results)  # reads only: never creates or converts a store
     try:
         run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline)
+        for run_id, rows in docs.items():
+            with_worst_raw_texts(store, run_id, rows, top_n)
         scoring = {r.run_id: store.scoring(r.run_id) for r in run_rows}  # read only: never rescored here
     finally:
         store.close()

@@ -12,6 +12,7 @@ never a recommendation and fail the evidence gate: an emulator's answers say not
 
 from __future__ import annotations
 
+import heapq
 import json
 import shlex
 from collections import Counter, defaultdict
@@ -202,6 +203,17 @@ def _kind(score: Any) -> str:
     return "wrong" if score.f1 == 0 else "partial"
 
 
+def _worst_first(d: DocResult) -> tuple[float, str]:
+    return (d.doc_f1 if d.doc_f1 is not None else -1.0, d.doc_id)
+
+
+def worst_documents(docs: Iterable[DocResult], top_n: int) -> list[DocResult]:
+    """The documents errors_view drills down into (their raw answers are the only ones the report
+    shows, so a report reads rows without raw text and fetches these few)."""
+    return heapq.nsmallest(top_n, (d for d in docs if d.status == "ok" and any(s.f1 < 1.0 for s in d.scores)),
+                           key=_worst_first)
+
+
 def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any]:
     """Bounded drill-down: the top-N worst documents in full, every other problem only counted."""
     failed = [d for d in docs if d.status != "ok"]
@@ -224,7 +236,7 @@ def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any
             kinds[_kind(s)] += 1
         if bad:
             imperfect.append((d, bad))
-    imperfect.sort(key=lambda t: (t[0].doc_f1 if t[0].doc_f1 is not None else -1.0, t[0].doc_id))
+    imperfect.sort(key=lambda t: _worst_first(t[0]))
     worst = []
     for d, bad in imperfect[: opts.top_n]:
         raw = d.response.text or ""
@@ -240,18 +252,6 @@ def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any
             "kinds": dict(kinds), "worst": worst, "shown": len(worst)}
 
 
-# ----------------------------------------------------------------------------------- scoring
-NOT_RECORDED = "not recorded (scored before scoring profiles existed)"
-
-
-def scoring_view(run: RunRecord, rows: Sequence[DocResult], recorded: str | None, schema: Any) -> dict[str, Any]:
-    """The run's headline under the profile its stored scores were computed with, and every other
-    profile's headline re-scored in memory from the stored fields and ground truth (the store is
-    never written: `migbench rescore --scoring P` is what switches a stored run)."""
-    from migbench.headline import headline_f1
-    from migbench.scoring import document_f1, score_document
-    from migbench.scoring_profiles import profile_names
-
 def answer_format_view(run: RunRecord, docs: Sequence[DocResult]) -> dict[str, Any]:
     """How often a run's answers could not be read, beside its prompt style: parse failures (a forced
     tool call answered in text) and answers from which no field at all was read, over the documents
@@ -265,15 +265,27 @@ def answer_format_view(run: RunRecord, docs: Sequence[DocResult]) -> dict[str, A
             "unreadable": unreadable, "rate": (parse + unreadable) / answered if answered else None}
 
 
+# ----------------------------------------------------------------------------------- scoring
+NOT_RECORDED = "not recorded (scored before scoring profiles existed)"
+
+
+def scoring_view(run: RunRecord, rows: Sequence[DocResult], recorded: str | None, schema: Any) -> dict[str, Any]:
+    """The run's headline under the profile its stored scores were computed with, and every other
+    profile's headline re-scored in memory from the stored fields and ground truth (the store is
+    never written: `migbench rescore --scoring P` is what switches a stored run)."""
+    from migbench.headline import headline_f1
+    from migbench.scoring import document_f1, score_document
+    from migbench.scoring_profiles import profile_names
+
     classified = bool((run.config or {}).get("classified"))
     others = []
     if schema is not None:
         for name in profile_names():
             if name == recorded:
                 continue
-            docs = [{"status": d.status,
+            docs = ({"status": d.status,
                      "doc_f1": document_f1(score_document(d.ground_truth, d.fields, schema, name, classified=classified))
-                     if d.status == "ok" and d.ground_truth else d.doc_f1} for d in rows]
+                     if d.status == "ok" and d.ground_truth else d.doc_f1} for d in rows)
             others.append(headline_f1(docs, name))
     return {"profile": recorded, "profile_label": recorded or NOT_RECORDED,
             "headline": headline_f1(rows, recorded), "others": others,
