@@ -314,6 +314,16 @@ def classify_aws_error(exc: BaseException) -> ErrorClass:
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ParamValidationError,
                             bx.NoRegionError)):
             return ErrorClass.PERMANENT
+    try:
+        from urllib3 import exceptions as ux
+    except ImportError:  # pragma: no cover - botocore depends on urllib3
+        ux = None
+    if ux is not None:
+        # An event stream is read from urllib3 directly: what breaks mid-stream is not wrapped by botocore.
+        if isinstance(exc, ux.ReadTimeoutError):
+            return ErrorClass.TIMEOUT
+        if isinstance(exc, (ux.ProtocolError, ux.IncompleteRead)):
+            return ErrorClass.TRANSIENT
     if isinstance(exc, TimeoutError):
         return ErrorClass.TIMEOUT
     if isinstance(exc, (ConnectionError, OSError)):

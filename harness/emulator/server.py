@@ -411,6 +411,9 @@ class _Handler(BaseHTTPRequestHandler):
               fault: str | None = None) -> None:
         if not isinstance(body, (bytes, bytearray)):
             self._send_stream(status, headers, body, request_id)
+            # A client drops a stream that broke off mid-answer (its last bytes unread): close our side
+            # too rather than wait on a connection it has reset.
+            self.close_connection = fault in STREAM_FAULTS or self.close_connection
             return
         if fault == "empty_body":
             body = b""

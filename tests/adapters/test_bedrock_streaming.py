@@ -173,3 +173,13 @@ def test_a_streamed_tool_call_with_prompt_caching_stores_what_the_one_shot_run_s
     for key in ("cache_write_tokens", "cache_read_tokens", "input_tokens"):
         assert [getattr(d.response, key) for d in results[True]] == [getattr(d.response, key) for d in results[False]]
     assert any(d.response.cache_write_tokens for d in results[True])
+
+
+def test_a_stream_that_falls_silent_mid_answer_is_a_timeout(aws_env):
+    cfg = load_config()
+    cfg.latency.stream_delta_s = 0.6  # longer than the read timeout, after the first delta arrived
+    with run_emulator(cfg, responder=ScriptedResponder([ANSWER])) as e:
+        b = backend("nova-pro", endpoint_url=e.url, allow_loopback=True, stream=True, read_timeout=0.2)
+        with pytest.raises(BackendError, match="Read timed out") as err:
+            b.generate(request())
+    assert err.value.error_class is ErrorClass.TIMEOUT and err.value.response.text == ""
