@@ -312,12 +312,12 @@ class BedrockBackend(aws.AwsBackend):
         if self.api == "converse":
             raw = client.converse_stream(**call.kwargs)
             events = raw.pop("stream")
-            assemble = lambda: streams.assemble_converse_stream(events)  # noqa: E731
+            assemble = lambda: streams.assemble_converse_stream(events)
         else:
             raw = client.invoke_model_with_response_stream(**call.kwargs)
             events = raw.pop("body")
             assembler = streams.assemble_nova_stream if self.api == "invoke-nova" else streams.assemble_anthropic_stream
-            assemble = lambda: assembler(streams.decode_invoke_chunks(events))  # noqa: E731
+            assemble = lambda: assembler(streams.decode_invoke_chunks(events))
         try:
             assembled = assemble()
         except aws.AnswerError as exc:  # incomplete or malformed: the 200's facts go to the audit

@@ -17,6 +17,7 @@ from the end of the answer.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import struct
@@ -89,7 +90,7 @@ def split_text(text: str, pieces: int) -> list[str]:
     n = max(1, min(pieces, len(text)))
     size, extra = divmod(len(text), n)
     bounds = [i * size + min(i, extra) for i in range(n + 1)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 Block = tuple[dict[str, Any] | None, list[dict[str, Any]]]  # (contentBlockStart's start, the deltas)

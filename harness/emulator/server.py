@@ -378,7 +378,7 @@ class EmulatedBedrock:
                                 first_token_s=self.sample_latency(usage.output_tokens),
                                 delta_s=lat.stream_delta_s * lat.time_scale, pieces=lat.stream_pieces,
                                 wait=self.stopping.wait, clock=time.monotonic, started=started,
-                                fault=STREAM_FAULTS[fault] if fault in STREAM_FAULTS else False, answer=answer)
+                                fault=STREAM_FAULTS.get(fault, False), answer=answer)
 
 
 def _error_reply(err: P.ApiError) -> tuple[dict[str, str], bytes]:

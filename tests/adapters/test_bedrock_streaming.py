@@ -13,9 +13,11 @@ from migbench.emulator.server import load_config, run_emulator
 from migbench.retry import RetryPolicy, call_with_retry
 from migbench.store import RunStore
 
+from tests.adapters import test_bedrock
 from tests.adapters.test_bedrock import ANSWER, backend, request
 
 FAST = RetryPolicy(base_s=0.001, cap_s=0.002)
+aws_env = test_bedrock.aws_env  # the same fixture: credentials for the emulator, no endpoint variables
 
 
 @pytest.fixture
@@ -25,16 +27,6 @@ def emu(aws_env):
     cfg.latency.stream_delta_s = 0.02
     with run_emulator(cfg, responder=ScriptedResponder([ANSWER])) as e:
         yield e
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-                "MIGBENCH_ALLOW_LOOPBACK"):
-        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.mark.parametrize("name,api", [("nova-pro", "converse"), ("nova-lite", "invoke-nova"),
@@ -62,6 +54,14 @@ def test_a_streamed_answer_equals_the_one_shot_answer_and_has_a_first_token_time
 def test_every_exception_event_code_classifies_like_its_one_shot_error(code, expected):
     exc = bx.EventStreamError({"Error": {"Code": code, "Message": "m"}}, "ConverseStream")
     assert classify_aws_error(exc) is expected
+
+
+def test_what_breaks_a_stream_inside_urllib3_is_classified_not_permanent():
+    from urllib3 import exceptions as ux
+
+    assert classify_aws_error(ux.ReadTimeoutError(None, "/model/m/converse-stream", "Read timed out.")) \
+        is ErrorClass.TIMEOUT
+    assert classify_aws_error(ux.ProtocolError("Connection broken: InvalidChunkLength")) is ErrorClass.TRANSIENT
 
 
 @pytest.mark.parametrize("api", ["converse", "invoke-nova"])
