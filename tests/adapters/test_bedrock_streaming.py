@@ -130,8 +130,10 @@ def test_run_stream_stores_ttft_and_the_same_fields_as_a_one_shot_run(tmp_path, 
     assert [d.status for d in streamed] == ["ok"] * 3
     for a, b in zip(plain, streamed):
         assert (a.doc_id, a.fields, a.doc_f1, a.response.text, a.response.input_tokens, a.response.output_tokens,
-                a.response.stop_reason) == (b.doc_id, b.fields, b.doc_f1, b.response.text, b.response.input_tokens,
-                                            b.response.output_tokens, b.response.stop_reason)
+                a.response.stop_reason, a.response.cost_usd) == (
+            b.doc_id, b.fields, b.doc_f1, b.response.text, b.response.input_tokens, b.response.output_tokens,
+            b.response.stop_reason, b.response.cost_usd)
+        assert b.response.cost_usd and b.response.server_latency_ms
         assert a.response.ttft_s is None
         assert 0 < b.response.ttft_s < b.response.latency_s
     assert [x["operation"] for x in store.audit(stream_id)] == ["ConverseStream"] * 3
