@@ -327,13 +327,15 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
                            "(add it, or pass a pricing file)")
         dumped = price.model_dump(mode="json")
         costs = [d.response.cost_usd for d in docs if d.response.cost_usd is not None]
+        unpriced = [d for d in ok if d.response.cost_usd is None]
+        cached = any(d.response.cache_read_tokens or d.response.cache_write_tokens for d in unpriced)
+        why = "prompt-cache tokens and no cache price in pricing.yaml" if cached else "no token usage recorded"
         if not costs:
-            return RunCost(basis, key, None, None, None, "no cost recorded (no token usage)", dumped)
-        unpriced = [d.doc_id for d in ok if d.response.cost_usd is None]
+            return RunCost(basis, key, None, None, None, f"no cost recorded ({why})", dumped)
         if unpriced:
             return RunCost(basis, key, None, None, None,
                            f"{len(unpriced)} of {len(ok)} completed documents have no stored cost "
-                           f"(no token usage recorded), e.g. {unpriced[0]}", dumped)
+                           f"({why}), e.g. {unpriced[0].doc_id}", dumped)
         # Failed attempts that consumed tokens are paid too, so divide by completed documents.
         per_doc = math.fsum(costs) / max(1, len(ok))
         return RunCost(basis, key, per_doc, per_doc * 1000, None,

@@ -75,3 +75,13 @@ def test_a_run_without_cache_tokens_has_no_cache_summary(pricing):
     r.cost_usd = document_cost(pricing, NOVA, r)
     rc = run_cost(RunRecord("r", "nova-pro", "bedrock", NOVA), [DocResult("d", "invoice", "clean", "ok", r)], pricing)
     assert rc.cache is None and rc.per_doc is not None
+
+
+def test_a_run_left_unpriced_by_cache_tokens_says_so(pricing):
+    model = "amazon.nova-2-lite-v1:0"  # priced per token, no cache prices in the catalog
+    r = Response(input_tokens=100, output_tokens=50, cache_read_tokens=900)
+    r.cost_usd = document_cost(pricing, model, r)
+    assert r.cost_usd is None
+    rc = run_cost(RunRecord("r", "nova-2-lite", "bedrock", model), [DocResult("d", "invoice", "clean", "ok", r)],
+                  pricing)
+    assert rc.per_doc is None and "no cache price in pricing.yaml" in rc.note
