@@ -137,3 +137,24 @@ def test_the_cli_runs_the_tool_style_against_the_emulator(aws_env, tmp_path, dat
                      "--limit", "2", "--prompt-style", "tool"]) == 0
     run_id = capsys.readouterr().out.strip()
     assert RunStore(tmp_path).run(run_id).prompt_style == "tool"
+
+
+def test_a_classified_tool_run_asks_the_type_in_text_then_extracts_through_the_tool(aws_env, tmp_path, dataset):
+    doc = dataset.documents[0]
+    label = {"invoice": "INVOICE", "receipt": "RECEIPT", "bank_statement": "BANK_STATEMENT"}[doc.doc_type]
+
+    def answer(request):
+        if "What type of business document" in request.prompt:
+            return label  # prose: a tool-less question is answered in text
+        return json.dumps(doc.ground_truth)
+
+    with run_emulator(responder=ScriptedResponder(answer)) as emu:
+        backend = create_backend("nova-pro", options={"endpoint_url": emu.url, "allow_loopback": True})
+        store = RunStore(tmp_path)
+        summary = Runner(backend, dataset, store, RunOptions(prompt_style="tool", classify=True, limit=1,
+                                                             retry=FAST)).run()
+        backend.close()
+    (d,) = store.documents(summary.run_id)
+    assert d.status == "ok" and d.response.extra["structured_output"] == "tool_use"
+    assert d.response.extra["classification"]["label"] == label
+    assert d.doc_f1 == pytest.approx(1.0)
