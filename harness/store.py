@@ -529,16 +529,16 @@ class RunStore:
         d = dict(row)
         error_class = d["error_class"]
         known = {e.value for e in ErrorClass}
-        hook = share.json_hook if share is not None else None
+        hook = share.json_pairs if share is not None else None
         resp = Response(text=d["raw_text"] or "", extra=json.loads(d["extra_json"] or "{}"),
                         error=d["error"], error_class=ErrorClass(error_class) if error_class in known else None,
                         **{k: d[k] for k in _RESPONSE_COLUMNS if d[k] is not None})
         doc = StoredDocument(
             doc_id=d["doc_id"], doc_type=d["doc_type"], tier=d["tier"], status=d["status"], response=resp,
-            fields=json.loads(d["fields_json"] or "{}", object_hook=hook),
-            scores=[FieldScore(**s) for s in json.loads(d["scores_json"] or "[]", object_hook=hook)],
+            fields=json.loads(d["fields_json"] or "{}", object_pairs_hook=hook),
+            scores=[FieldScore(**s) for s in json.loads(d["scores_json"] or "[]", object_pairs_hook=hook)],
             doc_f1=d["doc_f1"], error_class=error_class, error=d["error"],
-            ground_truth=json.loads(d["ground_truth_json"] or "{}", object_hook=hook), completed_at=d["completed_at"])
+            ground_truth=json.loads(d["ground_truth_json"] or "{}", object_pairs_hook=hook), completed_at=d["completed_at"])
         if share is not None:
             share.row(doc)
         return doc
@@ -587,22 +587,25 @@ class _Sharer:
     LONGEST = 512
 
     def __init__(self) -> None:
-        self._seen: dict[Any, Any] = {}
+        seen: dict[Any, Any] = {}
+        limit, longest = self.MAX, self.LONGEST
 
-    def one(self, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > self.LONGEST or isinstance(value, bool) or value is None:
+        # Closures over locals: this runs for every key and value of every row read.
+        def one(value: Any) -> Any:
+            if value is None or value is True or value is False or value.__class__ is str and len(value) > longest:
+                return value
+            got = seen.get(value)
+            if got is not None and got.__class__ is value.__class__:  # 1 == 1.0, yet not the same value
+                return got
+            if len(seen) >= limit:
+                seen.clear()
+            seen[value] = value
             return value
-        got = self._seen.get(value)
-        if got is not None and type(got) is type(value):
-            return got
-        if len(self._seen) >= self.MAX:
-            self._seen.clear()
-        self._seen[value] = value
-        return value
 
-    def json_hook(self, obj: dict[str, Any]) -> dict[str, Any]:
-        one = self.one
-        return {one(k): one(v) for k, v in obj.items()}
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            return {one(k): one(v) for k, v in items}
+
+        self.one, self.json_pairs = one, pairs
 
     def row(self, doc: StoredDocument) -> None:
         one = self.one
