@@ -598,7 +598,10 @@ class _Sharer:
         def one(value: Any) -> Any:
             if value is None or value is True or value is False or value.__class__ is str and len(value) > longest:
                 return value
-            got = seen.get(value)
+            try:
+                got = seen.get(value)
+            except TypeError:  # a list or object in a stored value (an imported file's): kept as read
+                return value
             if got is not None and got.__class__ is value.__class__:  # 1 == 1.0, yet not the same value
                 return got
             if len(seen) >= limit:

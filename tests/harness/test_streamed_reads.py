@@ -82,6 +82,14 @@ def test_lean_rows_are_the_stored_rows_without_raw_text_which_is_fetched_on_dema
     assert lean[0].scores[2].expected is lean[1].scores[2].expected is lean[1].ground_truth["GST_AMOUNT"]
 
 
+def test_lean_rows_keep_values_that_are_not_text(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run, _ = store.open_run(RunMeta("b", "f", "m", {}, "/d", "h", 1, "p", "kv"))
+    fields = {"LINE_ITEM_PRICES": ["$1", "$2"], "PAYER": {"name": "A"}}  # as an imported JSON file may hold
+    store.save_result(run, DocResult("d", "receipt", "clean", "ok", Response(text="t"), fields, doc_f1=1.0), {})
+    assert store.documents(run, raw_text=False)[0].fields == fields
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "lmm-poc"])
 def test_export_writes_the_same_bytes_as_before_it_streamed(tmp_path: Path, fmt: str) -> None:
     store, _ = _small_run(tmp_path / "results")
