@@ -33,6 +33,7 @@ from migbench.contracts import (
     Request,
     Response,
     SetupError,
+    generate_one,
 )
 from migbench.images import fit_within
 from pydantic import Field, field_validator
@@ -381,10 +382,7 @@ class HFLocalBackend(Backend):
     # ---- generation
 
     def generate(self, request: Request) -> Response:
-        result = self.generate_batch([request])[0]
-        if isinstance(result, BackendError):
-            raise result
-        return result
+        return generate_one(self, request)
 
     def generate_batch(self, requests: list[Request]) -> list[Response | BackendError]:
         self._load()

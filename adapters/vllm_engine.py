@@ -48,6 +48,7 @@ from migbench.contracts import (
     Request,
     Response,
     SetupError,
+    generate_one,
 )
 from pydantic import Field, field_validator
 
@@ -544,10 +545,7 @@ class VLLMBackend(Backend):
     # ------------------------------------------------------------ generation
 
     def generate(self, request: Request) -> Response:
-        result = self.generate_batch([request])[0]
-        if isinstance(result, BackendError):
-            raise result
-        return result
+        return generate_one(self, request)
 
     def generate_batch(self, requests: list[Request]) -> list[Response | BackendError]:
         engines = self._start()

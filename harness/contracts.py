@@ -273,6 +273,15 @@ class ResidencyError(BackendError):
         self.reasons = reasons or [message]
 
 
+def generate_one(backend: Backend, request: Request) -> Response:
+    """The single call of a backend whose native call is a batch (local models): a batch of one,
+    its error raised as generate() promises."""
+    result = backend.generate_batch([request])[0]
+    if isinstance(result, BackendError):
+        raise result
+    return result
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (an orderly stop) but exiting as a terminated process does."""
 
