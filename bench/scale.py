@@ -4,8 +4,10 @@ Each size gets a synthetic store written through the store's public API (`RunSto
 `save_result`): model-like answers of 1-2 KB built from the shipped synthetic set's ground truth,
 parsed and scored by the real parser and scorer (a pool of templates, cycled with fresh document ids,
 latencies and token counts; every value but NOT_FOUND and the document type made unique per document,
-as a real run's are). Every operation then runs in a fresh child process, measured from
-outside (the child's ru_maxrss from wait4, and its wall time):
+as a real run's are). Each document also gets the audit rows the retry loop records for it (one
+sent request for a completed document, three timed-out attempts for a failed one), so the report
+reads a log as long as a live run's. Every operation then runs in a fresh child process, measured
+from outside (the child's ru_maxrss from wait4, and its wall time):
 
 - resume: what `migbench run` does before calling a model (open the same run, stored ids, pending);
 - report: `migbench.report.generate`, the HTML written to a temporary file (no browser involved);
@@ -96,6 +98,8 @@ def build(results: Path, n: int) -> str:
     store = RunStore(results)
     store._db.execute("PRAGMA synchronous=OFF")  # a throwaway bench store: no fsync per row
     run_id, _ = store.open_run(_meta(n))
+    audit = store.audit_sink(run_id)
+    request_rng = random.Random(-n)  # request sizes drawn apart, so the documents are those built without audit rows
     for i in range(n):
         doc, pred, notes, fields, scores, f1 = templates[i % TEMPLATES]
         gt = {f: _unique(v, i) for f, v in doc.ground_truth.items()}
@@ -106,6 +110,9 @@ def build(results: Path, n: int) -> str:
         if rng.random() < 0.01:
             resp = Response(attempts=3, error_class=ErrorClass.TIMEOUT, error="ModelTimeoutException: read timeout")
             result = DocResult(doc_id, doc.doc_type, doc.tier, "failed", resp, error_class="timeout", error=resp.error)
+            # as aws_common.audit_entry records a read timeout: sent (allowed), no HTTP status, the class as reason
+            sent = [_audit(doc_id, None, attempt, request_rng, reason=ErrorClass.TIMEOUT.value)
+                    for attempt in (1, 2, 3)]
         else:
             resp = Response(text=text, latency_s=rng.lognormvariate(0, 0.35), input_tokens=1800 + rng.randrange(600),
                             output_tokens=250 + rng.randrange(200), server_latency_ms=rng.uniform(200, 900),
@@ -113,10 +120,24 @@ def build(results: Path, n: int) -> str:
                             model_id=BACKEND[2], request_id=f"req-{i:08x}", stop_reason="end_turn",
                             ttft_s=rng.uniform(0.1, 0.4), cache_read_tokens=0, cache_write_tokens=0)
             result = DocResult(doc_id, doc.doc_type, doc.tier, "ok", resp, fields, scores, f1)
+            sent = [_audit(doc_id, resp.request_id, 1, request_rng, status=200)]
+        for entry in sent:  # as the retry loop records each attempt, before the document is saved
+            audit.record_audit(entry)
         store.save_result(run_id, result, gt)
     store.update_run(run_id, status="complete", add_wall_s=0.05 * n)
     store.close()
     return run_id
+
+
+def _audit(doc_id: str, request_id: str | None, attempt: int, rng: random.Random, *,
+           status: int | None = None, reason: str | None = None):
+    """One Converse request to Sydney as the audit keeps it (a few hundred KB: the page images)."""
+    from migbench.contracts import AuditEntry
+
+    return AuditEntry(BACKEND[0], "bedrock-runtime", "Converse", "ap-southeast-2",
+                      "bedrock-runtime.ap-southeast-2.amazonaws.com", BACKEND[2], doc_id=doc_id,
+                      request_id=request_id, status=status, attempt=attempt,
+                      bytes_sent=rng.randrange(150_000, 450_000), allowed=True, reason=reason)
 
 
 def child(op: str, results: str, n: int, work: str) -> None:

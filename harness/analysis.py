@@ -9,12 +9,13 @@ the HTML report renders it: none of them computes a figure or a verdict of its o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from migbench import gates as g
 from migbench.contracts import DocResult, RunRecord
+from migbench.doctable import DocTable, Documents
 from migbench.stats import PERCENTILES, Paired, Summary, aggregate, percentile
 
 RUN_FIELDS = ("run_id", "backend", "family", "model", "emulated", "dataset_path", "dataset_hash", "status",
@@ -49,21 +50,25 @@ def output_tokens_per_s(output_tokens: int | None, latency_s: float | None, ttft
     return output_tokens / (latency_s - ttft_s)
 
 
-def stream_figures(rows: Sequence[DocResult]) -> StreamFigures:
+def stream_figures(rows: Documents) -> StreamFigures:
     """TTFT percentiles (the latency percentile helper) and median output tokens/s of completed documents."""
-    ok = [r.response for r in rows if r.status == "ok" and r.response.ttft_s is not None]
-    ttft = [float(x.ttft_s) for x in ok]  # type: ignore[arg-type]
-    speed = [v for v in (output_tokens_per_s(x.output_tokens, x.latency_s, x.ttft_s) for x in ok) if v is not None]
-    late = tuple(r.doc_id for r in rows if r.status == "ok" and r.response.ttft_s is not None
-                 and r.response.latency_s is not None and r.response.ttft_s > r.response.latency_s)
-    return StreamFigures(len(ttft), percentile(ttft, 50), percentile(ttft, 95), len(speed), percentile(speed, 50),
-                         late)
+    t = DocTable.of(rows)
+    nums = t.numbers
+    ok = t.flags["status_ok"] & ~np.isnan(nums["ttft_s"])
+    ttft, lat, out = nums["ttft_s"][ok], nums["latency_s"][ok], nums["output_tokens"][ok]
+    after = lat - ttft  # NaN where the latency is missing: no speed, never "late"
+    with np.errstate(invalid="ignore"):
+        fast = (out > 0) & (after > 0)
+        late = ok & (nums["ttft_s"] > nums["latency_s"])
+    speed = (out[fast] / after[fast]).tolist()
+    return StreamFigures(int(ok.sum()), percentile(ttft.tolist(), 50), percentile(ttft.tolist(), 95), len(speed),
+                         percentile(speed, 50), tuple(t.ids(late)))
 
 
 @dataclass
 class RunAnalysis:
     run: RunRecord
-    rows: list[DocResult]
+    table: DocTable  # the run's documents as columns: every figure below comes from it
     thresholds: g.ThresholdSet
     summary: Summary
     cost: Any  # migbench.cost.RunCost
@@ -73,12 +78,13 @@ class RunAnalysis:
     review: Any = None  # migbench.review.ReviewSummary: flagged / escaped rates, total cost with review
     power: list[Any] = field(default_factory=list)  # migbench.planning.PlanRow per type: powered or not
     stream: StreamFigures | None = None  # time to first token, output tokens/s (streamed runs)
+    rows: list[DocResult] | None = None  # the typed rows, when the caller had them (compare reads values)
     _index: dict[tuple[str, str], g.Gate] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._index = {(x.kind, x.gate_id): x for x in self.gates}
         if self.stream is None:
-            self.stream = stream_figures(self.rows)
+            self.stream = stream_figures(self.table)
 
     @property
     def verdict(self) -> str:
@@ -123,22 +129,24 @@ class RunAnalysis:
         return out
 
 
-def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSet, schema: Any, *,
-            pricing: Any = None, baseline: tuple[RunRecord, Sequence[DocResult]] | None = None,
+def analyse(run: RunRecord, rows: Documents, thresholds: g.ThresholdSet, schema: Any, *,
+            pricing: Any = None, baseline: tuple[RunRecord, Documents] | None = None,
             gpu_hourly: float | None = None, review_rules: Any = None) -> RunAnalysis:
     """Every figure and every gate of one run, judged with `thresholds` (in the suites' order).
 
     `review_rules` (migbench.review.ReviewRules; default: the packaged ones) route documents to
-    human review for the total cost per document."""
+    human review for the total cost per document. `rows`: typed rows (kept on the analysis) or a
+    DocTable (what the report builds from the store, a chunk at a time)."""
     from migbench.cost import load_pricing, run_cost
     from migbench.planning import power_checks
     from migbench.review import load_review_rules, review_run
 
     th = thresholds.thresholds
-    rows = list(rows)
+    kept = None if isinstance(rows, DocTable) else list(rows)
+    rows = DocTable.of(rows if kept is None else kept)
     backend = run.backend
     crit = g.critical_fields(th, schema)
-    doc_types = sorted({str(r.doc_type) for r in rows if r.doc_type in schema.document_types})
+    doc_types = sorted(str(t) for t in rows.present("doc_type") if t in schema.document_types)
     summary = aggregate(rows, th.confidence)
     pricing = pricing or load_pricing()
     cost = run_cost(run, rows, pricing, gpu_hourly)
@@ -156,7 +164,8 @@ def analyse(run: RunRecord, rows: Sequence[DocResult], thresholds: g.ThresholdSe
     power: list[Any] = []
     if baseline is not None:
         base_run, base_rows = baseline
+        base_rows = DocTable.of(base_rows)
         gates += [g.non_inferiority_gate(backend, base_run.backend, rows, base_rows, dt, th) for dt in doc_types]
         paired = g.paired(rows, base_rows, base_run.backend, None, th)
         power = power_checks(rows, base_rows, th)
-    return RunAnalysis(run, rows, thresholds, summary, cost, gates, paired, base_run, review, power)
+    return RunAnalysis(run, rows, thresholds, summary, cost, gates, paired, base_run, review, power, rows=kept)

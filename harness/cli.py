@@ -82,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend.close()
     profile = apply_scoring(store, summary.run_id, args.scoring, redone=summary.done_now, schema=schema)
     run = store.run(summary.run_id)
-    docs = store.documents(summary.run_id)
+    # Read a chunk at a time (and without raw answers) on each pass: a run may hold a million documents.
+    docs = store.stream_documents(summary.run_id, raw_text=False)
     console.print(summary_table(summary, args.backend, emulated=run.emulated, run_docs=docs, profile=profile))
     from migbench.classify import classification_line
 
@@ -165,7 +166,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     profile, n, _ = rescore_run(store, run_id, args.scoring, schema)
     emulated = " [EMULATED]" if store.run(run_id).emulated else ""
     console.print(f"rescored {n} documents of {run_id}{emulated} from stored raw responses ({profile} scoring)")
-    for line in headline_f1(store.documents(run_id), profile).lines():
+    for line in headline_f1(store.stream_documents(run_id, raw_text=False), profile).lines():
         console.print(line)
     return 0
 

@@ -7,9 +7,9 @@ document for review, so the report shows how often each backend's output passes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from migbench.contracts import DocResult
 from migbench.normalize import is_not_found, parse_amount, parse_bool
 from migbench.validation import abn_digits, abn_is_valid, gst_consistent, line_consistent
 
@@ -44,14 +44,9 @@ def check_fields(fields: Mapping[str, str]) -> dict[str, bool | None]:
     return out
 
 
-def consistency_rates(rows: Iterable[DocResult]) -> dict[str, tuple[int, int]]:
-    """rule -> (passed, checked) over the documents that completed."""
-    counts = {r: [0, 0] for r in RULES}
-    for row in rows:
-        if row.status != "ok":
-            continue
-        for rule, ok in check_fields(row.fields).items():
-            if ok is not None:
-                counts[rule][1] += 1
-                counts[rule][0] += bool(ok)
-    return {r: (p, n) for r, (p, n) in counts.items()}
+def consistency_rates(rows: Any) -> dict[str, tuple[int, int]]:
+    """rule -> (passed, checked) over the documents that completed (typed rows or a DocTable)."""
+    from migbench.doctable import DocTable
+
+    t = DocTable.of(rows)
+    return {r: (int((t.checks[r] == 1).sum()), int((t.checks[r] >= 0).sum())) for r in RULES}

@@ -14,12 +14,13 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from migbench.catalog import load_model, load_packaged
-from migbench.contracts import DocResult, RunRecord
+from migbench.contracts import RunRecord
+from migbench.doctable import DocTable, Documents
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 HOURS_PER_MONTH = 730.0
@@ -238,33 +239,25 @@ class BatchComparison:
         return self.on_demand_usd - self.batch_usd
 
 
-def batch_comparison(docs: Iterable[DocResult]) -> BatchComparison | None:
+def batch_comparison(docs: Documents) -> BatchComparison | None:
     """On-demand vs batch cost of the documents a batch job answered; None when there are none.
 
     The batch collector stores each answer's batch cost (`cost_usd`) and its on-demand price
     (`extra["on_demand_cost_usd"]`); an unknown batch price stays unknown, never the on-demand one."""
-    n = priced = 0
-    batch: list[float] = []
-    on_demand: list[float] = []
-    factor = verified = as_of = None
-    for d in docs:
-        extra = d.response.extra or {}
-        if "batch_job" not in extra:
-            continue
-        n += 1
-        od = extra.get("on_demand_cost_usd")
-        if d.response.cost_usd is not None and od is not None:
-            priced += 1
-            batch.append(d.response.cost_usd)
-            on_demand.append(float(od))
-        bp = extra.get("batch_price") or {}
-        if bp:
-            factor, as_of = bp.get("factor"), bp.get("as_of")
-            verified = bool(bp.get("verified")) if verified is None else verified and bool(bp.get("verified"))
+    t = DocTable.of(docs)
+    batch = t.flags["batch"]
+    n = int(batch.sum())
     if not n:
         return None
-    return BatchComparison(n, priced, math.fsum(batch) if priced else None,
-                           math.fsum(on_demand) if priced else None, factor, verified, as_of)
+    cost, od = t.numbers["cost_usd"], t.numbers["on_demand_cost_usd"]
+    priced = batch & ~np.isnan(cost) & ~np.isnan(od)
+    factor = verified = as_of = None
+    for bp in t.batch_prices:  # the last one seen names the factor and date; verified only if all are
+        factor, as_of = bp.get("factor"), bp.get("as_of")
+        verified = bool(bp.get("verified")) if verified is None else verified and bool(bp.get("verified"))
+    k = int(priced.sum())
+    return BatchComparison(n, k, math.fsum(cost[priced].tolist()) if k else None,
+                           math.fsum(od[priced].tolist()) if k else None, factor, verified, as_of)
 
 
 @dataclass
@@ -284,16 +277,16 @@ class CacheSummary:
         return self.read_tokens / total if total else None
 
 
-def cache_summary(docs: Iterable[DocResult], price: TokenPrice) -> CacheSummary | None:
+def cache_summary(docs: Documents, price: TokenPrice) -> CacheSummary | None:
     """None when no answer of the run reported cache tokens (caching off, or never used)."""
-    n = read = write = 0
-    for d in docs:
-        r, w = d.response.cache_read_tokens or 0, d.response.cache_write_tokens or 0
-        if r or w:
-            n, read, write = n + 1, read + r, write + w
-    if not n:
+    t = DocTable.of(docs)
+    read = np.nan_to_num(t.numbers["cache_read_tokens"], nan=0.0)
+    write = np.nan_to_num(t.numbers["cache_write_tokens"], nan=0.0)
+    used = (read != 0) | (write != 0)
+    if not used.any():
         return None
-    return CacheSummary(n, read, write, cache_saving(price, read, write), price.verified)
+    r, w = int(read[used].sum()), int(write[used].sum())
+    return CacheSummary(int(used.sum()), r, w, cache_saving(price, r, w), price.verified)
 
 
 def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
@@ -313,12 +306,17 @@ def price_basis(run: RunRecord, pricing: Pricing) -> tuple[str, str | None]:
     return "none", None
 
 
-def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
+def run_cost(run: RunRecord, docs: Documents, pricing: Pricing,
              gpu_hourly: float | None = None) -> RunCost:
     """Token-priced runs: the sum of the costs stored with each document (priced when it ran).
     Hour-priced runs: the instance's hourly price over the run's measured throughput."""
     basis, key = price_basis(run, pricing)
-    ok = [d for d in docs if d.status == "ok"]
+    t = DocTable.of(docs)
+    ok = t.flags["status_ok"]
+    n_ok = int(ok.sum())
+    cost = t.numbers["cost_usd"]
+    costs = cost[~np.isnan(cost)].tolist()
+    unpriced = ok & np.isnan(cost)
     if basis == "token":
         price = token_price(pricing, key)
         if price is None:
@@ -326,30 +324,28 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
                            f"not priced: model {key or '(none recorded)'} has no price in pricing.yaml "
                            "(add it, or pass a pricing file)")
         dumped = price.model_dump(mode="json")
-        costs = [d.response.cost_usd for d in docs if d.response.cost_usd is not None]
-        unpriced = [d for d in ok if d.response.cost_usd is None]
-        cached = any(d.response.cache_read_tokens or d.response.cache_write_tokens for d in unpriced)
+        cache_tokens = (np.nan_to_num(t.numbers["cache_read_tokens"]) != 0) | (
+            np.nan_to_num(t.numbers["cache_write_tokens"]) != 0)
+        cached = bool((unpriced & cache_tokens).any())
         why = "prompt-cache tokens and no cache price in pricing.yaml" if cached else "no token usage recorded"
         if not costs:
             return RunCost(basis, key, None, None, None, f"no cost recorded ({why})", dumped)
-        if unpriced:
+        if unpriced.any():
             return RunCost(basis, key, None, None, None,
-                           f"{len(unpriced)} of {len(ok)} completed documents have no stored cost "
-                           f"({why}), e.g. {unpriced[0].doc_id}", dumped)
+                           f"{int(unpriced.sum())} of {n_ok} completed documents have no stored cost "
+                           f"({why}), e.g. {t.ids(unpriced)[0]}", dumped)
         # Failed attempts that consumed tokens are paid too, so divide by completed documents.
-        per_doc = math.fsum(costs) / max(1, len(ok))
+        per_doc = math.fsum(costs) / max(1, n_ok)
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
-                       f"{price.source} (as of {price.as_of})", dumped, batch_comparison(docs),
-                       cache_summary(docs, price))
+                       f"{price.source} (as of {price.as_of})", dumped, batch_comparison(t),
+                       cache_summary(t, price))
     if basis == "page":
         pp = page_price(pricing, key)
         assert pp is not None  # price_basis chose "page" because it exists
-        costs = [d.response.cost_usd for d in docs if d.response.cost_usd is not None]
-        unpriced = [d.doc_id for d in ok if d.response.cost_usd is None]
-        if not costs or unpriced:
-            return RunCost(basis, key, None, None, None, f"{len(unpriced)} of {len(ok)} completed documents have no "
-                           "stored cost (no billed pages recorded)", pp.model_dump(mode="json"))
-        per_doc = math.fsum(costs) / max(1, len(ok))  # pages of failed attempts are billed too
+        if not costs or unpriced.any():
+            return RunCost(basis, key, None, None, None, f"{int(unpriced.sum())} of {n_ok} completed documents have "
+                           "no stored cost (no billed pages recorded)", pp.model_dump(mode="json"))
+        per_doc = math.fsum(costs) / max(1, n_ok)  # pages of failed attempts are billed too
         return RunCost(basis, key, per_doc, per_doc * 1000, None,
                        f"{pp.per_page:g}/page: {pp.source} (as of {pp.as_of})", pp.model_dump(mode="json"))
     if basis == "hourly":
@@ -357,11 +353,11 @@ def run_cost(run: RunRecord, docs: Sequence[DocResult], pricing: Pricing,
         per_hour = gpu_hourly if (gpu_hourly is not None and run.family == "local") else (
             price.per_hour if price else None)
         wall = run.wall_s or 0.0
-        if per_hour is None or not ok or wall <= 0:
+        if per_hour is None or not n_ok or wall <= 0:
             why = "no hourly price" if per_hour is None else "no completed documents or run time"
             return RunCost(basis, key, None, None, None, f"not measured: {why}",
                            price.model_dump(mode="json") if price else None)
-        docs_per_hour = len(ok) / (wall / 3600)
+        docs_per_hour = n_ok / (wall / 3600)
         per_doc = per_hour / docs_per_hour
         p = price.model_dump(mode="json") if price else {}
         p["per_hour"] = per_hour

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migbench.catalog import CatalogError, data_path, load_model
-from migbench.contracts import DocResult, RunRecord
+from migbench.contracts import RunRecord
+from migbench.doctable import IN_GT, DocTable, Documents
 from migbench.stats import (
     PERCENTILES,
     Paired,
@@ -316,16 +317,16 @@ def f1_gate(gate_id: str, kind: str, values: Sequence[float], threshold: float |
                  level=th.confidence, statistic=th.statistic, skip_reason=skip_reason)
 
 
-def overall_gate(backend: str, rows: Sequence[DocResult], th: Thresholds) -> Gate:
+def overall_gate(backend: str, rows: Documents, th: Thresholds) -> Gate:
     return f1_gate(backend, "overall_f1", doc_f1_values(rows, None, th.failed_as_zero), th.accuracy.overall, th)
 
 
-def doc_type_gate(backend: str, rows: Sequence[DocResult], doc_type: str, th: Thresholds) -> Gate:
+def doc_type_gate(backend: str, rows: Documents, doc_type: str, th: Thresholds) -> Gate:
     vals = doc_f1_values(rows, doc_type, th.failed_as_zero)
     return f1_gate(f"{backend}/{doc_type}", "doc_type_f1", vals, doc_type_threshold(th, doc_type), th)
 
 
-def field_gate(backend: str, rows: Sequence[DocResult], doc_type: str, name: str, th: Thresholds,
+def field_gate(backend: str, rows: Documents, doc_type: str, name: str, th: Thresholds,
                critical: Iterable[str]) -> Gate:
     critical = list(critical)
     vals = field_f1_values(rows, doc_type, name, th.failed_as_zero)
@@ -335,7 +336,7 @@ def field_gate(backend: str, rows: Sequence[DocResult], doc_type: str, name: str
     return g
 
 
-def hallucination_gate(gate_id: str, rows: Sequence[DocResult], th: Thresholds,
+def hallucination_gate(gate_id: str, rows: Documents, th: Thresholds,
                        doc_type: str | None = None) -> Gate:
     hall, opp = hallucination_counts(rows, doc_type)
     rate, lo, hi = wilson_ci(hall, opp, th.confidence)
@@ -350,33 +351,40 @@ def _flip(statistic: str) -> str:
     return {"ci_low": "ci_high", "ci_high": "ci_low"}.get(statistic, statistic)
 
 
-def failure_gate(backend: str, rows: Sequence[DocResult], th: Thresholds) -> Gate:
-    n = len(rows)
-    failed = [r for r in rows if not r.ok]
-    rate, lo, hi = wilson_ci(len(failed), n, th.confidence)
+def failure_gate(backend: str, rows: Documents, th: Thresholds) -> Gate:
+    t = DocTable.of(rows)
+    n = len(t)
+    failed = ~t.flags["ok"]
+    rate, lo, hi = wilson_ci(int(failed.sum()), n, th.confidence)
     causes: dict[str, int] = {}
-    for r in failed:
-        key = r.error_class or "unknown"
+    for code in t.codes["error_class"][failed].tolist():  # in document order: first seen first
+        key = (t.categories["error_class"][code] if code >= 0 else None) or "unknown"
         causes[key] = causes.get(key, 0) + 1
     return judge(backend, "failure_rate", "failure rate", rate, th.failures.max_rate, "<=", lo=lo, hi=hi, n=n,
                  level=th.confidence, statistic=_flip(th.statistic),
-                 skip_reason=None if n else "no documents", detail={"failed": len(failed), "causes": causes})
+                 skip_reason=None if n else "no documents", detail={"failed": int(failed.sum()), "causes": causes})
 
 
-def accuracy_units(rows: Iterable[DocResult], schema: Any) -> list[tuple[str, str]]:
+def accuracy_units(rows: Documents, schema: Any) -> list[tuple[str, str]]:
     """(doc_type, field) pairs the rows' ground truth has and the scorer scores, in a stable order.
 
     A field the schema marks `scored: false` (DOCUMENT_TYPE) is never a gate: nothing scores it.
     """
-    return sorted({(str(r.doc_type), name) for r in rows for name in r.ground_truth
-                   if r.doc_type in schema.document_types and schema.is_scored(name)})
+    t = DocTable.of(rows)
+    units = set()
+    for dt in t.present("doc_type"):
+        if dt not in schema.document_types:
+            continue
+        in_gt = (t.field_flags[t.mask("doc_type", dt)] & IN_GT) != 0
+        units.update((str(dt), name) for j, name in enumerate(t.fields) if in_gt[:, j].any() and schema.is_scored(name))
+    return sorted(units)
 
 
 # ---------------------------------------------------------------------------------------------
 # latency
 # ---------------------------------------------------------------------------------------------
 
-def latency_gate(backend: str, rows: Sequence[DocResult], doc_type: str, pct: str, th: Thresholds) -> Gate:
+def latency_gate(backend: str, rows: Documents, doc_type: str, pct: str, th: Thresholds) -> Gate:
     if pct not in PERCENTILES:
         raise ValueError(f"percentile must be one of {PERCENTILES}, got {pct!r}")
     lat = latency_stats(rows, doc_type)
@@ -451,7 +459,7 @@ def resolve_run(runs: Sequence[RunRecord], ref: str, dataset_hash: str | None = 
     raise LookupError(f"baseline {ref!r}: no run id or backend of that name in the store (runs: {known})")
 
 
-def paired(candidate: Sequence[DocResult], baseline: Sequence[DocResult], baseline_name: str,
+def paired(candidate: Documents, baseline: Documents, baseline_name: str,
            doc_type: str | None, th: Thresholds) -> Paired:
     """The paired comparison with the thresholds' margin, resamples, seed and confidence."""
     ni = th.non_inferiority
@@ -459,8 +467,8 @@ def paired(candidate: Sequence[DocResult], baseline: Sequence[DocResult], baseli
                              failed_as_zero=th.failed_as_zero, n_boot=ni.n_boot, seed=ni.seed, level=th.confidence)
 
 
-def non_inferiority_gate(backend: str, baseline_name: str, candidate: Sequence[DocResult],
-                         baseline: Sequence[DocResult], doc_type: str | None, th: Thresholds) -> Gate:
+def non_inferiority_gate(backend: str, baseline_name: str, candidate: Documents,
+                         baseline: Documents, doc_type: str | None, th: Thresholds) -> Gate:
     ni = th.non_inferiority
     gid = backend if doc_type is None else f"{backend}/{doc_type}"
     p = paired(candidate, baseline, baseline_name, doc_type, th)
@@ -499,10 +507,11 @@ def audit_violations(entries: Iterable[Mapping[str, Any]], policy: Any, *, allow
     return out
 
 
-def unaudited_documents(rows: Iterable[DocResult], entries: Iterable[Mapping[str, Any]]) -> list[str]:
+def unaudited_documents(rows: Documents, entries: Iterable[Mapping[str, Any]]) -> list[str]:
     """Completed documents with no allowed audit entry: traffic the audit log does not account for."""
     audited = {e.get("doc_id") for e in entries if e.get("allowed")}
-    return sorted(r.doc_id for r in rows if r.status == "ok" and r.doc_id not in audited)
+    t = DocTable.of(rows)
+    return sorted(i for i in t.ids(t.flags["status_ok"]) if i not in audited)
 
 
 def verdict(gates: Iterable[Gate]) -> str:

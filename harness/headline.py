@@ -58,6 +58,11 @@ def headline_f1(docs: Iterable[Any], profile: str | None = None) -> Headline:
             failed += 1
         elif _get(d, "doc_f1") is not None:
             scored.append(float(_get(d, "doc_f1")))
+    return headline_of(scored, failed, profile)
+
+
+def headline_of(scored: list[float], failed: int, profile: str | None = None) -> Headline:
+    """The headline of a run whose completed documents scored `scored` and `failed` more failed."""
     with_zero = scored + [0.0] * failed
 
     def mean(v: list[float]) -> float | None:

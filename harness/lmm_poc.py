@@ -328,7 +328,7 @@ def main(argv: list[str]) -> int:
     with RunStore(args.results) as store:
         run_id, counts = import_run(args.path, args.format, args.name, args.dataset, store, model=args.model,
                                     profile=args.scoring)
-        docs = store.documents(run_id)
+        docs = store.stream_documents(run_id, raw_text=False)
         head = headline_f1(docs, store.scoring(run_id) if hasattr(store, "scoring") else args.scoring)
     import sys
 

@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
-from migbench.contracts import DocResult, MigbenchError, UsageError
+from migbench.contracts import MigbenchError, UsageError
+from migbench.doctable import DocTable, Documents
 from migbench.stats import doc_f1_values, paired_f1, t_quantile
 
 DEFAULT_POWER = 0.8
@@ -166,7 +167,7 @@ def plan_row(doc_type: str, diffs_or_scores: Sequence[float], *, paired: bool, m
     return PlanRow(doc_type, n, sd, basis, observed, assume, req_z, req, status)
 
 
-def plan(baseline: Sequence[DocResult], candidate: Sequence[DocResult] | None = None, *,
+def plan(baseline: Documents, candidate: Documents | None = None, *,
          margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
          failed_as_zero: bool = True, assumed_diff: float | None = 0.0) -> list[PlanRow]:
     """Documents needed overall ("all") and per document type. `assumed_diff=None`: plan on the
@@ -174,7 +175,9 @@ def plan(baseline: Sequence[DocResult], candidate: Sequence[DocResult] | None = 
     _check(margin, alpha, power)
     if assumed_diff is None and candidate is None:
         raise UsageError("--assume-diff observed needs --candidate (the baseline alone has no difference)")
-    types = sorted({str(r.doc_type) for r in [*baseline, *(candidate or [])] if r.doc_type})
+    baseline = DocTable.of(baseline)
+    candidate = None if candidate is None else DocTable.of(candidate)
+    types = sorted({str(dt) for t in (baseline, candidate) if t is not None for dt in t.present("doc_type") if dt})
     rows = []
     for dt in [None, *types]:
         if candidate is not None:
@@ -187,7 +190,7 @@ def plan(baseline: Sequence[DocResult], candidate: Sequence[DocResult] | None = 
     return rows
 
 
-def power_checks(candidate: Sequence[DocResult], baseline: Sequence[DocResult], thresholds: Any,
+def power_checks(candidate: Documents, baseline: Documents, thresholds: Any,
                  power: float = DEFAULT_POWER) -> list[PlanRow]:
     """The analysis' check: is this paired comparison big enough for its own margin and confidence?"""
     ni = thresholds.non_inferiority

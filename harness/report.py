@@ -14,19 +14,27 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from migbench.audit_digest import AuditDigest
 from migbench.catalog import CatalogError
 from migbench.contracts import RunRecord, UsageError
-from migbench.report_data import (LeftOut, ReportOptions, build_report, default_baseline, select_runs,
-                                  worst_documents)
+from migbench.doctable import DocTable, TableBuilder
+from migbench.report_data import (
+    LeftOut,
+    ReportOptions,
+    build_report,
+    default_baseline,
+    select_runs,
+)
 from migbench.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
+Progress = Callable[[str, int, int], None]
 
 
 class ReportError(UsageError):
@@ -119,8 +127,9 @@ def thresholds_for(run: RunRecord, given: Any, default: Any, schema: Any) -> tup
     return default, "the report's default (incumbent); the suites never gated this run", None
 
 
-def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
-                ) -> tuple[list[RunRecord], dict[str, list], dict[str, list], str | None, list[LeftOut]]:
+def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None, *, top_n: int = 15,
+                progress: Progress | None = None
+                ) -> tuple[list[RunRecord], dict[str, DocTable], dict[str, AuditDigest], str | None, list[LeftOut]]:
     all_runs = store.runs()
     if not all_runs:
         raise ReportError(f"no runs in {store.path}: run `migbench run` first")
@@ -144,26 +153,45 @@ def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None
     runs = [by_id[i] for i in ids]
     if base_id is None:
         base_id = default_baseline(runs)
-    # Rows without raw answers (shared strings): a run's rows are held for its figures, so they are
-    # kept lean; the few answers the report shows are read by with_worst_raw_texts.
-    docs = {i: store.documents(i, raw_text=False) for i in ids}
-    audits = {i: store.audit(i) for i in ids}
+    # Each run's documents as columns, read a chunk of rows at a time (never all rows at once): the
+    # table keeps numbers per document and the few rows the report shows whole.
+    docs = {i: document_table(store, by_id[i], top_n, progress) for i in ids}
+    # One digest per run, read a chunk at a time: the log has a row per request, its digest one per destination.
+    audits = {i: AuditDigest.from_entries(store.iter_audit(i)) for i in ids}
     return runs, docs, audits, base_id, left
 
 
-def with_worst_raw_texts(store: RunStore, run_id: str, rows: list, top_n: int) -> None:
+def document_table(store: RunStore, run: RunRecord, top_n: int, progress: Progress | None = None) -> DocTable:
+    """One run's documents as a DocTable, streamed from the store (raw answers left out), scored
+    under every other scoring profile for the report's comparison, its worst documents kept whole."""
+    from migbench.report_data import ReportOptions, other_profiles
+    from migbench.schema import load_schema
+
+    recorded = store.scoring(run.run_id)
+    builder = TableBuilder(keep_worst=top_n, failure_examples=ReportOptions.failed_examples,
+                           profiles=other_profiles(recorded), schema=load_schema(),
+                           classified=bool((run.config or {}).get("classified")))
+    total = sum(store.counts(run.run_id).values())
+    for k, row in enumerate(store.iter_documents(run.run_id, raw_text=False), 1):
+        builder.add(row)
+        if progress is not None and (k % 5000 == 0 or k == total):
+            progress(run.run_id, k, total)
+    return builder.build()
+
+
+def with_worst_raw_texts(store: RunStore, run_id: str, table: DocTable) -> None:
     """Put back the raw answers of the documents the Errors section shows in full (rows read lean)."""
-    worst = worst_documents(rows, top_n)
-    texts = store.raw_texts(run_id, [d.doc_id for d in worst])
-    for d in worst:
+    texts = store.raw_texts(run_id, [d.doc_id for d in table.worst])
+    for d in table.worst:
         d.response.text = texts.get(d.doc_id, "")
 
 
 def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
              redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
              top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None,
-             review_rules: str | None = None) -> dict[str, Any]:
-    """Render the report to `out` (written atomically); returns the view model."""
+             review_rules: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Render the report to `out` (written atomically); returns the view model. `progress(run_id,
+    documents read, documents)` is called as each run's documents are read."""
     from migbench.analysis import analyse
     from migbench.cost import load_pricing
     from migbench.options import resolve_thresholds
@@ -178,9 +206,9 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     default = given or resolve_thresholds(None, schema)
     store = RunStore.open_existing(results)  # reads only: never creates or converts a store
     try:
-        run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline)
-        for run_id, rows in docs.items():
-            with_worst_raw_texts(store, run_id, rows, top_n)
+        run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline, top_n=top_n, progress=progress)
+        for run_id, table in docs.items():
+            with_worst_raw_texts(store, run_id, table)
         scoring = {r.run_id: store.scoring(r.run_id) for r in run_rows}  # read only: never rescored here
     finally:
         store.close()
@@ -213,12 +241,11 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     return model
 
 
-def catalog_rows(runs: list[RunRecord], audits: dict[str, list]) -> list[dict[str, Any]]:
+def catalog_rows(runs: list[RunRecord], audits: Mapping[str, AuditDigest | list]) -> list[dict[str, Any]]:
     """The model catalog's dated claims (with their public sources) about the models these runs called."""
     from migbench.residency import load_model_catalog
 
-    ids = [r.model for r in runs if r.model] + [a.get("model_id") for rows in audits.values() for a in rows
-                                                  if a.get("allowed") and a.get("model_id")]
+    ids = [r.model for r in runs if r.model] + [m for log in audits.values() for m in AuditDigest.of(log).model_ids()]
     try:
         catalog = load_model_catalog()
     except CatalogError:
@@ -305,11 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     args = build_parser().parse_args(argv)
+    bar = Progress(TextColumn("reading {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict[str, Any] = {}
+
+    def progress(run_id: str, done: int, total: int) -> None:
+        if run_id not in tasks:
+            tasks[run_id] = bar.add_task(run_id, total=total)
+        bar.update(tasks[run_id], completed=done)
+
     try:
-        model = generate(args.results, args.out, runs=args.runs, baseline=args.baseline, redact=args.redact,
-                         volumes=args.volumes, gpu_hourly=args.gpu_hourly, top_n=max(0, args.top_n),
-                         pricing_path=args.pricing, thresholds=args.thresholds, review_rules=args.review_rules)
+        with bar:
+            model = generate(args.results, args.out, runs=args.runs, baseline=args.baseline, redact=args.redact,
+                             volumes=args.volumes, gpu_hourly=args.gpu_hourly, top_n=max(0, args.top_n),
+                             pricing_path=args.pricing, thresholds=args.thresholds, review_rules=args.review_rules,
+                             progress=progress)
     except (UsageError, StoreError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

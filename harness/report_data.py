@@ -12,7 +12,6 @@ never a recommendation and fail the evidence gate: an emulator's answers say not
 
 from __future__ import annotations
 
-import heapq
 import json
 import shlex
 from collections import Counter, defaultdict
@@ -20,11 +19,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from migbench import svg
 from migbench.analysis import RunAnalysis
+from migbench.audit_digest import AuditDigest
 from migbench.consistency import RULES, consistency_rates
-from migbench.contracts import NOT_FOUND, DocResult, RunRecord
+from migbench.contracts import DocResult, RunRecord
 from migbench.cost import Pricing, RunCost, break_even_docs_per_day, token_prices
+from migbench.doctable import HALLUCINATED, MISSED, DocTable, Documents
 from migbench.gates import CLOUD_FAMILIES
 from migbench.headline import AS_ZERO_LABEL, EXCLUDED_LABEL
 from migbench.review import review_section
@@ -161,22 +163,26 @@ def default_baseline(runs: Sequence[RunRecord]) -> str | None:
 
 
 # ------------------------------------------------------------------------------- computations
-def latency_view(run: RunRecord, rows: Sequence[DocResult], summary: Summary) -> dict[str, Any]:
-    """The analysis' latency figures plus throughput, throttling and retries from the rows."""
+def latency_view(run: RunRecord, rows: Documents, summary: Summary) -> dict[str, Any]:
+    """The analysis' latency figures plus throughput, throttling and retries from the documents."""
+    t = DocTable.of(rows)
     lat = summary.latency["all"]
     wall = run.wall_s or 0.0
-    attempts = [d.response.attempts for d in rows if d.response.attempts is not None]
+    attempts = t.numbers["attempts"]
+    attempts = attempts[~np.isnan(attempts)]
+    throttled = t.counts["throttled"]
+    server = t.numbers["server_latency_ms"][t.flags["status_ok"]]
     return {
         "n": lat.n, "p50": lat.p50, "p95": lat.p95, "p99": lat.p99, "mean": lat.mean, "max": lat.max,
         "values": lat.values,
-        "docs_per_min": (len(rows) / wall * 60) if wall > 0 and rows else None,
+        "docs_per_min": (len(t) / wall * 60) if wall > 0 and len(t) else None,
         "wall_s": wall or None,
-        "throttled": sum(int(d.response.throttled or 0) for d in rows),
-        "docs_throttled": sum(1 for d in rows if d.response.throttled),
-        "retries": sum(max(0, int(a) - 1) for a in attempts),
-        "retry_wait_s": sum(float(d.response.retry_wait_s or 0.0) for d in rows),
-        "attempts_recorded": len(attempts),
-        "server_p50_ms": percentile((d.response.server_latency_ms for d in rows if d.status == "ok"), 50),
+        "throttled": int(throttled.sum()),
+        "docs_throttled": int((throttled != 0).sum()),
+        "retries": int(np.maximum(0, attempts.astype(np.int64) - 1).sum()),
+        "retry_wait_s": sum(t.numbers["retry_wait_s"].tolist()),
+        "attempts_recorded": int(attempts.size),
+        "server_p50_ms": percentile(server[~np.isnan(server)].tolist(), 50),
     }
 
 
@@ -203,64 +209,74 @@ def _kind(score: Any) -> str:
     return "wrong" if score.f1 == 0 else "partial"
 
 
-def _worst_first(d: DocResult) -> tuple[float, str]:
-    return (d.doc_f1 if d.doc_f1 is not None else -1.0, d.doc_id)
+def worst_documents(docs: Documents, top_n: int) -> list[DocResult]:
+    """The documents errors_view drills down into, worst first (their raw answers are the only ones
+    the report shows, so a report reads rows without raw text and fetches these few)."""
+    return DocTable.of(docs, keep_worst=top_n).worst[:top_n]
 
 
-def worst_documents(docs: Iterable[DocResult], top_n: int) -> list[DocResult]:
-    """The documents errors_view drills down into (their raw answers are the only ones the report
-    shows, so a report reads rows without raw text and fetches these few)."""
-    return heapq.nsmallest(top_n, (d for d in docs if d.status == "ok" and any(s.f1 < 1.0 for s in d.scores)),
-                           key=_worst_first)
+def _first_seen(masks: dict[str, np.ndarray]) -> list[str]:
+    """Names of the non-empty masks, by the first document each covers (stable for ties)."""
+    firsts = {k: int(np.argmax(m)) for k, m in masks.items() if m.any()}
+    return sorted(firsts, key=lambda k: firsts[k])
 
 
-def errors_view(docs: Sequence[DocResult], opts: ReportOptions) -> dict[str, Any]:
+def errors_view(docs: Documents, opts: ReportOptions) -> dict[str, Any]:
     """Bounded drill-down: the top-N worst documents in full, every other problem only counted."""
-    failed = [d for d in docs if d.status != "ok"]
-    by_class: dict[str, list[DocResult]] = defaultdict(list)
-    for d in failed:
-        by_class[d.error_class or "unknown"].append(d)
-    failures = [{"error_class": cls, "count": len(rows),
-                 "examples": [{"doc_id": r.doc_id, "error": (r.error or "")[:400],
-                               "attempts": r.response.attempts} for r in rows[: opts.failed_examples]]}
-                for cls, rows in sorted(by_class.items(), key=lambda kv: -len(kv[1]))]
-    wrong_by_field: Counter[str] = Counter()
-    kinds: Counter[str] = Counter()
-    imperfect = []
-    for d in docs:
-        if d.status != "ok":
-            continue
-        bad = [s for s in d.scores if s.f1 < 1.0]
-        for s in bad:
-            wrong_by_field[s.field] += 1
-            kinds[_kind(s)] += 1
-        if bad:
-            imperfect.append((d, bad))
-    imperfect.sort(key=lambda t: _worst_first(t[0]))
+    t = DocTable.of(docs, keep_worst=opts.top_n, failure_examples=opts.failed_examples)
+    failed = ~t.flags["status_ok"]
+    classes: dict[str, np.ndarray] = {}
+    for code in np.unique(t.codes["error_class"][failed]).tolist():
+        name = (t.categories["error_class"][code] if code >= 0 else None) or "unknown"
+        m = failed & (t.codes["error_class"] == code)
+        classes[name] = classes[name] | m if name in classes else m
+    order = _first_seen(classes)
+    failures = [{"error_class": cls, "count": int(classes[cls].sum()),
+                 "examples": t.failure_examples.get(cls, [])[: opts.failed_examples]}
+                for cls in sorted(order, key=lambda c: -int(classes[c].sum()))]
+    done = t.flags["status_ok"]
+    f1 = t.f1
+    with np.errstate(invalid="ignore"):
+        bad = done[:, None] & (f1 < 1.0)  # NaN (no score) is never below 1
+    flags = t.field_flags
+    hall = bad & ((flags & HALLUCINATED) != 0)
+    missed = bad & ~hall & ((flags & MISSED) != 0)
+    wrong = bad & ~hall & ~missed & (f1 == 0)
+    partial = bad & ~hall & ~missed & ~wrong
+    by_field = {name: bad[:, j] for j, name in enumerate(t.fields)}
+    counts = {name: int(m.sum()) for name, m in by_field.items()}
+    wrong_by_field = [(name, counts[name]) for name in sorted(_first_seen(by_field), key=lambda k: -counts[k])]
+    kind_masks = {"hallucinated": hall.any(axis=1) if hall.size else np.zeros(len(t), bool),
+                  "missed": missed.any(axis=1) if missed.size else np.zeros(len(t), bool),
+                  "wrong": wrong.any(axis=1) if wrong.size else np.zeros(len(t), bool),
+                  "partial": partial.any(axis=1) if partial.size else np.zeros(len(t), bool)}
+    kind_counts = {"hallucinated": int(hall.sum()), "missed": int(missed.sum()), "wrong": int(wrong.sum()),
+                   "partial": int(partial.sum())}
+    kinds = {k: kind_counts[k] for k in _first_seen(kind_masks)}
     worst = []
-    for d, bad in imperfect[: opts.top_n]:
+    for d in t.worst[: opts.top_n]:
         raw = d.response.text or ""
+        shown = [s for s in d.scores if s.f1 < 1.0]
         worst.append({
             "doc_id": d.doc_id, "doc_type": d.doc_type, "tier": d.tier, "doc_f1": d.doc_f1,
             "fields": [{"field": s.field, "expected": _redact(s.expected, opts.redact),
-                        "predicted": _redact(s.predicted, opts.redact), "f1": s.f1, "kind": _kind(s)} for s in bad],
+                        "predicted": _redact(s.predicted, opts.redact), "f1": s.f1, "kind": _kind(s)} for s in shown],
             "raw": _redact(raw, True) if opts.redact else raw[: opts.raw_chars],
             "raw_truncated": (not opts.redact) and len(raw) > opts.raw_chars, "raw_len": len(raw),
         })
-    return {"failed": len(failed), "failures": failures, "imperfect_docs": len(imperfect),
-            "wrong_fields": sum(wrong_by_field.values()), "by_field": wrong_by_field.most_common(),
-            "kinds": dict(kinds), "worst": worst, "shown": len(worst)}
+    return {"failed": int(failed.sum()), "failures": failures, "imperfect_docs": int(t.flags["imperfect"].sum()),
+            "wrong_fields": int(bad.sum()), "by_field": wrong_by_field,
+            "kinds": kinds, "worst": worst, "shown": len(worst)}
 
 
-def answer_format_view(run: RunRecord, docs: Sequence[DocResult]) -> dict[str, Any]:
+def answer_format_view(run: RunRecord, docs: Documents) -> dict[str, Any]:
     """How often a run's answers could not be read, beside its prompt style: parse failures (a forced
     tool call answered in text) and answers from which no field at all was read, over the documents
     the model answered. The same measure for every style, so tool and text prompts compare."""
-    parse = sum(1 for d in docs if d.error_class == "parse")
-    unreadable = sum(1 for d in docs if d.status == "ok" and d.fields
-                     and all(v == NOT_FOUND for v in d.fields.values())
-                     and any(v != NOT_FOUND for v in d.ground_truth.values()))
-    answered = sum(1 for d in docs if d.status == "ok") + parse
+    t = DocTable.of(docs)
+    parse = int(t.mask("error_class", "parse").sum())
+    unreadable = int(t.flags["unreadable"].sum())
+    answered = int(t.flags["status_ok"].sum()) + parse
     return {"style": run.prompt_style or "not recorded", "answered": answered, "parse_failures": parse,
             "unreadable": unreadable, "rate": (parse + unreadable) / answered if answered else None}
 
@@ -269,27 +285,35 @@ def answer_format_view(run: RunRecord, docs: Sequence[DocResult]) -> dict[str, A
 NOT_RECORDED = "not recorded (scored before scoring profiles existed)"
 
 
-def scoring_view(run: RunRecord, rows: Sequence[DocResult], recorded: str | None, schema: Any) -> dict[str, Any]:
+def scoring_view(run: RunRecord, rows: Documents, recorded: str | None, schema: Any) -> dict[str, Any]:
     """The run's headline under the profile its stored scores were computed with, and every other
     profile's headline re-scored in memory from the stored fields and ground truth (the store is
-    never written: `migbench rescore --scoring P` is what switches a stored run)."""
-    from migbench.headline import headline_f1
-    from migbench.scoring import document_f1, score_document
+    never written: `migbench rescore --scoring P` is what switches a stored run). A DocTable given
+    here must have been built with those profiles (`other_profiles`)."""
+    from migbench.headline import headline_of
+
+    names = other_profiles(recorded) if schema is not None else []
+    t = DocTable.of(rows, profiles=names, schema=schema, classified=bool((run.config or {}).get("classified")))
+    done = t.flags["status_ok"]
+
+    def headline(f1: np.ndarray, name: str | None) -> Any:
+        scored = f1[done]
+        return headline_of(scored[~np.isnan(scored)].tolist(), int((~done).sum()), name)
+
+    missing = [n for n in names if n not in t.profile_f1]
+    if missing:
+        raise ValueError(f"document table of run {run.run_id} was built without scoring profiles {missing}")
+    return {"profile": recorded, "profile_label": recorded or NOT_RECORDED,
+            "headline": headline(t.numbers["doc_f1"], recorded),
+            "others": [headline(t.profile_f1[n], n) for n in names],
+            "truncated": int(t.flags["truncated"].sum())}
+
+
+def other_profiles(recorded: str | None) -> list[str]:
+    """The scoring profiles a report re-scores a run under (every one but the run's own)."""
     from migbench.scoring_profiles import profile_names
 
-    classified = bool((run.config or {}).get("classified"))
-    others = []
-    if schema is not None:
-        for name in profile_names():
-            if name == recorded:
-                continue
-            docs = ({"status": d.status,
-                     "doc_f1": document_f1(score_document(d.ground_truth, d.fields, schema, name, classified=classified))
-                     if d.status == "ok" and d.ground_truth else d.doc_f1} for d in rows)
-            others.append(headline_f1(docs, name))
-    return {"profile": recorded, "profile_label": recorded or NOT_RECORDED,
-            "headline": headline_f1(rows, recorded), "others": others,
-            "truncated": sum(1 for d in rows if (d.response.extra or {}).get("raw_text_truncated"))}
+    return [n for n in profile_names() if n != recorded]
 
 
 # -------------------------------------------------------------------------------- next steps
@@ -341,16 +365,20 @@ def missing_evidence(views: Sequence[dict[str, Any]], baseline: dict[str, Any] |
 Judge = Callable[[Mapping[str, Any], bool], list[str]]
 
 
-def residency_view(run: RunRecord, audit: Sequence[Mapping[str, Any]], judge: Judge | None) -> dict[str, Any]:
-    sent = [a for a in audit if a.get("allowed")]
-    refused = [a for a in audit if not a.get("allowed")]
+def residency_view(run: RunRecord, audit: AuditDigest | Iterable[Mapping[str, Any]],
+                   judge: Judge | None) -> dict[str, Any]:
+    """The residency section of one run, from its audit digest (or its entries, digested here).
+
+    The judge sees each distinct sent destination once (its SENT_FIELDS) and its reasons count
+    once per entry sent there: a million requests to one endpoint are one judgement."""
+    d = AuditDigest.of(audit)
     violations: Counter[str] = Counter()
     if judge is not None:
-        for a in sent:
-            for reason in judge(a, run.is_emulated):
-                violations[reason] += 1
+        for entry, n in d.sent_destinations():
+            for reason in judge(entry, run.is_emulated):
+                violations[reason] += n
     family = run.family
-    if not audit:
+    if not d.entries:
         if family in CLOUD_FAMILIES or family == "emulated":
             state, summary = False, "no audit entries recorded for a cloud backend: residency not evidenced"
         else:
@@ -359,18 +387,18 @@ def residency_view(run: RunRecord, audit: Sequence[Mapping[str, Any]], judge: Ju
         state, summary = False, f"{sum(violations.values())} sent request(s) outside the residency policy"
     else:
         state = True
-        summary = f"{len(sent)} request(s) sent, all within the residency policy; {len(refused)} refused before sending"
+        summary = f"{d.sent} request(s) sent, all within the residency policy; {d.refused} refused before sending"
     return {
-        "entries": len(audit), "sent": len(sent), "refused": len(refused), "ok": state, "summary": summary,
-        "regions": Counter(a.get("region") or "none" for a in sent).most_common(),
-        "hosts": Counter(a.get("host") or "none" for a in sent).most_common(),
-        "models": Counter(a.get("model_id") or "none" for a in sent).most_common(),
-        "operations": Counter(f"{a.get('service')}:{a.get('operation')}" for a in sent).most_common(),
-        "statuses": Counter(str(a.get("status")) for a in sent).most_common(),
-        "refused_reasons": Counter(a.get("reason") or "no reason recorded" for a in refused).most_common(10),
-        "refused_targets": Counter(f"{a.get('region')} {a.get('model_id')}" for a in refused).most_common(10),
+        "entries": d.entries, "sent": d.sent, "refused": d.refused, "ok": state, "summary": summary,
+        "regions": d.count_sent(lambda a: a["region"] or "none").most_common(),
+        "hosts": d.count_sent(lambda a: a["host"] or "none").most_common(),
+        "models": d.count_sent(lambda a: a["model_id"] or "none").most_common(),
+        "operations": d.count_sent(lambda a: f"{a['service']}:{a['operation']}").most_common(),
+        "statuses": d.count_sent(lambda a: str(a["status"])).most_common(),
+        "refused_reasons": d.refused_reasons.most_common(10),
+        "refused_targets": d.refused_targets.most_common(10),
         "violations": violations.most_common(10),
-        "bytes_sent": sum(int(a.get("bytes_sent") or 0) for a in sent),
+        "bytes_sent": d.bytes_sent,
         "notes": residency_notes(run.describe or {}),
     }
 
@@ -526,7 +554,7 @@ def thresholds_view(a: RunAnalysis, origin: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- the model
-def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[Mapping[str, Any]]], *,
+def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, AuditDigest | Sequence[Mapping[str, Any]]], *,
                  baseline_id: str | None, pricing: Pricing, opts: ReportOptions | None = None,
                  judge: Judge | None = None,
                  iam_policy: Callable[[list[str]], tuple[dict[str, Any], list[str]]] | None = None,
@@ -557,15 +585,15 @@ def build_report(analyses: Sequence[RunAnalysis], audits: Mapping[str, Sequence[
             "name": display_name(run), "imported": is_imported(run),
             "label": display_name(run) + (" [EMULATED]" if run.is_emulated else ""),
             "analysis": a, "summary": a.summary, "hallucination": a.summary.hallucination,
-            "latency": latency_view(run, a.rows, a.summary), "streaming": a.stream, "cost": a.cost,
+            "latency": latency_view(run, a.table, a.summary), "streaming": a.stream, "cost": a.cost,
             "monthly": {vol: a.cost.monthly(vol) for vol in opts.volumes},
             "residency": residency_view(run, audits.get(run.run_id, []), judge),
-            "errors": errors_view(a.rows, opts), "answers": answer_format_view(run, a.rows),
-            "consistency": consistency_rates(a.rows),
+            "errors": errors_view(a.table, opts), "answers": answer_format_view(run, a.table),
+            "consistency": consistency_rates(a.table),
             "thresholds": thresholds_view(a, (origins or {}).get(run.run_id, "")),
             "paired": paired_view(a, a.baseline) if a.paired is not None and a.baseline is not None else None,
         }
-        v["scoring"] = scoring_view(run, a.rows, (scoring or {}).get(run.run_id), schema)
+        v["scoring"] = scoring_view(run, a.table, (scoring or {}).get(run.run_id), schema)
         v["gates"] = evidence_gates(v) + grouped_gates(a.gates)
         v["gate_map"] = {g.name: g for g in v["gates"]}
         v["failed_gates"] = [g.name for g in v["gates"] if g.passed is False]

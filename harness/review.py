@@ -18,18 +18,17 @@ No ground truth is used to flag (production has none); it is used only to judge 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from migbench.catalog import CatalogError, data_path, read_yaml
 from migbench.consistency import RULES as VALIDATION_RULES
-from migbench.consistency import check_fields
 from migbench.contracts import DocResult, UsageError
 from migbench.cost import DAYS_PER_MONTH
-from migbench.normalize import is_not_found
+from migbench.doctable import IN_GT, PRED_VALUE, DocTable, Documents
 from migbench.stats import RateStat, rate_stat
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -142,39 +141,88 @@ class DocReview:
     escaped: bool  # not flagged, yet a critical field is wrong
 
 
-def _doc_fields(row: DocResult, schema: Any) -> set[str] | None:
-    """The fields the document's type has (None: a type the schema does not know: every field)."""
-    return set(schema.fields_for(row.doc_type)) if row.doc_type in schema.document_types else None
+class Verdicts:
+    """Per-document review verdicts of a run, as masks over its DocTable (a million documents cost a
+    few bytes each); `docs` / `doc(i)` give them as DocReview rows for the few who want rows."""
+
+    def __init__(self, table: DocTable, fired: dict[str, np.ndarray], wrong: list[tuple[str, np.ndarray]]):
+        self.table, self.fired, self.wrong = table, fired, wrong
+        n = len(table)
+        self.flagged = np.zeros(n, dtype=bool)
+        for m in fired.values():
+            self.flagged |= m
+        self.wrong_any = np.zeros(n, dtype=bool)
+        for _, m in wrong:
+            self.wrong_any |= m
+        self.escaped = ~self.flagged & self.wrong_any
+
+    def doc(self, i: int) -> DocReview:
+        code = int(self.table.codes["doc_type"][i])
+        dt = self.table.categories["doc_type"][code] if code >= 0 else None
+        return DocReview(self.table.doc_ids[i], str(dt), bool(self.flagged[i]),
+                         tuple(name for name, m in self.fired.items() if m[i]),
+                         tuple(f for f, m in self.wrong if m[i]), escaped=bool(self.escaped[i]))
+
+    @property
+    def docs(self) -> list[DocReview]:
+        return [self.doc(i) for i in range(len(self.table))]
 
 
-def _missing(row: DocResult, wanted: Iterable[str], has: set[str] | None) -> list[str]:
-    return [f for f in wanted if (has is None or f in has) and is_not_found(row.fields.get(f))]
+def _type_fields(t: DocTable, schema: Any) -> dict[int, set[str] | None]:
+    """Per doc_type code, the fields the type has (None: a type the schema does not know: every field)."""
+    out: dict[int, set[str] | None] = {-1: None}
+    for code, dt in enumerate(t.categories["doc_type"]):
+        out[code] = set(schema.fields_for(dt)) if dt in schema.document_types else None
+    return out
+
+
+def _applies(t: DocTable, has: dict[int, set[str] | None], name: str) -> np.ndarray:
+    """Documents whose type has field `name`."""
+    codes = [c for c, fields in has.items() if fields is None or name in fields]
+    return np.isin(t.codes["doc_type"], codes)
+
+
+def review_table(rows: Documents, rules: ReviewRules, critical: Sequence[str], schema: Any) -> Verdicts:
+    """Which rules fire on each document's extraction, and where an error escaped them."""
+    t = DocTable.of(rows)
+    n = len(t)
+    has = _type_fields(t, schema)
+    done = t.flags["status_ok"]
+
+    def value(name: str) -> np.ndarray:  # the extraction holds a value for the field
+        j = t.field_column(name)
+        return np.zeros(n, dtype=bool) if j is None else (t.field_flags[:, j] & PRED_VALUE) != 0
+
+    fired: dict[str, np.ndarray] = {}
+    for rule in rules.rules:
+        if rule.check == "extraction_failed":
+            fires = ~done
+        elif rule.check == "critical_field_missing":
+            fires = np.zeros(n, dtype=bool)
+            for f in rule.fields if rule.fields is not None else critical:
+                fires |= _applies(t, has, f) & ~value(f)
+        else:
+            check = t.checks.get(rule.check)
+            fires = np.zeros(n, dtype=bool) if check is None else check == 0  # -1: the rule does not apply
+        if rule.doc_types is not None:
+            fires = fires & np.isin(t.codes["doc_type"], [c for c, dt in enumerate(t.categories["doc_type"])
+                                                          if dt in rule.doc_types])
+        fired[rule.name] = fired[rule.name] | fires if rule.name in fired else fires
+    wrong = []
+    for f in critical:
+        j = t.field_column(f)
+        if j is None:  # no document's ground truth has it
+            wrong.append((f, np.zeros(n, dtype=bool)))
+            continue
+        f1 = np.nan_to_num(t.f1[:, j], nan=0.0)
+        wrong.append((f, ((t.field_flags[:, j] & IN_GT) != 0) & _applies(t, has, f)
+                      & (~done | (f1 < rules.wrong_below))))
+    return Verdicts(t, fired, wrong)
 
 
 def review_document(row: DocResult, rules: ReviewRules, critical: Sequence[str], schema: Any) -> DocReview:
     """Which rules fire on one document's extraction, and whether an error escaped them."""
-    has = _doc_fields(row, schema)
-    checks = check_fields(row.fields) if row.status == "ok" else dict.fromkeys(VALIDATION_RULES)
-    reasons = []
-    for rule in rules.rules:
-        if rule.doc_types is not None and row.doc_type not in rule.doc_types:
-            continue
-        if rule.check == "extraction_failed":
-            fires = row.status != "ok"
-        elif rule.check == "critical_field_missing":
-            fires = bool(_missing(row, rule.fields if rule.fields is not None else critical, has))
-        else:
-            fires = checks.get(rule.check) is False  # None: the rule does not apply to this output
-        if fires:
-            reasons.append(rule.name)
-    scores = {s.field: s.f1 for s in row.scores}
-    wrong = tuple(
-        f for f in critical
-        if f in row.ground_truth and (has is None or f in has)
-        and (row.status != "ok" or scores.get(f, 0.0) < rules.wrong_below))
-    flagged = bool(reasons)
-    return DocReview(row.doc_id, str(row.doc_type), flagged, tuple(dict.fromkeys(reasons)), wrong,
-                     escaped=not flagged and bool(wrong))
+    return review_table([row], rules, critical, schema).doc(0)
 
 
 # --------------------------------------------------------------------------------------- per run
@@ -206,7 +254,12 @@ class ReviewSummary:
     review_cost_per_doc: float | None  # flagged rate x review cost
     escaped_cost_per_doc: float | None  # escaped rate x escaped-error cost; None: not costed
     total_per_doc: float | None  # model + review (+ escaped); None when the model cost is not measured
-    docs: list[DocReview] = field(default_factory=list, repr=False)
+    verdicts: Verdicts | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def docs(self) -> list[DocReview]:
+        """Per-document verdicts as rows (built on demand from the masks)."""
+        return self.verdicts.docs if self.verdicts is not None else []
 
     @property
     def catch_rate(self) -> float | None:
@@ -222,15 +275,15 @@ class ReviewSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures (per-document verdicts left out: they are in the store's rows)."""
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
-        out = asdict(self)
-        out.pop("docs")
+        out = asdict(replace(self, verdicts=None))
+        out.pop("verdicts")
         out["catch_rate"] = self.catch_rate
         return out
 
 
-def review_run(rows: Iterable[DocResult], rules: ReviewRules, critical: Sequence[str], schema: Any, *,
+def review_run(rows: Documents, rules: ReviewRules, critical: Sequence[str], schema: Any, *,
                model_cost_per_doc: float | None, currency: str | None = None,
                level: float = 0.95) -> ReviewSummary:
     """Flagged, straight-through and escaped-error rates of one run, and its total cost per document.
@@ -241,24 +294,20 @@ def review_run(rows: Iterable[DocResult], rules: ReviewRules, critical: Sequence
         raise UsageError(f"review rules {rules.label} price reviews in {rules.currency}, "
                          f"the pricing catalog in {currency}: use one currency")
     critical = list(rules.critical_fields if rules.critical_fields is not None else critical)
-    docs = [review_document(r, rules, critical, schema) for r in rows]
-    n = len(docs)
-    flagged = sum(d.flagged for d in docs)
-    escaped = sum(d.escaped for d in docs)
-    caught = sum(1 for d in docs if d.flagged and d.wrong_critical)
-    by_rule: dict[str, int] = {r.name: 0 for r in rules.rules}
-    per_type: dict[str, list[DocReview]] = defaultdict(list)
-    for d in docs:
-        per_type[d.doc_type].append(d)
-        for reason in d.reasons:
-            by_rule[reason] += 1
+    v = review_table(rows, rules, critical, schema)
+    t = v.table
+    n = len(t)
+    flagged, escaped = int(v.flagged.sum()), int(v.escaped.sum())
+    caught = int((v.flagged & v.wrong_any).sum())
+    by_rule: dict[str, int] = {r.name: int(v.fired[r.name].sum()) for r in rules.rules}
 
     def rate(k: int, m: int) -> float | None:
         return k / m if m else None
 
-    by_type = {t: TypeReview(len(ds), sum(d.flagged for d in ds), sum(d.escaped for d in ds),
-                             rate(sum(d.flagged for d in ds), len(ds)), rate(sum(d.escaped for d in ds), len(ds)))
-               for t, ds in sorted(per_type.items())}
+    by_type = {}
+    for name, m in sorted(_type_groups(t).items()):
+        k, f, e = int(m.sum()), int((v.flagged & m).sum()), int((v.escaped & m).sum())
+        by_type[name] = TypeReview(k, f, e, rate(f, k), rate(e, k))
     f_rate, e_rate = rate(flagged, n), rate(escaped, n)
     review_per_doc = None if f_rate is None else f_rate * rules.review_cost
     escaped_per_doc = (None if e_rate is None or rules.escaped_error_cost is None
@@ -271,7 +320,17 @@ def review_run(rows: Iterable[DocResult], rules: ReviewRules, critical: Sequence
         straight_through_rate=None if f_rate is None else 1.0 - f_rate, escaped=rate_stat(escaped, n, level),
         caught=caught, wrong=caught + escaped, by_rule=by_rule, by_doc_type=by_type,
         model_cost_per_doc=model_cost_per_doc, review_cost_per_doc=review_per_doc,
-        escaped_cost_per_doc=escaped_per_doc, total_per_doc=total, docs=docs)
+        escaped_cost_per_doc=escaped_per_doc, total_per_doc=total, verdicts=v)
+
+
+def _type_groups(t: DocTable) -> dict[str, np.ndarray]:
+    """Documents per document type, keyed as DocReview names them (str of the type)."""
+    out: dict[str, np.ndarray] = {}
+    for code in np.unique(t.codes["doc_type"]).tolist():
+        name = str(t.categories["doc_type"][code] if code >= 0 else None)
+        m = t.codes["doc_type"] == code
+        out[name] = out[name] | m if name in out else m
+    return out
 
 
 # ------------------------------------------------------------------------------------ report view

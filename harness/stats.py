@@ -11,22 +11,22 @@ Choices:
   fixed seed so reports are reproducible.
 - Percentiles interpolate linearly between closest ranks (numpy's default), the one definition the
   gates, the JSON summary and the report's tables and charts share.
-- Every figure below reads typed rows (`migbench.contracts.DocResult`, as `RunStore.documents`
-  returns them): a document is scored when `row.ok` (status "ok" with a document F1).
+- Every figure below reads a run's documents as columns (`migbench.doctable.DocTable`; typed rows,
+  `migbench.contracts.DocResult`, are turned into one on the way in): a document is scored when
+  `row.ok` (status "ok" with a document F1).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from migbench.contracts import DocResult
-from migbench.normalize import is_not_found
+from migbench.doctable import GT_NOT_FOUND, HALLUCINATED, IN_GT, MISSED, DocTable, Documents
 
 Interval = tuple[float | None, float | None, float | None]
 
@@ -150,46 +150,46 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear interpolation (numpy's default); None for no values."""
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {q}")
+    if isinstance(values, np.ndarray):  # a column: no None in it, and no copy into Python floats
+        return float(np.percentile(values.astype(np.float64), q)) if values.size else None
     xs = [float(v) for v in values if v is not None]
     return float(np.percentile(xs, q)) if xs else None
 
 
-def _of_type(rows: Iterable[DocResult], doc_type: str | None) -> Iterable[DocResult]:
-    return rows if doc_type is None else (r for r in rows if r.doc_type == doc_type)
+def _table(rows: Documents) -> DocTable:
+    return DocTable.of(rows)
 
 
-def doc_f1_values(rows: Iterable[DocResult], doc_type: str | None = None,
-                  failed_as_zero: bool = True) -> list[float]:
+def _f1_or_zero(t: DocTable, doc_type: str | None, failed_as_zero: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(selected documents, their F1: a failed one 0) of a type; failed ones only when they count."""
+    ok = t.flags["ok"]
+    sel = t.mask("doc_type", doc_type) & (ok | failed_as_zero)
+    return sel, np.where(ok, t.numbers["doc_f1"], 0.0)[sel]
+
+
+def doc_f1_values(rows: Documents, doc_type: str | None = None, failed_as_zero: bool = True) -> list[float]:
     """Document F1 of each document (of a type); a failed one is 0, or left out."""
-    return [float(r.doc_f1) if r.ok else 0.0  # type: ignore[arg-type]
-            for r in _of_type(rows, doc_type) if r.ok or failed_as_zero]
+    return _f1_or_zero(_table(rows), doc_type, failed_as_zero)[1].tolist()
 
 
-def field_f1_values(rows: Iterable[DocResult], doc_type: str, name: str, failed_as_zero: bool = True) -> list[float]:
+def field_f1_values(rows: Documents, doc_type: str, name: str, failed_as_zero: bool = True) -> list[float]:
     """F1 of one field over the documents of a type whose ground truth has it."""
-    out = []
-    for r in _of_type(rows, doc_type):
-        if name not in r.ground_truth:
-            continue
-        if r.ok:
-            # a scored document without this field's score counts it missed
-            out.append(next((float(s.f1) for s in r.scores if s.field == name), 0.0))
-        elif failed_as_zero:
-            out.append(0.0)
-    return out
+    t = _table(rows)
+    j = t.field_column(name)
+    if j is None:
+        return []
+    ok = t.flags["ok"]
+    sel = t.mask("doc_type", doc_type) & ((t.field_flags[:, j] & IN_GT) != 0) & (ok | failed_as_zero)
+    # a scored document without this field's score counts it missed
+    return np.where(ok, np.nan_to_num(t.f1[:, j], nan=0.0), 0.0)[sel].tolist()
 
 
-def hallucination_counts(rows: Iterable[DocResult], doc_type: str | None = None) -> tuple[int, int]:
+def hallucination_counts(rows: Documents, doc_type: str | None = None) -> tuple[int, int]:
     """(hallucinated, opportunities): fields whose ground truth is NOT_FOUND, in scored documents."""
-    hall = opp = 0
-    for r in _of_type(rows, doc_type):
-        if not r.ok:
-            continue
-        for s in r.scores:
-            if is_not_found(s.expected):
-                opp += 1
-                hall += bool(s.hallucinated)
-    return hall, opp
+    t = _table(rows)
+    flags = t.field_flags[t.mask("doc_type", doc_type) & t.flags["ok"]]
+    opp = (flags & GT_NOT_FOUND) != 0
+    return int(((flags & HALLUCINATED) != 0)[opp].sum()), int(opp.sum())
 
 
 @dataclass
@@ -201,36 +201,37 @@ class LatencyStats:
     p99: float | None
     mean: float | None
     max: float | None
-    values: list[float] = field(default_factory=list, repr=False)
+    values: Sequence[float] = field(default_factory=list, repr=False)  # array('d'): 8 bytes a value
 
     def get(self, pct: str) -> float | None:
         return getattr(self, pct)
 
 
-def latency_stats(rows: Iterable[DocResult], doc_type: str | None = None) -> LatencyStats:
+def latency_stats(rows: Documents, doc_type: str | None = None) -> LatencyStats:
     """Client latency of the completed documents (of a type): percentiles, mean, max."""
-    vals, missing = [], 0
-    for r in _of_type(rows, doc_type):
-        if r.status != "ok":
-            continue
-        if r.response.latency_s is None:
-            missing += 1
-        else:
-            vals.append(float(r.response.latency_s))
-    return LatencyStats(len(vals), missing, *(percentile(vals, float(p[1:])) for p in PERCENTILES),
-                        mean=math.fsum(vals) / len(vals) if vals else None, max=max(vals) if vals else None,
-                        values=vals)
+    t = _table(rows)
+    lat = t.numbers["latency_s"][t.mask("doc_type", doc_type) & t.flags["status_ok"]]
+    recorded = ~np.isnan(lat)
+    vals = lat[recorded]
+    kept = array("d")
+    kept.frombytes(vals.tobytes())
+    return LatencyStats(len(vals), int((~recorded).sum()), *(percentile(vals, float(p[1:])) for p in PERCENTILES),
+                        mean=math.fsum(kept) / len(kept) if len(kept) else None,
+                        max=float(vals.max()) if len(vals) else None, values=kept)
 
 
-def paired_f1(candidate: Iterable[DocResult], baseline: Iterable[DocResult], doc_type: str | None = None,
+def paired_f1(candidate: Documents, baseline: Documents, doc_type: str | None = None,
               failed_as_zero: bool = True) -> tuple[list[str], list[float], list[float]]:
     """Document F1 of both runs on the documents both have, in doc_id order."""
-    def by_id(rows: Iterable[DocResult]) -> dict[str, float]:
-        return {r.doc_id: float(r.doc_f1) if r.ok else 0.0  # type: ignore[arg-type]
-                for r in _of_type(rows, doc_type) if r.ok or failed_as_zero}
-    a, b = by_id(candidate), by_id(baseline)
-    ids = sorted(a.keys() & b.keys())
-    return ids, [a[k] for k in ids], [b[k] for k in ids]
+    def by_id(rows: Documents) -> tuple[np.ndarray, np.ndarray]:
+        t = _table(rows)
+        sel, f1 = _f1_or_zero(t, doc_type, failed_as_zero)
+        ids = np.empty(int(sel.sum()), dtype=object)
+        ids[:] = t.ids(sel)
+        return ids, f1
+    (ids_a, a), (ids_b, b) = by_id(candidate), by_id(baseline)
+    ids, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
+    return ids.tolist(), a[ia].tolist(), b[ib].tolist()
 
 
 @dataclass
@@ -248,7 +249,7 @@ class Paired:
     baseline_mean: float | None = None
 
 
-def paired_comparison(candidate: Sequence[DocResult], baseline: Sequence[DocResult], baseline_name: str, *,
+def paired_comparison(candidate: Documents, baseline: Documents, baseline_name: str, *,
                       margin: float, doc_type: str | None = None, failed_as_zero: bool = True,
                       n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Paired:
     ids, a, b = paired_f1(candidate, baseline, doc_type, failed_as_zero)
@@ -298,15 +299,6 @@ class FieldStat:
 
 
 @dataclass
-class _FieldCounts:
-    gt_not_found: int = 0
-    hallucinated: int = 0
-    gt_value: int = 0
-    missed: int = 0
-    wrong_value: int = 0
-
-
-@dataclass
 class Summary:
     documents: int
     scored: int
@@ -340,68 +332,70 @@ def rate_stat(k: int, n: int, level: float = 0.95) -> RateStat:
     return RateStat(k, n, rate, lo, hi)
 
 
-def aggregate(rows: Iterable[DocResult], level: float = 0.95) -> Summary:
-    """Summarise one backend's run from its typed rows (doc_id, doc_type, tier, status, doc_f1,
+def _names(t: DocTable, category: str) -> list[str]:
+    """Per category code, the name a summary groups by (a missing value is "unknown")."""
+    return [str(v or "unknown") for v in t.categories[category]]
+
+
+def _groups(t: DocTable, category: str) -> dict[str, np.ndarray]:
+    """Group name -> documents in it, for every name some document has."""
+    codes = t.codes[category]
+    out: dict[str, np.ndarray] = {}
+    for code in np.unique(codes).tolist():
+        name = "unknown" if code < 0 else _names(t, category)[code]
+        m = codes == code
+        out[name] = out[name] | m if name in out else m
+    return out
+
+
+def aggregate(rows: Documents, level: float = 0.95) -> Summary:
+    """Summarise one backend's run from its documents (doc_id, doc_type, tier, status, doc_f1,
     scores, response.latency_s). A document is scored when `row.ok`; every other one is failed."""
-    rows = list(rows)
-    failed = 0
-    overall: list[float] = []
-    with_zero: list[float] = []
-    by_type: dict[str, list[float]] = defaultdict(list)
-    by_tier: dict[str, list[float]] = defaultdict(list)
-    failed_type: dict[str, int] = defaultdict(int)
-    failed_tier: dict[str, int] = defaultdict(int)
-    per_field: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, _FieldCounts] = defaultdict(_FieldCounts)
-    for row in rows:
-        dtype, tier = str(row.doc_type or "unknown"), str(row.tier or "unknown")
-        if not row.ok:
-            failed += 1
-            failed_type[dtype] += 1
-            failed_tier[tier] += 1
-            with_zero.append(0.0)
-            continue
-        f1 = float(row.doc_f1)  # type: ignore[arg-type]
-        overall.append(f1)
-        with_zero.append(f1)
-        by_type[dtype].append(f1)
-        by_tier[tier].append(f1)
-        for s in row.scores:
-            per_field[s.field].append(float(s.f1))
-            c = counts[s.field]
-            if is_not_found(s.expected):
-                c.gt_not_found += 1
-                c.hallucinated += bool(s.hallucinated)
-            else:
-                c.gt_value += 1
-                c.missed += bool(s.missed)
-                c.wrong_value += (not s.missed) and float(s.f1) == 0.0
+    t = _table(rows)
+    ok = t.flags["ok"]
+    f1 = t.numbers["doc_f1"]
+    failed = int((~ok).sum())
+    by_type = _groups(t, "doc_type")
+    by_tier = _groups(t, "tier")
+    scored = t.f1[ok]
+    flags = t.field_flags[ok]
+    has = ~np.isnan(scored)
     fields = {}
-    for name, vals in per_field.items():
-        mean, lo, hi = mean_ci(vals, level, clip=(0.0, 1.0))
-        c = counts[name]
-        fields[name] = FieldStat(name, len(vals), mean, lo, hi, c.gt_not_found, c.hallucinated,
-                                 _rate(c.hallucinated, c.gt_not_found), c.gt_value, c.missed, c.wrong_value,
-                                 _rate(c.wrong_value, c.gt_value))
-    hall, opp = hallucination_counts(rows)
-    wrong = sum(c.wrong_value for c in counts.values())
-    gt_value = sum(c.gt_value for c in counts.values())
-    types = set(by_type) | set(failed_type)
-    tiers = set(by_tier) | set(failed_tier)
-    latency = {"all": latency_stats(rows)}
-    latency.update({t: latency_stats(rows, t) for t in sorted(types)})
+    for j, name in enumerate(t.fields):
+        col = has[:, j]
+        if not col.any():
+            continue
+        vals = scored[col, j]
+        fl = flags[col, j]
+        nf = (fl & GT_NOT_FOUND) != 0
+        missed = (fl & MISSED) != 0
+        gt_nf, gt_value = int(nf.sum()), int((~nf).sum())
+        hall = int((nf & ((fl & HALLUCINATED) != 0)).sum())
+        wrong = int((~nf & ~missed & (vals == 0.0)).sum())
+        mean, lo, hi = mean_ci(vals.tolist(), level, clip=(0.0, 1.0))
+        fields[name] = FieldStat(name, int(col.sum()), mean, lo, hi, gt_nf, hall, _rate(hall, gt_nf), gt_value,
+                                 int((~nf & missed).sum()), wrong, _rate(wrong, gt_value))
+    hall, opp = hallucination_counts(t)
+    wrong = sum(x.wrong_value for x in fields.values())
+    gt_value = sum(x.gt_value for x in fields.values())
+    latency = {"all": latency_stats(t)}
+    latency.update({name: latency_stats(t, name) for name in sorted(by_type)})
+
+    def group(m: np.ndarray) -> GroupStat:
+        return _group(f1[m & ok].tolist(), int((m & ~ok).sum()), level)
+
     return Summary(
-        documents=len(rows),
-        scored=len(overall),
+        documents=len(t),
+        scored=int(ok.sum()),
         failed=failed,
-        failure_rate=_rate(failed, len(rows)),
-        overall=_group(overall, failed, level),
-        overall_failed_as_zero=_group(with_zero, failed, level),
+        failure_rate=_rate(failed, len(t)),
+        overall=_group(f1[ok].tolist(), failed, level),
+        overall_failed_as_zero=_group(np.where(ok, f1, 0.0).tolist(), failed, level),
         hallucination_rate=_rate(hall, opp),
         wrong_value_rate=_rate(wrong, gt_value),
         fields=dict(sorted(fields.items())),
-        doc_types={t: _group(by_type.get(t, []), failed_type.get(t, 0), level) for t in sorted(types)},
-        tiers={t: _group(by_tier.get(t, []), failed_tier.get(t, 0), level) for t in sorted(tiers)},
+        doc_types={name: group(m) for name, m in sorted(by_type.items())},
+        tiers={name: group(m) for name, m in sorted(by_tier.items())},
         hallucination=rate_stat(hall, opp, level),
         latency=latency,
     )

@@ -564,8 +564,20 @@ class RunStore:
         )
 
     def audit(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM audit WHERE run_id=? ORDER BY id", (run_id,))
-        return [{**dict(r), "allowed": bool(r["allowed"])} for r in rows]
+        return list(self.iter_audit(run_id))
+
+    def iter_audit(self, run_id: str, *, chunk: int = DOCUMENT_CHUNK) -> Iterator[dict[str, Any]]:
+        """The run's audit rows in the order they were recorded, read `chunk` rows at a time: a run
+        records at least one row per document, so a million-document run's log is never held at once."""
+        last = 0  # AUTOINCREMENT ids start at 1
+        while True:
+            rows = self._query("SELECT * FROM audit WHERE run_id=? AND id>? ORDER BY id LIMIT ?",
+                               (run_id, last, chunk))
+            for r in rows:
+                yield {**dict(r), "allowed": bool(r["allowed"])}
+            if len(rows) < chunk:
+                return
+            last = rows[-1]["id"]
 
 
 class StoredDocuments:

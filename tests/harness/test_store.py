@@ -2,7 +2,7 @@ import os
 import sqlite3
 
 import pytest
-from migbench.contracts import DocResult, FieldScore, Response
+from migbench.contracts import AuditEntry, DocResult, FieldScore, Response
 from migbench.store import APPLICATION_ID, RunMeta, RunStore, StoreError
 
 
@@ -258,3 +258,19 @@ def test_stream_and_cache_figures_round_trip(tmp_path):
         store.save_result(run_id, DocResult("d1", "receipt", "clean", "ok", resp), {})
         (row,) = store.documents(run_id)
     assert (row.response.ttft_s, row.response.cache_read_tokens, row.response.cache_write_tokens) == (0.25, 900, 0)
+
+
+def test_the_audit_log_is_read_in_chunks_in_recorded_order_without_other_runs_rows(tmp_path):
+    with RunStore(tmp_path) as store:
+        run_id, _ = store.open_run(_meta())
+        other, _ = store.open_run(_meta(backend="other"))
+        for i in range(10):  # another run's rows interleaved: chunks skip them by id, never by offset
+            store.add_audit(run_id, AuditEntry("b", "bedrock-runtime", "Converse", "ap-southeast-2", "h", "m",
+                                               doc_id=f"d{9 - i}", attempt=i + 1, status=200, bytes_sent=i))
+            store.add_audit(other, AuditEntry("other", "bedrock-runtime", "Converse", "ap-southeast-2", "h", "m"))
+        rows = list(store.iter_audit(run_id, chunk=3))
+        assert [r["doc_id"] for r in rows] == [f"d{9 - i}" for i in range(10)]  # recorded order, not doc order
+        assert [r["attempt"] for r in rows] == list(range(1, 11))
+        assert all(r["allowed"] is True and r["run_id"] == run_id for r in rows)
+        assert rows == store.audit(run_id)
+        assert len(list(store.iter_audit(run_id, chunk=5))) == 10  # a chunk boundary at the very end

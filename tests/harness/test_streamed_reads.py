@@ -107,8 +107,8 @@ def test_report_from_lean_rows_is_the_report_from_full_rows(tmp_path: Path, monk
     lean_model = report_mod.generate(tmp_path / "results", tmp_path / "lean.html", top_n=3)
     lean_html = (tmp_path / "lean.html").read_text(encoding="utf-8")
     # the report as it was: every row read whole, raw answers included
-    real = RunStore.documents
-    monkeypatch.setattr(RunStore, "documents", lambda self, run_id, raw_text=True: real(self, run_id))
+    real = RunStore.iter_documents
+    monkeypatch.setattr(RunStore, "iter_documents", lambda self, run_id, raw_text=True, **kw: real(self, run_id, **kw))
     monkeypatch.setattr(report_mod, "with_worst_raw_texts", lambda *a: None)
     full_model = report_mod.generate(tmp_path / "results", tmp_path / "full.html", top_n=3)
     full_html = (tmp_path / "full.html").read_text(encoding="utf-8")
