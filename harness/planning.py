@@ -238,9 +238,10 @@ def main(argv: list[str]) -> int:
     try:
         with open_store(args.results) as store:
             base = store.run(args.baseline)
-            base_rows = store.documents(base.run_id)
+            # as columns, read a chunk at a time: a plan needs only each document's F1 and type
+            base_rows = DocTable.of(store.iter_documents(base.run_id, raw_text=False))
             cand = store.run(args.candidate) if args.candidate else None
-            cand_rows = store.documents(cand.run_id) if cand else None
+            cand_rows = DocTable.of(store.iter_documents(cand.run_id, raw_text=False)) if cand else None
         rows = plan(base_rows, cand_rows, margin=args.margin, alpha=args.alpha, power=args.power,
                     failed_as_zero=args.failed_as_zero, assumed_diff=args.assume_diff)
     except MigbenchError as exc:
