@@ -215,6 +215,9 @@ def worst_documents(docs: Documents, top_n: int) -> list[DocResult]:
     return DocTable.of(docs, keep_worst=top_n).worst[:top_n]
 
 
+KINDS = ("hallucinated", "missed", "wrong", "partial")  # how a field went wrong (migbench.report_data._kind)
+
+
 def _first_seen(masks: dict[str, np.ndarray]) -> list[str]:
     """Names of the non-empty masks, by the first document each covers (stable for ties)."""
     firsts = {k: int(np.argmax(m)) for k, m in masks.items() if m.any()}
@@ -235,24 +238,25 @@ def errors_view(docs: Documents, opts: ReportOptions) -> dict[str, Any]:
                  "examples": t.failure_examples.get(cls, [])[: opts.failed_examples]}
                 for cls in sorted(order, key=lambda c: -int(classes[c].sum()))]
     done = t.flags["status_ok"]
-    f1 = t.f1
-    with np.errstate(invalid="ignore"):
-        bad = done[:, None] & (f1 < 1.0)  # NaN (no score) is never below 1
-    flags = t.field_flags
-    hall = bad & ((flags & HALLUCINATED) != 0)
-    missed = bad & ~hall & ((flags & MISSED) != 0)
-    wrong = bad & ~hall & ~missed & (f1 == 0)
-    partial = bad & ~hall & ~missed & ~wrong
-    by_field = {name: bad[:, j] for j, name in enumerate(t.fields)}
-    counts = {name: int(m.sum()) for name, m in by_field.items()}
-    wrong_by_field = [(name, counts[name]) for name in sorted(_first_seen(by_field), key=lambda k: -counts[k])]
-    kind_masks = {"hallucinated": hall.any(axis=1) if hall.size else np.zeros(len(t), bool),
-                  "missed": missed.any(axis=1) if missed.size else np.zeros(len(t), bool),
-                  "wrong": wrong.any(axis=1) if wrong.size else np.zeros(len(t), bool),
-                  "partial": partial.any(axis=1) if partial.size else np.zeros(len(t), bool)}
-    kind_counts = {"hallucinated": int(hall.sum()), "missed": int(missed.sum()), "wrong": int(wrong.sum()),
-                   "partial": int(partial.sum())}
-    kinds = {k: kind_counts[k] for k in _first_seen(kind_masks)}
+    # One field column at a time: no (documents x fields) temporaries for a million-document run.
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}  # field -> first document where it is wrong
+    kind_counts = dict.fromkeys(KINDS, 0)
+    for j, name in enumerate(t.fields):
+        col, flags = t.f1[:, j], t.field_flags[:, j]
+        with np.errstate(invalid="ignore"):
+            bad = done & (col < 1.0)  # NaN (no score) is never below 1
+        if not bad.any():
+            continue
+        counts[name], first[name] = int(bad.sum()), int(np.argmax(bad))
+        hall = bad & ((flags & HALLUCINATED) != 0)
+        missed = bad & ~hall & ((flags & MISSED) != 0)
+        wrong = bad & ~hall & ~missed & (col == 0)
+        for kind, m in zip(KINDS, (hall, missed, wrong, bad & ~hall & ~missed & ~wrong)):
+            kind_counts[kind] += int(m.sum())
+    by_field = sorted(first, key=lambda k: first[k])  # first seen first, then the most often wrong
+    wrong_by_field = [(name, counts[name]) for name in sorted(by_field, key=lambda k: -counts[k])]
+    kinds = {k: c for k, c in sorted(kind_counts.items(), key=lambda kv: -kv[1]) if c}  # most frequent first
     worst = []
     for d in t.worst[: opts.top_n]:
         raw = d.response.text or ""
@@ -265,7 +269,7 @@ def errors_view(docs: Documents, opts: ReportOptions) -> dict[str, Any]:
             "raw_truncated": (not opts.redact) and len(raw) > opts.raw_chars, "raw_len": len(raw),
         })
     return {"failed": int(failed.sum()), "failures": failures, "imperfect_docs": int(t.flags["imperfect"].sum()),
-            "wrong_fields": int(bad.sum()), "by_field": wrong_by_field,
+            "wrong_fields": sum(counts.values()), "by_field": wrong_by_field,
             "kinds": kinds, "worst": worst, "shown": len(worst)}
 
 

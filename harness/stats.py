@@ -357,16 +357,13 @@ def aggregate(rows: Documents, level: float = 0.95) -> Summary:
     failed = int((~ok).sum())
     by_type = _groups(t, "doc_type")
     by_tier = _groups(t, "tier")
-    scored = t.f1[ok]
-    flags = t.field_flags[ok]
-    has = ~np.isnan(scored)
     fields = {}
-    for j, name in enumerate(t.fields):
-        col = has[:, j]
+    for j, name in enumerate(t.fields):  # a column at a time: no copy of the whole score matrix
+        col = ok & ~np.isnan(t.f1[:, j])
         if not col.any():
             continue
-        vals = scored[col, j]
-        fl = flags[col, j]
+        vals = t.f1[col, j]
+        fl = t.field_flags[col, j]
         nf = (fl & GT_NOT_FOUND) != 0
         missed = (fl & MISSED) != 0
         gt_nf, gt_value = int(nf.sum()), int((~nf).sum())

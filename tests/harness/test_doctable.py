@@ -104,3 +104,18 @@ def test_a_document_costs_numbers_not_strings() -> None:
     per_doc = sum(a.nbytes for a in arrays) / len(t)
     assert per_doc < 400, per_doc
     assert len(t.fields) == len(names)
+
+
+def test_errors_view_counts_kinds_most_frequent_first_and_fields_by_how_often_wrong() -> None:
+    from migbench.report_data import ReportOptions, errors_view
+
+    rows = [row("a", [score("PAYER_NAME", NOT_FOUND, "Bob", 0.0), score("TOTAL_AMOUNT", "$1.00", "$2.00", 0.0)]),
+            row("b", [score("TOTAL_AMOUNT", "$1.00", NOT_FOUND, 0.0), score("GST_AMOUNT", "$0.10", "$0.20", 0.0)]),
+            row("c", [score("TOTAL_AMOUNT", "$3.00", "$2.00", 0.0)]),
+            row("d", [], status="failed", error_class="timeout")]
+    v = errors_view(rows, ReportOptions(top_n=2, failed_examples=1))
+    assert v["kinds"] == {"wrong": 3, "hallucinated": 1, "missed": 1}
+    assert v["by_field"] == [("TOTAL_AMOUNT", 3), ("PAYER_NAME", 1), ("GST_AMOUNT", 1)]
+    assert (v["failed"], v["imperfect_docs"], v["wrong_fields"], v["shown"]) == (1, 3, 5, 2)
+    assert v["failures"] == [{"error_class": "timeout", "count": 1,
+                              "examples": [{"doc_id": "d", "error": "boom", "attempts": 1}]}]
