@@ -16,7 +16,7 @@ bounded samples while the rows stream past.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,17 @@ class DocTable:
         """The category's distinct values that documents have."""
         used = np.unique(self.codes[name])
         return [self.categories[name][c] for c in used.tolist() if c >= 0]
+
+    def groups(self, name: str, label: Callable[[Any], str], within: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """label -> the documents (of `within`) whose category `name` has a value with that label
+        (the value None included), labels in first-code order; values sharing a label are one group."""
+        codes = self.codes[name]
+        out: dict[str, np.ndarray] = {}
+        for code in np.unique(codes if within is None else codes[within]).tolist():
+            key = label(self.categories[name][code] if code >= 0 else None)
+            m = codes == code if within is None else within & (codes == code)
+            out[key] = out[key] | m if key in out else m
+        return out
 
     def field_column(self, name: str) -> int | None:
         try:

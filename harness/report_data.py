@@ -228,11 +228,7 @@ def errors_view(docs: Documents, opts: ReportOptions) -> dict[str, Any]:
     """Bounded drill-down: the top-N worst documents in full, every other problem only counted."""
     t = DocTable.of(docs, keep_worst=opts.top_n, failure_examples=opts.failed_examples)
     failed = ~t.flags["status_ok"]
-    classes: dict[str, np.ndarray] = {}
-    for code in np.unique(t.codes["error_class"][failed]).tolist():
-        name = (t.categories["error_class"][code] if code >= 0 else None) or "unknown"
-        m = failed & (t.codes["error_class"] == code)
-        classes[name] = classes[name] | m if name in classes else m
+    classes = t.groups("error_class", lambda v: v or "unknown", within=failed)
     order = _first_seen(classes)
     failures = [{"error_class": cls, "count": int(classes[cls].sum()),
                  "examples": t.failure_examples.get(cls, [])[: opts.failed_examples]}

@@ -305,7 +305,7 @@ def review_run(rows: Documents, rules: ReviewRules, critical: Sequence[str], sch
         return k / m if m else None
 
     by_type = {}
-    for name, m in sorted(_type_groups(t).items()):
+    for name, m in sorted(t.groups("doc_type", str).items()):  # keyed as DocReview names types
         k, f, e = int(m.sum()), int((v.flagged & m).sum()), int((v.escaped & m).sum())
         by_type[name] = TypeReview(k, f, e, rate(f, k), rate(e, k))
     f_rate, e_rate = rate(flagged, n), rate(escaped, n)
@@ -321,16 +321,6 @@ def review_run(rows: Documents, rules: ReviewRules, critical: Sequence[str], sch
         caught=caught, wrong=caught + escaped, by_rule=by_rule, by_doc_type=by_type,
         model_cost_per_doc=model_cost_per_doc, review_cost_per_doc=review_per_doc,
         escaped_cost_per_doc=escaped_per_doc, total_per_doc=total, verdicts=v)
-
-
-def _type_groups(t: DocTable) -> dict[str, np.ndarray]:
-    """Documents per document type, keyed as DocReview names them (str of the type)."""
-    out: dict[str, np.ndarray] = {}
-    for code in np.unique(t.codes["doc_type"]).tolist():
-        name = str(t.categories["doc_type"][code] if code >= 0 else None)
-        m = t.codes["doc_type"] == code
-        out[name] = out[name] | m if name in out else m
-    return out
 
 
 # ------------------------------------------------------------------------------------ report view

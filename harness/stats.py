@@ -332,20 +332,9 @@ def rate_stat(k: int, n: int, level: float = 0.95) -> RateStat:
     return RateStat(k, n, rate, lo, hi)
 
 
-def _names(t: DocTable, category: str) -> list[str]:
-    """Per category code, the name a summary groups by (a missing value is "unknown")."""
-    return [str(v or "unknown") for v in t.categories[category]]
-
-
 def _groups(t: DocTable, category: str) -> dict[str, np.ndarray]:
-    """Group name -> documents in it, for every name some document has."""
-    codes = t.codes[category]
-    out: dict[str, np.ndarray] = {}
-    for code in np.unique(codes).tolist():
-        name = "unknown" if code < 0 else _names(t, category)[code]
-        m = codes == code
-        out[name] = out[name] | m if name in out else m
-    return out
+    """Group name -> documents in it, for every name some document has (a missing value is "unknown")."""
+    return t.groups(category, lambda v: str(v or "unknown"))
 
 
 def aggregate(rows: Documents, level: float = 0.95) -> Summary:
