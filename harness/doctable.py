@@ -78,17 +78,6 @@ class DocTable:
         return builder.build()
 
     # -------------------------------------------------------------------------------- selection
-    def values(self, column: str) -> np.ndarray:
-        for group in (self.numbers, self.flags, self.counts):
-            if column in group:
-                return group[column]
-        raise KeyError(f"no column {column!r} in the document table")
-
-    def category(self, name: str) -> list[Any]:
-        """Per document, the category's value (as the rows held it)."""
-        cats = self.categories[name]
-        return [cats[c] if c >= 0 else None for c in self.codes[name].tolist()]
-
     def mask(self, name: str, value: Any) -> np.ndarray:
         """Documents whose category `name` equals `value` (doc_type None: every document)."""
         if name == "doc_type" and value is None:

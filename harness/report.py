@@ -29,12 +29,13 @@ from migbench.report_data import (
     ReportOptions,
     build_report,
     default_baseline,
+    other_profiles,
     select_runs,
 )
 from migbench.store import DB_NAME, RunStore, StoreError
 
 DEFAULT_RESULTS = "results"
-Progress = Callable[[str, int, int], None]
+OnProgress = Callable[[str, int, int], None]  # (run id, documents read, documents)
 
 
 class ReportError(UsageError):
@@ -127,8 +128,8 @@ def thresholds_for(run: RunRecord, given: Any, default: Any, schema: Any) -> tup
     return default, "the report's default (incumbent); the suites never gated this run", None
 
 
-def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None, *, top_n: int = 15,
-                progress: Progress | None = None
+def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None, schema: Any, *, top_n: int = 15,
+                progress: OnProgress | None = None
                 ) -> tuple[list[RunRecord], dict[str, DocTable], dict[str, AuditDigest], str | None, list[LeftOut]]:
     all_runs = store.runs()
     if not all_runs:
@@ -155,21 +156,19 @@ def load_inputs(store: RunStore, refs: list[str] | None, baseline: str | None, *
         base_id = default_baseline(runs)
     # Each run's documents as columns, read a chunk of rows at a time (never all rows at once): the
     # table keeps numbers per document and the few rows the report shows whole.
-    docs = {i: document_table(store, by_id[i], top_n, progress) for i in ids}
+    docs = {i: document_table(store, by_id[i], schema, top_n, progress) for i in ids}
     # One digest per run, read a chunk at a time: the log has a row per request, its digest one per destination.
     audits = {i: AuditDigest.from_entries(store.iter_audit(i)) for i in ids}
     return runs, docs, audits, base_id, left
 
 
-def document_table(store: RunStore, run: RunRecord, top_n: int, progress: Progress | None = None) -> DocTable:
+def document_table(store: RunStore, run: RunRecord, schema: Any, top_n: int,
+                   progress: OnProgress | None = None) -> DocTable:
     """One run's documents as a DocTable, streamed from the store (raw answers left out), scored
     under every other scoring profile for the report's comparison, its worst documents kept whole."""
-    from migbench.report_data import ReportOptions, other_profiles
-    from migbench.schema import load_schema
-
     recorded = store.scoring(run.run_id)
     builder = TableBuilder(keep_worst=top_n, failure_examples=ReportOptions.failed_examples,
-                           profiles=other_profiles(recorded), schema=load_schema(),
+                           profiles=other_profiles(recorded), schema=schema,
                            classified=bool((run.config or {}).get("classified")))
     total = sum(store.counts(run.run_id).values())
     for k, row in enumerate(store.iter_documents(run.run_id, raw_text=False), 1):
@@ -189,7 +188,7 @@ def with_worst_raw_texts(store: RunStore, run_id: str, table: DocTable) -> None:
 def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = None, baseline: str | None = None,
              redact: bool = False, volumes: tuple[int, ...] = (10, 1000, 10000), gpu_hourly: float | None = None,
              top_n: int = 15, pricing_path: str | None = None, thresholds: str | None = None,
-             review_rules: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+             review_rules: str | None = None, progress: OnProgress | None = None) -> dict[str, Any]:
     """Render the report to `out` (written atomically); returns the view model. `progress(run_id,
     documents read, documents)` is called as each run's documents are read."""
     from migbench.analysis import analyse
@@ -206,7 +205,8 @@ def generate(results: str | Path, out: str | Path, *, runs: list[str] | None = N
     default = given or resolve_thresholds(None, schema)
     store = RunStore.open_existing(results)  # reads only: never creates or converts a store
     try:
-        run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline, top_n=top_n, progress=progress)
+        run_rows, docs, audits, base_id, left_out = load_inputs(store, runs, baseline, schema, top_n=top_n,
+                                                                progress=progress)
         for run_id, table in docs.items():
             with_worst_raw_texts(store, run_id, table)
         scoring = {r.run_id: store.scoring(r.run_id) for r in run_rows}  # read only: never rescored here

@@ -24,7 +24,7 @@ from migbench import svg
 from migbench.analysis import RunAnalysis
 from migbench.audit_digest import AuditDigest
 from migbench.consistency import RULES, consistency_rates
-from migbench.contracts import DocResult, RunRecord
+from migbench.contracts import RunRecord
 from migbench.cost import Pricing, RunCost, break_even_docs_per_day, token_prices
 from migbench.doctable import HALLUCINATED, MISSED, DocTable, Documents
 from migbench.gates import CLOUD_FAMILIES
@@ -207,12 +207,6 @@ def _kind(score: Any) -> str:
     if score.missed:
         return "missed"
     return "wrong" if score.f1 == 0 else "partial"
-
-
-def worst_documents(docs: Documents, top_n: int) -> list[DocResult]:
-    """The documents errors_view drills down into, worst first (their raw answers are the only ones
-    the report shows, so a report reads rows without raw text and fetches these few)."""
-    return DocTable.of(docs, keep_worst=top_n).worst[:top_n]
 
 
 KINDS = ("hallucinated", "missed", "wrong", "partial")  # how a field went wrong (migbench.report_data._kind)

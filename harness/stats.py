@@ -156,10 +156,6 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
 
-def _table(rows: Documents) -> DocTable:
-    return DocTable.of(rows)
-
-
 def _f1_or_zero(t: DocTable, doc_type: str | None, failed_as_zero: bool) -> tuple[np.ndarray, np.ndarray]:
     """(selected documents, their F1: a failed one 0) of a type; failed ones only when they count."""
     ok = t.flags["ok"]
@@ -169,12 +165,12 @@ def _f1_or_zero(t: DocTable, doc_type: str | None, failed_as_zero: bool) -> tupl
 
 def doc_f1_values(rows: Documents, doc_type: str | None = None, failed_as_zero: bool = True) -> list[float]:
     """Document F1 of each document (of a type); a failed one is 0, or left out."""
-    return _f1_or_zero(_table(rows), doc_type, failed_as_zero)[1].tolist()
+    return _f1_or_zero(DocTable.of(rows), doc_type, failed_as_zero)[1].tolist()
 
 
 def field_f1_values(rows: Documents, doc_type: str, name: str, failed_as_zero: bool = True) -> list[float]:
     """F1 of one field over the documents of a type whose ground truth has it."""
-    t = _table(rows)
+    t = DocTable.of(rows)
     j = t.field_column(name)
     if j is None:
         return []
@@ -186,7 +182,7 @@ def field_f1_values(rows: Documents, doc_type: str, name: str, failed_as_zero: b
 
 def hallucination_counts(rows: Documents, doc_type: str | None = None) -> tuple[int, int]:
     """(hallucinated, opportunities): fields whose ground truth is NOT_FOUND, in scored documents."""
-    t = _table(rows)
+    t = DocTable.of(rows)
     flags = t.field_flags[t.mask("doc_type", doc_type) & t.flags["ok"]]
     opp = (flags & GT_NOT_FOUND) != 0
     return int(((flags & HALLUCINATED) != 0)[opp].sum()), int(opp.sum())
@@ -209,12 +205,11 @@ class LatencyStats:
 
 def latency_stats(rows: Documents, doc_type: str | None = None) -> LatencyStats:
     """Client latency of the completed documents (of a type): percentiles, mean, max."""
-    t = _table(rows)
+    t = DocTable.of(rows)
     lat = t.numbers["latency_s"][t.mask("doc_type", doc_type) & t.flags["status_ok"]]
     recorded = ~np.isnan(lat)
     vals = lat[recorded]
-    kept = array("d")
-    kept.frombytes(vals.tobytes())
+    kept = array("d", vals.tobytes())
     return LatencyStats(len(vals), int((~recorded).sum()), *(percentile(vals, float(p[1:])) for p in PERCENTILES),
                         mean=math.fsum(kept) / len(kept) if len(kept) else None,
                         max=float(vals.max()) if len(vals) else None, values=kept)
@@ -224,7 +219,7 @@ def paired_f1(candidate: Documents, baseline: Documents, doc_type: str | None = 
               failed_as_zero: bool = True) -> tuple[list[str], list[float], list[float]]:
     """Document F1 of both runs on the documents both have, in doc_id order."""
     def by_id(rows: Documents) -> tuple[np.ndarray, np.ndarray]:
-        t = _table(rows)
+        t = DocTable.of(rows)
         sel, f1 = _f1_or_zero(t, doc_type, failed_as_zero)
         ids = np.empty(int(sel.sum()), dtype=object)
         ids[:] = t.ids(sel)
@@ -340,7 +335,7 @@ def _groups(t: DocTable, category: str) -> dict[str, np.ndarray]:
 def aggregate(rows: Documents, level: float = 0.95) -> Summary:
     """Summarise one backend's run from its documents (doc_id, doc_type, tier, status, doc_f1,
     scores, response.latency_s). A document is scored when `row.ok`; every other one is failed."""
-    t = _table(rows)
+    t = DocTable.of(rows)
     ok = t.flags["ok"]
     f1 = t.numbers["doc_f1"]
     failed = int((~ok).sum())
